@@ -1,0 +1,5 @@
+"""Drop-in ``torch.optim`` optimizers, each defined by one update rule."""
+
+from .adam import Adam, AdamW
+
+__all__ = ["Adam", "AdamW"]

@@ -1,0 +1,161 @@
+"""The base class that turns one pure update rule into a ``torch.optim.Optimizer``.
+
+Each optimizer module defines its update rule once, as a function
+
+    rule(param, grad, state, step, **hyperparameters) -> (new_param, new_state)
+
+that only does arithmetic on its inputs: no in-place writes, no Python branches on hyperparameter
+values.  That single definition then serves every path:
+
+* per parameter: tensors in, tensors out, then copied back into the parameter and its state;
+* ``foreach``: the same call with :class:`~optimlab.optim._tensorlist.TensorList` arguments, so a
+  whole parameter group is updated by multi-tensor kernels;
+* the batched sweep engine: the same call under ``torch.vmap`` with one hyperparameter value per
+  configuration;
+* compiled fast paths: the same call traced by ``torch.compile``.
+
+Hyperparameters may therefore be Python numbers or tensors that broadcast.  ``step`` is the
+1-based step count of the state being updated (a Python float here, a tensor elsewhere).
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Callable, Iterable
+from typing import Any, ClassVar
+
+import torch
+from torch import Tensor
+
+from ._tensorlist import TensorList
+
+State = dict[str, Tensor]
+Rule = Callable[..., tuple[Tensor, State]]
+
+
+class RuleOptimizer(torch.optim.Optimizer):
+    """A ``torch.optim.Optimizer`` whose update is a pure rule (see the module docstring).
+
+    Subclasses set ``rule`` and implement :meth:`validate`, :meth:`init_state` and
+    :meth:`rule_kwargs`.  Common options, the same as torch.optim's:
+
+    foreach:
+        ``None`` (default) uses the multi-tensor path on CUDA and the per-parameter path on the
+        CPU, as torch.optim does; ``True``/``False`` force it.
+    maximize:
+        maximize the objective (the rule sees ``-grad``; ``p.grad`` itself is never modified).
+
+    Policies that hold for every optimizer of the library:
+
+    * Parameters whose ``.grad`` is ``None`` are skipped and their state is left as it was.
+    * The state has the parameter's dtype and device (as in torch.optim), except ``step``, a
+      float32 scalar tensor.  Arithmetic on bfloat16/float16 parameters is therefore done in that
+      precision.
+    * Non-finite gradients are not intercepted: NaN and inf propagate into the parameters exactly
+      as they do in torch.optim; check ``torch.isfinite`` on the loss or use a GradScaler.
+    * Sparse and complex gradients raise ``RuntimeError``.
+    """
+
+    rule: ClassVar[Rule]
+    #: whether :meth:`rule` only uses elementwise operations, so that it can run on TensorLists.
+    elementwise: ClassVar[bool] = True
+
+    def __init__(
+        self,
+        params: Iterable[Any],
+        defaults: dict[str, Any],
+        *,
+        foreach: bool | None = None,
+        maximize: bool = False,
+    ) -> None:
+        defaults = dict(defaults, foreach=foreach, maximize=maximize)
+        super().__init__(params, defaults)
+
+    # -- what a subclass defines -------------------------------------------------------------
+    def validate(self, group: dict[str, Any]) -> None:
+        """Raise ``ValueError`` for any hyperparameter of ``group`` outside its range."""
+        raise NotImplementedError
+
+    def init_state(self, param: Tensor, group: dict[str, Any]) -> State:
+        """The tensors of a fresh state for ``param`` (``step`` is added by the base class)."""
+        raise NotImplementedError
+
+    def rule_kwargs(self, group: dict[str, Any]) -> dict[str, Any]:
+        """The keyword arguments of :attr:`rule` for the hyperparameters of ``group``."""
+        raise NotImplementedError
+
+    # -- torch.optim.Optimizer ------------------------------------------------------------------
+    def add_param_group(self, param_group: dict[str, Any]) -> None:
+        super().add_param_group(param_group)
+        self.validate(self.param_groups[-1])
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        # A state_dict saved by the reference (torch.optim.Adam, say) lacks our extra options:
+        # they take their defaults, so the reference's checkpoints load unchanged.
+        super().__setstate__(state)
+        for group in self.param_groups:
+            for key, value in self.defaults.items():
+                group.setdefault(key, value)
+
+    @torch.no_grad()
+    def step(self, closure: Callable[[], Any] | None = None) -> Any:
+        """Perform one optimization step; ``closure`` re-evaluates the model and returns the loss."""
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for group in self.param_groups:
+            params = [p for p in group["params"] if p.grad is not None]
+            if not params:
+                continue
+            kwargs = self.rule_kwargs(group)
+            foreach = group["foreach"]
+            if foreach is None:
+                foreach = all(p.is_cuda for p in params)
+            if foreach and self.elementwise:
+                self._step_foreach(group, params, kwargs)
+            else:
+                for p in params:
+                    self._step_param(group, p, kwargs)
+        return loss
+
+    # -- the two paths ------------------------------------------------------------------------
+    def _prepare(self, group: dict[str, Any], p: Tensor) -> tuple[Tensor, State, float]:
+        grad = p.grad
+        if grad.is_sparse:
+            raise RuntimeError(f"{type(self).__name__} does not support sparse gradients")
+        if torch.is_complex(p):
+            raise RuntimeError(f"{type(self).__name__} does not support complex parameters")
+        state = self.state[p]
+        if not state:
+            state["step"] = torch.tensor(0.0)
+            state.update(self.init_state(p, group))
+        state["step"] += 1
+        if group["maximize"]:
+            grad = -grad
+        return grad, state, state["step"].item()
+
+    def _step_param(self, group: dict[str, Any], p: Tensor, kwargs: dict[str, Any]) -> None:
+        grad, state, step = self._prepare(group, p)
+        tensors = {k: v for k, v in state.items() if k != "step"}
+        new_p, new_state = type(self).rule(p, grad, tensors, step, **kwargs)
+        p.copy_(new_p)
+        for k, v in new_state.items():
+            state[k].copy_(v)
+
+    def _step_foreach(self, group: dict[str, Any], params: list[Tensor], kwargs: dict[str, Any]) -> None:
+        # Tensors are batched by device, dtype and step count, so that the step (and with it
+        # every bias correction) is one number per batch, exactly as in the per-parameter path.
+        batches: dict[tuple[Any, ...], list[tuple[Tensor, Tensor, State]]] = defaultdict(list)
+        for p in params:
+            grad, state, step = self._prepare(group, p)
+            batches[(p.device, p.dtype, step)].append((p, grad, state))
+        for (_, _, step), batch in batches.items():
+            ps = TensorList(p for p, _, _ in batch)
+            grads = TensorList(g for _, g, _ in batch)
+            keys = [k for k in batch[0][2] if k != "step"]
+            tensors = {k: TensorList(s[k] for _, _, s in batch) for k in keys}
+            new_p, new_state = type(self).rule(ps, grads, tensors, step, **kwargs)
+            ps.copy_(new_p)
+            for k, v in new_state.items():
+                tensors[k].copy_(v)

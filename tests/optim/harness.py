@@ -1,0 +1,99 @@
+"""What every optimizer case declares, and the runs the standard tests compare.
+
+Each ``tests/optim/cases_<name>.py`` module lists ``CASES``; ``test_standard.py`` runs the same
+checks (parity with the reference, resume, foreach, dtypes, convergence, errors) on all of them.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import Tensor
+
+Make = Callable[..., torch.optim.Optimizer]
+
+# Shapes for parity runs: a scalar, vectors, a matrix, a 3-D tensor and a tall matrix.
+SHAPES: tuple[tuple[int, ...], ...] = ((), (1,), (7,), (4, 5), (2, 3, 4), (16, 3))
+
+
+@dataclass
+class Case:
+    """One optimizer configuration and how to check it.
+
+    make(params, **overrides) builds ours; reference(params) builds the reference (a
+    torch.optim.Optimizer: the named library's class, or a from-the-paper implementation in the
+    tests); solver(params) builds ours with the settings that must solve the test problems
+    within ``solve_steps``.  ``invalid`` lists (constructor kwargs, regex of the message).
+    """
+
+    id: str
+    make: Make
+    reference: Make | None
+    solver: Make | None = None
+    solve_steps: int = 2000
+    shapes: Sequence[tuple[int, ...]] = SHAPES
+    steps: int = 200
+    invalid: Sequence[tuple[dict[str, Any], str]] = ()
+    # the reference runs in the schedule test too (False where a reference ignores lr changes)
+    scheduled: bool = True
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def __str__(self) -> str:
+        return self.id
+
+
+def make_params(shapes: Sequence[tuple[int, ...]], dtype: torch.dtype, seed: int = 0) -> list[Tensor]:
+    gen = torch.Generator().manual_seed(seed)
+    return [torch.randn(s, generator=gen, dtype=torch.float64).to(dtype) for s in shapes]
+
+
+def param_groups(params: list[Tensor]) -> list[dict[str, Any]]:
+    """Two groups: the second overrides nothing, so group defaults are exercised too."""
+    half = len(params) // 2
+    return [{"params": params[:half]}, {"params": params[half:]}]
+
+
+def gradient_stream(shapes: Sequence[tuple[int, ...]], steps: int, dtype: torch.dtype, seed: int = 1) -> list[list[Tensor]]:
+    gen = torch.Generator().manual_seed(seed)
+    return [[torch.randn(s, generator=gen, dtype=torch.float64).to(dtype) for s in shapes] for _ in range(steps)]
+
+
+def run(
+    make: Make,
+    params: list[Tensor],
+    grads: list[list[Tensor]],
+    *,
+    schedule: bool = False,
+    groups: bool = True,
+) -> list[list[Tensor]]:
+    """Apply the gradients step by step; returns the parameters after every step."""
+    opt = make(param_groups(params) if groups else params)
+    sched = torch.optim.lr_scheduler.MultiplicativeLR(opt, lambda _: 0.99) if schedule else None
+    history = []
+    for step_grads in grads:
+        for p, g in zip(params, step_grads):
+            p.grad = g.clone()
+        opt.step()
+        if sched is not None:
+            sched.step()
+        history.append([p.detach().clone() for p in params])
+    return history
+
+
+def relative_gap(ours: list[list[Tensor]], ref: list[list[Tensor]], start: list[Tensor]) -> float:
+    """max |ours - ref| over all steps and elements, divided by the largest displacement of ref."""
+    gap = max((a.double() - b.double()).abs().max().item() if a.numel() else 0.0 for xs, ys in zip(ours, ref) for a, b in zip(xs, ys))
+    disp = max((b.double() - s.double()).abs().max().item() if b.numel() else 0.0 for ys in ref for b, s in zip(ys, start))
+    assert disp > 0, "the reference never moved: the comparison would prove nothing"
+    return gap / disp
+
+
+def roundtrip(state_dict: dict[str, Any]) -> dict[str, Any]:
+    buf = io.BytesIO()
+    torch.save(state_dict, buf)
+    buf.seek(0)
+    return torch.load(buf, weights_only=True)
