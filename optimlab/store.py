@@ -1,0 +1,626 @@
+"""The results store: one SQLite file that a sweep writes and resumes from.
+
+A sweep runs many training runs (task x optimizer x hyperparameters x seed x budget). Each run is
+keyed by :func:`run_key`, the sha256 of its configuration in a canonical JSON form, so a restarted
+sweep recognises the runs it already has::
+
+    store = Store("results/sweep.sqlite")
+    for config in configs:
+        config = with_versions(config)
+        run = store.claim(config)           # None: finished already, or live in another process
+        if run is None:
+            continue
+        with run:                           # an exception is stored as 'failed' and the sweep goes on
+            for epoch in range(config["budget"]):
+                run.log_epoch(epoch, train_loss=..., val_loss=..., accuracy=..., wall_time=...)
+            run.finish({"val_loss": ..., "accuracy": ...}, state_bytes=...)
+
+What survives what:
+
+* A finished run is never claimed again. Every write commits at once (WAL, ``synchronous=FULL``),
+  so Ctrl-C, a crash or a reboot loses at most the epoch in progress.
+* A run whose code raised is stored as ``'failed'`` with its traceback; it is not re-run unless
+  ``claim(..., retry_failed=True)``.
+* Ctrl-C (``KeyboardInterrupt``) or ``SystemExit`` inside ``with run:`` stores ``'interrupted'``
+  and re-raises; the next claim re-runs it.
+* A run left ``'running'`` by a process that died (SIGKILL, power loss) is re-run by the next
+  claim once its owner is known to be gone: on the owner's machine, the owner's pid no longer
+  names the same live process; from any other machine, its heartbeat (written at the claim and
+  at every epoch) is older than ``stale_after`` seconds.
+* A re-run deletes the curve of the attempt it replaces (kept until then, for inspection) and
+  counts ``attempt``. A process whose claim was taken over gets :class:`ClaimLostError` on its
+  next write, so two attempts never mix their rows.
+
+Two processes may write the same file: every read-modify-write is one ``BEGIN IMMEDIATE``
+transaction and waiters retry for ``timeout`` seconds. (SQLite's locking needs a local disk,
+not a network file system.)
+
+The schema is versioned with ``PRAGMA user_version``; :data:`MIGRATIONS` lists the SQL steps
+from each version to the next, applied in order when an older file is opened. A file written by
+a newer optimlab raises :class:`SchemaVersionError`.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import logging
+import math
+import os
+import platform
+import socket
+import sqlite3
+import time
+import traceback
+import uuid
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+__all__ = [
+    "MIGRATIONS",
+    "SCHEMA_VERSION",
+    "ClaimLostError",
+    "RunHandle",
+    "SchemaVersionError",
+    "Store",
+    "canonical_json",
+    "run_key",
+    "with_versions",
+]
+
+_log = logging.getLogger(__name__)
+
+# "optl": marks the file as an optimlab store so another program's SQLite file is refused.
+APPLICATION_ID = 0x6F70746C
+
+# MIGRATIONS[i] takes a file from schema version i to i + 1. Append; never edit a released step.
+MIGRATIONS: tuple[tuple[str, ...], ...] = (
+    (
+        f"PRAGMA application_id = {APPLICATION_ID}",
+        """CREATE TABLE runs (
+            key         TEXT PRIMARY KEY,   -- run_key(config)
+            config      TEXT NOT NULL,      -- canonical_json(config)
+            status      TEXT NOT NULL CHECK (status IN ('running', 'finished', 'failed', 'interrupted')),
+            attempt     INTEGER NOT NULL,   -- 1 for the first claim, +1 at each re-run
+            token       TEXT NOT NULL,      -- random id of the current claim
+            owner_host  TEXT NOT NULL,
+            owner_pid   INTEGER NOT NULL,
+            owner_start TEXT NOT NULL,      -- the owner's start time, to tell a reused pid
+            heartbeat   REAL NOT NULL,      -- unix time of the owner's last write
+            started     REAL NOT NULL,
+            ended       REAL,
+            final       TEXT,               -- JSON object of final metrics
+            state_bytes INTEGER,
+            error       TEXT
+        )""",
+        """CREATE TABLE epochs (
+            key     TEXT NOT NULL REFERENCES runs (key) ON DELETE CASCADE,
+            epoch   INTEGER NOT NULL,
+            metrics TEXT NOT NULL,          -- JSON object; NaN and inf kept (a diverged loss is data)
+            PRIMARY KEY (key, epoch)
+        ) WITHOUT ROWID""",
+    ),
+)
+SCHEMA_VERSION = len(MIGRATIONS)
+
+STATUSES = ("running", "finished", "failed", "interrupted")
+_RUN_COLUMNS = ("key", "status", "attempt", "started", "ended", "state_bytes", "error")
+
+
+class SchemaVersionError(ValueError):
+    """The file's schema is newer than this optimlab knows, or the file is not an optimlab store."""
+
+
+class ClaimLostError(RuntimeError):
+    """The run was re-claimed by another process (its owner looked dead); this attempt must stop."""
+
+
+# ---------------------------------------------------------------------------------------------
+# Run keys
+# ---------------------------------------------------------------------------------------------
+
+
+def canonical_json(config: Mapping[str, Any]) -> str:
+    """The canonical text of a run configuration, from which :func:`run_key` is hashed.
+
+    The form (changing it changes every key; ``tests/test_store.py`` pins one hash):
+
+    * mappings: keys must be ``str``; written sorted by code point, so key order does not matter;
+    * ``float`` (and subclasses such as ``numpy.float64``): Python's ``repr``, the shortest text
+      that reads back to the same double, so ``1e-3`` and ``0.001`` are one value; ``inf`` is
+      ``Infinity``; NaN is refused (NaN != NaN, and a NaN hyperparameter is a bug);
+    * ``int`` (not ``bool``): decimal. ``1`` and ``1.0`` stay different, as ``True`` and ``1`` do:
+      they can take different code paths (integer arithmetic, ``isinstance`` checks);
+    * ``list`` and ``tuple``: the same JSON array; ``str``, ``bool``, ``None``: JSON;
+    * JSON with ``ensure_ascii`` and no whitespace (``separators=(",", ":")``).
+
+    Anything else (sets, arrays, tensors, objects) raises ``ValueError`` naming where it is:
+    a value without a canonical text cannot be keyed safely.
+    """
+    return json.dumps(_canonical(config, "config"), sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+
+
+def run_key(config: Mapping[str, Any]) -> str:
+    """The run's key: the sha256 hex digest of ``canonical_json(config)``.
+
+    The key is the whole configuration, nothing less: the task, the optimizer's name, every
+    hyperparameter (defaults included, spelled out), the seed, the budget, the device and dtype,
+    and the library versions (:func:`with_versions`). Two runs that differ in anything that can
+    change their numbers must not share a key, or the store would hand one's results for the other.
+    """
+    return _sha256(canonical_json(config))
+
+
+def _sha256(text: str) -> str:
+    return hashlib.sha256(text.encode("ascii")).hexdigest()
+
+
+def with_versions(config: Mapping[str, Any]) -> dict[str, Any]:
+    """A copy of ``config`` with ``"versions"``: the optimlab, torch, numpy and Python versions.
+
+    Each can change the numbers of a run (an optimizer fix, a new kernel, a data pipeline's
+    random stream, the float formatting of a parser), so each is part of the key: upgrading any of
+    them starts fresh runs instead of mixing old and new results. ``torch.__version__`` carries the
+    build (``+cpu``, ``+cu121``).
+    """
+    if not isinstance(config, Mapping):
+        raise ValueError(f"with_versions: invalid config={config!r}: expected a mapping")
+    if "versions" in config:
+        raise ValueError(f"with_versions: invalid config: it already has versions={config['versions']!r}")
+    import numpy
+    import torch
+
+    import optimlab
+
+    versions = {
+        "optimlab": optimlab.__version__,
+        "torch": torch.__version__,
+        "numpy": numpy.__version__,
+        "python": platform.python_version(),
+    }
+    return {**config, "versions": versions}
+
+
+def _canonical(value: Any, where: str) -> Any:
+    """``value`` as plain JSON types, checked; ``where`` names it in errors (``config.hp.lr``)."""
+    if value is None or isinstance(value, (bool, str)):
+        return value
+    if isinstance(value, int):
+        return int(value)
+    if isinstance(value, float):
+        if math.isnan(value):
+            raise ValueError(f"run config: invalid {where}=nan: expected a number, not NaN")
+        return float(value)
+    if isinstance(value, (list, tuple)):
+        return [_canonical(v, f"{where}[{i}]") for i, v in enumerate(value)]
+    if isinstance(value, Mapping):
+        out = {}
+        for k, v in value.items():
+            if not isinstance(k, str):
+                raise ValueError(f"run config: invalid key {k!r} in {where}: expected a str")
+            out[k] = _canonical(v, f"{where}.{k}")
+        return out
+    raise ValueError(
+        f"run config: invalid {where}={value!r} of type {type(value).__name__}: "
+        "expected None, bool, int, float, str, list, tuple or a mapping with str keys"
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Who owns a running run
+# ---------------------------------------------------------------------------------------------
+
+
+def _machine() -> str:
+    """This machine: host name, plus the kernel's boot id where there is one (changes at reboot)."""
+    try:
+        boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    except OSError:
+        boot = ""
+    return f"{socket.gethostname()}/{boot}"
+
+
+def _process_start(pid: int) -> str | None:
+    """An id of the live process ``pid`` that a reused pid does not share; ``None`` if it is gone.
+
+    Linux: its start time in clock ticks since boot (``/proc/<pid>/stat`` field 22); a zombie
+    counts as gone. Other POSIX systems: ``""`` while the pid exists (pid reuse goes unseen).
+    """
+    if Path("/proc/self/stat").exists():
+        try:
+            stat = Path(f"/proc/{pid}/stat").read_text()
+        except OSError:
+            return None
+        fields = stat.rsplit(")", 1)[1].split()  # the command name, in parentheses, may hold spaces
+        return None if fields[0] in ("Z", "X") else fields[19]
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return None
+    except PermissionError:
+        pass
+    return ""
+
+
+# ---------------------------------------------------------------------------------------------
+# The store
+# ---------------------------------------------------------------------------------------------
+
+
+class Store:
+    """A results file: runs keyed by :func:`run_key`, their per-epoch metrics and final metrics.
+
+    Parameters
+    ----------
+    path : str or Path
+        The SQLite file; created (with its folder) if missing.
+    timeout : float, default 60
+        Seconds to wait for another process's write lock before ``sqlite3.OperationalError``.
+    stale_after : float, default 3600
+        A ``'running'`` run owned by another machine whose last heartbeat (claim or epoch) is
+        older than this is taken to be dead and is re-run. Must exceed the longest epoch.
+        Runs owned by this machine are judged by their process instead, at once.
+    """
+
+    def __init__(self, path: str | os.PathLike[str], *, timeout: float = 60.0, stale_after: float = 3600.0) -> None:
+        if not (isinstance(timeout, (int, float)) and timeout >= 0):
+            raise ValueError(f"Store: invalid timeout={timeout!r}: expected a number of seconds >= 0")
+        if not (isinstance(stale_after, (int, float)) and stale_after > 0):
+            raise ValueError(f"Store: invalid stale_after={stale_after!r}: expected a number of seconds > 0")
+        self.path = Path(path)
+        self.stale_after = float(stale_after)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        # isolation_level=None: no implicit transactions; each write is one explicit BEGIN IMMEDIATE.
+        self._db = sqlite3.connect(self.path, timeout=timeout, isolation_level=None)
+        try:
+            self._db.execute("PRAGMA journal_mode = WAL")
+            self._db.execute("PRAGMA synchronous = FULL")  # a commit survives power loss, not just a crash
+            self._db.execute("PRAGMA foreign_keys = ON")
+            self._migrate()
+        except BaseException:
+            self._db.close()
+            raise
+
+    def close(self) -> None:
+        """Close the file. Open handles can no longer write."""
+        self._db.close()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"Store({str(self.path)!r})"
+
+    @contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        # IMMEDIATE takes the write lock before the first read, so check-then-write is atomic.
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            yield self._db
+        except BaseException:
+            if self._db.in_transaction:  # some errors have rolled back already
+                self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
+
+    def _migrate(self) -> None:
+        with self._transaction() as db:
+            version = db.execute("PRAGMA user_version").fetchone()[0]
+            app = db.execute("PRAGMA application_id").fetchone()[0]
+            foreign = db.execute("SELECT count(*) FROM sqlite_master").fetchone()[0] > 0 and version == 0
+            if app not in (0, APPLICATION_ID) or foreign:
+                raise SchemaVersionError(f"Store: invalid path={str(self.path)!r}: not an optimlab results file")
+            if version > SCHEMA_VERSION:
+                raise SchemaVersionError(
+                    f"Store: path={str(self.path)!r} has schema version {version}, newer than this optimlab "
+                    f"{_optimlab_version()} reads (versions 0 to {SCHEMA_VERSION}): upgrade optimlab to open it"
+                )
+            for step in MIGRATIONS[version:]:
+                for sql in step:
+                    db.execute(sql)
+            db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+
+    # -- writing -----------------------------------------------------------------------------
+
+    def claim(self, config: Mapping[str, Any], *, retry_failed: bool = False) -> RunHandle | None:
+        """Mark the run of ``config`` as ``'running'`` by this process and return its handle.
+
+        Returns ``None`` when there is nothing to do: the run is finished, failed (unless
+        ``retry_failed``), or running in a live process. A run that is new, interrupted, or
+        running in a dead process (see :class:`Store`) is claimed; a re-run deletes the previous
+        attempt's epochs. The check and the claim are one transaction, so of several processes
+        claiming one config exactly one gets a handle.
+        """
+        if not isinstance(config, Mapping):
+            raise ValueError(f"Store.claim: invalid config={config!r}: expected a mapping")
+        text = canonical_json(config)
+        key = _sha256(text)
+        token = uuid.uuid4().hex
+        pid = os.getpid()
+        owner = (_machine(), pid, _process_start(pid) or "")
+        with self._transaction() as db:
+            now = time.time()
+            row = db.execute(
+                "SELECT status, attempt, owner_host, owner_pid, owner_start, heartbeat FROM runs WHERE key = ?", (key,)
+            ).fetchone()
+            if row is None:
+                attempt = 1
+                db.execute(
+                    "INSERT INTO runs (key, config, status, attempt, token, owner_host, owner_pid, owner_start,"
+                    " heartbeat, started) VALUES (?, ?, 'running', 1, ?, ?, ?, ?, ?, ?)",
+                    (key, text, token, *owner, now, now),
+                )
+            else:
+                status, attempt, host, owner_pid, start, heartbeat = row
+                if status == "finished" or (status == "failed" and not retry_failed):
+                    return None
+                if status == "running" and self._alive(host, owner_pid, start, heartbeat, now):
+                    return None
+                attempt += 1
+                db.execute("DELETE FROM epochs WHERE key = ?", (key,))
+                db.execute(
+                    "UPDATE runs SET status = 'running', attempt = ?, token = ?, owner_host = ?, owner_pid = ?,"
+                    " owner_start = ?, heartbeat = ?, started = ?, ended = NULL, final = NULL, state_bytes = NULL,"
+                    " error = NULL WHERE key = ?",
+                    (attempt, token, *owner, now, now, key),
+                )
+        return RunHandle(self, key, token, attempt)
+
+    def _alive(self, host: str, pid: int, start: str, heartbeat: float, now: float) -> bool:
+        if host == _machine() and os.name == "posix":
+            return _process_start(pid) == start
+        return now - heartbeat < self.stale_after
+
+    # -- reading -----------------------------------------------------------------------------
+
+    def runs(self, status: str | None = None, **where: Any) -> list[dict[str, Any]]:
+        """The runs, oldest claim first, as dicts; optionally only those with ``status`` and
+        whose top-level config entries equal ``where`` (compared in canonical form, so
+        ``lr=1e-3`` matches a stored ``0.001``).
+
+        Each dict has ``key``, ``status``, ``attempt``, ``config`` (dict), ``final`` (dict or
+        ``None``), ``state_bytes``, ``error`` (traceback text or ``None``), ``started``,
+        ``ended`` (unix times).
+        """
+        if status is not None and status not in STATUSES:
+            raise ValueError(f"Store.runs: invalid status={status!r}: expected one of {', '.join(STATUSES)}")
+        wanted = {k: canonical_json({"v": v}) for k, v in where.items()}
+        rows = self._db.execute(
+            "SELECT key, status, attempt, config, final, state_bytes, error, started, ended FROM runs"
+            + (" WHERE status = ?" if status else "")
+            + " ORDER BY started, key",
+            (status,) if status else (),
+        ).fetchall()
+        out = []
+        for key, st, attempt, config, final, state_bytes, error, started, ended in rows:
+            config = json.loads(config)
+            if all(k in config and canonical_json({"v": config[k]}) == v for k, v in wanted.items()):
+                out.append(
+                    {
+                        "key": key,
+                        "status": st,
+                        "attempt": attempt,
+                        "config": config,
+                        "final": None if final is None else json.loads(final),
+                        "state_bytes": state_bytes,
+                        "error": error,
+                        "started": started,
+                        "ended": ended,
+                    }
+                )
+        return out
+
+    def epochs(self, key: str) -> list[dict[str, Any]]:
+        """The per-epoch metrics of run ``key`` (of its latest attempt), as ``{"epoch": e, **metrics}``."""
+        if self._db.execute("SELECT 1 FROM runs WHERE key = ?", (key,)).fetchone() is None:
+            raise ValueError(f"Store.epochs: invalid key={key!r}: no run has this key")
+        rows = self._db.execute("SELECT epoch, metrics FROM epochs WHERE key = ? ORDER BY epoch", (key,))
+        return [{"epoch": epoch, **json.loads(metrics)} for epoch, metrics in rows]
+
+    def export(self, directory: str | os.PathLike[str], format: str = "csv") -> dict[str, Path]:
+        """Write two tidy tables into ``directory``: ``runs.<format>`` and ``epochs.<format>``.
+
+        ``runs``: one row per run: ``key, status, attempt, started, ended, state_bytes, error``,
+        then ``config.<name>`` and ``final.<name>`` columns (nested config mappings flattened
+        with dots, lists as their canonical JSON). ``epochs``: one row per (run, epoch):
+        ``key, epoch`` and one column per metric. Join them on ``key``. A missing value is empty
+        (CSV) or null (Parquet). ``format`` is ``"csv"`` or ``"parquet"`` (needs pyarrow:
+        ``pip install optimlab[parquet]``). Returns the two paths.
+        """
+        if format not in ("csv", "parquet"):
+            raise ValueError(f"Store.export: invalid format={format!r}: expected 'csv' or 'parquet'")
+        write = _write_csv if format == "csv" else _parquet_writer()
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        runs_rows = []
+        epoch_rows = []
+        for run in self.runs():
+            row = {k: run[k] for k in _RUN_COLUMNS}
+            _flatten(run["config"], "config", row)
+            _flatten(run["final"] or {}, "final", row)
+            runs_rows.append(row)
+            epoch_rows += [{"key": run["key"], **e} for e in self.epochs(run["key"])]
+        paths = {"runs": directory / f"runs.{format}", "epochs": directory / f"epochs.{format}"}
+        write(_columns(runs_rows, _RUN_COLUMNS), paths["runs"])
+        write(_columns(epoch_rows, ("key", "epoch")), paths["epochs"])
+        return paths
+
+
+class RunHandle:
+    """One claimed attempt of a run: log its epochs, then finish or fail it exactly once.
+
+    Used as a context manager, it ends the run for you: an ``Exception`` from the block is stored
+    as ``'failed'`` with its traceback and *not* re-raised (logged as a warning, so the sweep goes
+    on); ``KeyboardInterrupt`` or ``SystemExit`` is stored as ``'interrupted'`` and re-raised.
+    A block that ends without :meth:`finish` raises ``RuntimeError`` (the run is stored failed).
+    """
+
+    def __init__(self, store: Store, key: str, token: str, attempt: int) -> None:
+        self.store = store
+        self.key = key
+        self.attempt = attempt
+        self._token = token
+        self._done = False
+
+    def __repr__(self) -> str:
+        return f"RunHandle(key={self.key!r}, attempt={self.attempt})"
+
+    def log_epoch(self, epoch: int, **metrics: float) -> None:
+        """Store the metrics of ``epoch`` (e.g. ``train_loss``, ``val_loss``, ``accuracy``,
+        ``wall_time``), committed at once. NaN and inf are stored as they are."""
+        if isinstance(epoch, bool) or not isinstance(epoch, int) or epoch < 0:
+            raise ValueError(f"RunHandle.log_epoch: invalid epoch={epoch!r}: expected an integer >= 0")
+        if not metrics:
+            raise ValueError("RunHandle.log_epoch: invalid metrics={}: expected at least one name=value")
+        if "key" in metrics:
+            raise ValueError("RunHandle.log_epoch: invalid metric name 'key': reserved for the run key in exports")
+        text = _metrics_json("RunHandle.log_epoch", metrics)
+        with self._write() as db:
+            if db.execute("SELECT 1 FROM epochs WHERE key = ? AND epoch = ?", (self.key, epoch)).fetchone():
+                raise ValueError(f"RunHandle.log_epoch: invalid epoch={epoch}: already logged in this attempt")
+            db.execute("INSERT INTO epochs (key, epoch, metrics) VALUES (?, ?, ?)", (self.key, epoch, text))
+
+    def finish(self, metrics: Mapping[str, float], *, state_bytes: int | None = None) -> None:
+        """Store the final metrics and the optimizer-state size in bytes; the run is ``'finished'``."""
+        if not isinstance(metrics, Mapping):
+            raise ValueError(f"RunHandle.finish: invalid metrics={metrics!r}: expected a mapping of name to number")
+        if state_bytes is not None and (
+            isinstance(state_bytes, bool) or not isinstance(state_bytes, int) or state_bytes < 0
+        ):
+            raise ValueError(f"RunHandle.finish: invalid state_bytes={state_bytes!r}: expected an integer >= 0")
+        self._end("finished", final=_metrics_json("RunHandle.finish", metrics), state_bytes=state_bytes)
+
+    def fail(self, error: BaseException | str) -> None:
+        """Store the run as ``'failed'`` with ``error``'s traceback (or the text given)."""
+        text = error if isinstance(error, str) else "".join(traceback.format_exception(error))
+        self._end("failed", error=text)
+
+    def __enter__(self) -> RunHandle:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> bool:
+        if exc is None:
+            if not self._done:
+                self.fail("the with block ended without finish()")
+                raise RuntimeError(f"run {self.key}: the with block ended without finish() or fail()")
+            return False
+        if self._done:
+            return False  # already ended; an error after finish() is the caller's, not the run's
+        if isinstance(exc, (KeyboardInterrupt, SystemExit)):
+            try:
+                self._end("interrupted", error="".join(traceback.format_exception(exc)))
+            except ClaimLostError:
+                pass  # the new owner has it; the interrupt matters more
+            return False
+        if isinstance(exc, ClaimLostError) or not isinstance(exc, Exception):
+            return False
+        self.fail(exc)
+        _log.warning("run %s failed: %s: %s", self.key, exc_type.__name__, exc)
+        return True
+
+    def _end(
+        self, status: str, *, final: str | None = None, state_bytes: int | None = None, error: str | None = None
+    ) -> None:
+        with self._write() as db:
+            db.execute(
+                "UPDATE runs SET status = ?, final = ?, state_bytes = ?, error = ?, ended = ? WHERE key = ?",
+                (status, final, state_bytes, error, time.time(), self.key),
+            )
+        self._done = True
+
+    @contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        """A transaction that first checks this attempt still owns the run, and beats the heartbeat."""
+        if self._done:
+            raise RuntimeError(f"run {self.key}: already ended; claim it again to re-run")
+        with self.store._transaction() as db:
+            owned = db.execute(
+                "UPDATE runs SET heartbeat = ? WHERE key = ? AND token = ? AND status = 'running'",
+                (time.time(), self.key, self._token),
+            ).rowcount
+            if not owned:
+                raise ClaimLostError(f"run {self.key} attempt {self.attempt}: re-claimed by another process")
+            yield db
+
+
+# ---------------------------------------------------------------------------------------------
+# Helpers
+# ---------------------------------------------------------------------------------------------
+
+
+def _optimlab_version() -> str:
+    import optimlab
+
+    return optimlab.__version__
+
+
+def _metrics_json(owner: str, metrics: Mapping[str, Any]) -> str:
+    for name, value in metrics.items():
+        if not isinstance(name, str) or not name:
+            raise ValueError(f"{owner}: invalid metric name {name!r}: expected a non-empty str")
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ValueError(f"{owner}: invalid {name}={value!r}: expected an int or a float (NaN and inf allowed)")
+    return json.dumps({k: v if isinstance(v, float) else int(v) for k, v in metrics.items()}, sort_keys=True)
+
+
+def _flatten(mapping: Mapping[str, Any], prefix: str, out: dict[str, Any]) -> None:
+    """``{"hp": {"lr": 0.1}}`` -> ``out["config.hp.lr"] = 0.1``; lists become canonical JSON text."""
+    for name, value in mapping.items():
+        column = f"{prefix}.{name}"
+        if isinstance(value, Mapping):
+            _flatten(value, column, out)
+            continue
+        if column in out:
+            raise ValueError(f"Store.export: two entries flatten to one column {column!r}; rename one")
+        out[column] = json.dumps(value, sort_keys=True, separators=(",", ":")) if isinstance(value, list) else value
+
+
+def _columns(rows: list[dict[str, Any]], fixed: tuple[str, ...]) -> dict[str, list[Any]]:
+    """Rows -> columns: the ``fixed`` names, then the others sorted; each column of one type.
+
+    A column holding ints and floats becomes floats; one holding other mixed types becomes the
+    JSON text of each value, so Parquet gets one type per column and CSV the same values.
+    """
+    others = {name for row in rows for name in row} - set(fixed)
+    order = [*fixed, *sorted(others)]
+    columns = {}
+    for name in order:
+        values = [row.get(name) for row in rows]
+        kinds = {type(v) for v in values if v is not None}
+        if kinds == {int, float}:
+            values = [None if v is None else float(v) for v in values]
+        elif len(kinds) > 1:
+            values = [None if v is None else json.dumps(v) for v in values]
+        columns[name] = values
+    return columns
+
+
+def _write_csv(columns: dict[str, list[Any]], path: Path) -> None:
+    with path.open("w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f)
+        writer.writerow(columns)
+        writer.writerows(zip(*columns.values()))
+
+
+def _parquet_writer() -> Callable[[dict[str, list[Any]], Path], None]:
+    try:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+    except ImportError:
+        raise ImportError(
+            "Store.export(format='parquet') needs pyarrow: pip install optimlab[parquet]"
+        ) from None
+
+    def write(columns: dict[str, list[Any]], path: Path) -> None:
+        pq.write_table(pa.table({name: pa.array(values) for name, values in columns.items()}), path)
+
+    return write

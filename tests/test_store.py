@@ -1,0 +1,467 @@
+"""The results store: resume after Ctrl-C, a crash and SIGKILL; failures kept; keys; schema; export."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import optimlab
+from optimlab import store as store_mod
+from optimlab.store import (
+    SCHEMA_VERSION,
+    ClaimLostError,
+    SchemaVersionError,
+    Store,
+    canonical_json,
+    run_key,
+    with_versions,
+)
+
+REPO = Path(optimlab.__file__).resolve().parents[1]
+
+
+def config(seed: int, optimizer: str = "adam", lr: float = 1e-3) -> dict:
+    return {
+        "task": "toy",
+        "optimizer": optimizer,
+        "hp": {"lr": lr, "betas": [0.9, 0.999]},
+        "seed": seed,
+        "budget": 3,
+    }
+
+
+CONFIGS = [config(s) for s in range(4)] + [config(0, optimizer="boom")]
+
+
+def curve(cfg: dict, epoch: int) -> dict:
+    """The fake training's metrics: distinct for every run and epoch, with one NaN to carry."""
+    loss = 1.0 / (1 + epoch + cfg["seed"]) + cfg["hp"]["lr"]
+    return {"train_loss": loss, "val_loss": loss * 1.1, "accuracy": float("nan") if epoch == 0 else 1 - loss,
+            "wall_time": 0.5 * (epoch + 1)}
+
+
+def sweep(store: Store, configs: list[dict], interrupt_at=None, hang_at=None, sleep: float = 0.0) -> list[str]:
+    """Run every claimable config; return the keys actually trained. ``interrupt_at=(seed, epoch)``
+    raises KeyboardInterrupt there; ``hang_at`` prints the key and sleeps (to be SIGKILLed)."""
+    trained = []
+    for cfg in configs:
+        run = store.claim(cfg)
+        if run is None:
+            continue
+        trained.append(run.key)
+        with run:
+            for epoch in range(cfg["budget"]):
+                if (cfg["seed"], epoch) == interrupt_at:
+                    raise KeyboardInterrupt
+                if (cfg["seed"], epoch) == hang_at:
+                    print(run.key, flush=True)
+                    time.sleep(60)
+                if cfg["optimizer"] == "boom" and epoch == 1:
+                    raise FloatingPointError("loss is nan at epoch 1")
+                run.log_epoch(epoch, **curve(cfg, epoch))
+                time.sleep(sleep)
+            run.finish(curve(cfg, cfg["budget"] - 1), state_bytes=8 * cfg["seed"])
+    return trained
+
+
+def results(store: Store) -> dict:
+    """Everything a sweep's analysis reads, by key (timestamps left out)."""
+    return {
+        r["key"]: (r["status"], r["config"], r["final"], r["state_bytes"], store.epochs(r["key"]))
+        for r in store.runs()
+    }
+
+
+def same(a, b) -> bool:
+    """Equality where NaN equals NaN (json round-trips keep it a float)."""
+    return json.dumps(a, sort_keys=True) == json.dumps(b, sort_keys=True)
+
+
+@pytest.fixture
+def reference(tmp_path):
+    """The results of the sweep run once, uninterrupted."""
+    with Store(tmp_path / "reference.sqlite") as s:
+        sweep(s, CONFIGS)
+        return results(s)
+
+
+# ---------------------------------------------------------------------------------------------
+# Interrupt and resume
+# ---------------------------------------------------------------------------------------------
+
+
+def test_sweep_records_finished_and_failed_runs(tmp_path, reference):
+    keys = [run_key(c) for c in CONFIGS]
+    assert len(reference) == 5
+    for c, k in zip(CONFIGS[:4], keys):
+        status, cfg, final, state_bytes, epochs = reference[k]
+        assert (status, cfg, state_bytes) == ("finished", c, 8 * c["seed"])
+        assert same(final, curve(c, 2))
+        assert same(epochs, [{"epoch": e, **curve(c, e)} for e in range(3)])
+    status, _, final, _, epochs = reference[keys[4]]
+    assert (status, final) == ("failed", None)
+    assert same(epochs, [{"epoch": 0, **curve(CONFIGS[4], 0)}])  # the curve up to the failure is kept
+
+
+def test_failed_run_keeps_traceback_and_sweep_goes_on(tmp_path):
+    with Store(tmp_path / "s.sqlite") as s:
+        trained = sweep(s, [CONFIGS[4], CONFIGS[0]])  # the failure comes first; the next still runs
+        assert trained == [run_key(CONFIGS[4]), run_key(CONFIGS[0])]
+        (failed,) = s.runs(status="failed")
+        assert failed["error"].startswith("Traceback (most recent call last):")
+        assert "FloatingPointError: loss is nan at epoch 1" in failed["error"]
+        assert [r["key"] for r in s.runs(status="finished")] == [run_key(CONFIGS[0])]
+        assert sweep(s, CONFIGS[:1] + CONFIGS[4:]) == []  # neither the finished nor the failed run again
+        again = s.claim(CONFIGS[4], retry_failed=True)
+        assert again.attempt == 2
+        (row,) = s.runs(status="running")
+        assert row["error"] is None and s.epochs(row["key"]) == []
+
+
+def test_keyboard_interrupt_marks_interrupted_and_resume_reruns_only_it(tmp_path, reference):
+    with Store(tmp_path / "s.sqlite") as s:
+        with pytest.raises(KeyboardInterrupt):
+            sweep(s, CONFIGS, interrupt_at=(2, 2))
+        before = results(s)
+        hit = run_key(CONFIGS[2])
+        assert before[hit][0] == "interrupted"
+        assert "KeyboardInterrupt" in s.runs(status="interrupted")[0]["error"]
+        assert len(before[hit][4]) == 2  # its curve so far is kept until the re-run
+        trained = sweep(s, CONFIGS)
+        assert trained == [hit, run_key(CONFIGS[3]), run_key(CONFIGS[4])]
+        after = results(s)
+        for k in before:  # nothing finished was touched
+            if before[k][0] == "finished":
+                assert same(after[k], before[k])
+        assert same(after, reference)
+        assert {r["key"]: r["attempt"] for r in s.runs()}[hit] == 2
+
+
+def test_sigkilled_sweep_resumes_and_reruns_the_killed_run(tmp_path, reference):
+    path = tmp_path / "s.sqlite"
+    code = (
+        "import sys; from optimlab.store import Store; from tests.test_store import sweep, CONFIGS;"
+        "sweep(Store(sys.argv[1]), CONFIGS, hang_at=(2, 2))"
+    )
+    child = subprocess.Popen([sys.executable, "-c", code, str(path)], cwd=REPO, stdout=subprocess.PIPE, text=True)
+    try:
+        hung = child.stdout.readline().strip()
+        assert hung == run_key(CONFIGS[2])
+        with Store(path) as s:
+            assert s.claim(CONFIGS[2]) is None  # its owner is alive: not taken over
+            child.send_signal(signal.SIGKILL)
+            child.wait(10)
+            before = results(s)
+            assert before[hung][0] == "running" and len(before[hung][4]) == 2
+            assert sweep(s, CONFIGS) == [hung, run_key(CONFIGS[3]), run_key(CONFIGS[4])]
+            after = results(s)
+            assert all(same(after[k], before[k]) for k in before if before[k][0] == "finished")
+            assert same(after, reference)
+    finally:
+        child.kill()
+        child.wait()
+        child.stdout.close()
+
+
+def test_two_processes_run_each_config_exactly_once(tmp_path):
+    path = tmp_path / "s.sqlite"
+    configs = [config(s, lr=lr) for s in range(5) for lr in (1e-3, 1e-2, 1e-1)]
+    code = (
+        "import sys, json; from optimlab.store import Store; from tests.test_store import sweep, config;"
+        "configs = [config(s, lr=lr) for s in range(5) for lr in (1e-3, 1e-2, 1e-1)];"
+        "print(json.dumps(sweep(Store(sys.argv[1], timeout=30), configs, sleep=0.005)))"
+    )
+    Store(path).close()  # created once, so both children open an existing file
+    children = [
+        subprocess.Popen([sys.executable, "-c", code, str(path)], cwd=REPO, stdout=subprocess.PIPE, text=True)
+        for _ in range(2)
+    ]
+    trained = [json.loads(c.communicate(timeout=60)[0]) for c in children]
+    assert all(c.returncode == 0 for c in children)
+    assert sorted(trained[0] + trained[1]) == sorted(run_key(c) for c in configs)
+    with Store(path) as s:
+        assert {(r["status"], r["attempt"]) for r in s.runs()} == {("finished", 1)}
+        assert all(len(s.epochs(r["key"])) == 3 for r in s.runs())
+
+
+def test_running_run_of_another_machine_is_rerun_after_stale_heartbeat(tmp_path):
+    path = tmp_path / "s.sqlite"
+    with Store(path, stale_after=100) as s:
+        s.claim(CONFIGS[0]).log_epoch(0, train_loss=1.0)
+        with sqlite3.connect(path) as db:  # as if another machine had claimed it 50 s ago
+            db.execute("UPDATE runs SET owner_host = 'elsewhere', heartbeat = ?", (time.time() - 50,))
+        assert s.claim(CONFIGS[0]) is None
+        with sqlite3.connect(path) as db:
+            db.execute("UPDATE runs SET heartbeat = ?", (time.time() - 150,))
+        run = s.claim(CONFIGS[0])
+        assert run.attempt == 2 and s.epochs(run.key) == []
+
+
+def test_old_owner_loses_the_claim_after_takeover(tmp_path):
+    path = tmp_path / "s.sqlite"
+    with Store(path) as s:
+        old = s.claim(CONFIGS[0])
+        assert s.claim(CONFIGS[0]) is None  # same live process
+        with sqlite3.connect(path) as db:  # as if the pid had been reused by another process
+            db.execute("UPDATE runs SET owner_start = 'another process'")
+        new = s.claim(CONFIGS[0])
+        with pytest.raises(ClaimLostError):
+            with old:
+                old.log_epoch(0, train_loss=1.0)
+        new.log_epoch(0, train_loss=2.0)
+        new.finish({"train_loss": 2.0})
+        assert s.epochs(new.key) == [{"epoch": 0, "train_loss": 2.0}]
+        assert s.runs()[0]["status"] == "finished"
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="Linux /proc")
+def test_dead_or_zombie_process_counts_as_gone():
+    assert store_mod._process_start(os.getpid()) not in (None, "")
+    child = subprocess.Popen(["true"])
+    stat = Path(f"/proc/{child.pid}/stat")
+    while stat.read_text().rsplit(")", 1)[1].split()[0] != "Z":  # exited, not yet reaped by us
+        time.sleep(0.01)
+    assert store_mod._process_start(child.pid) is None
+    child.wait()
+    assert store_mod._process_start(child.pid) is None
+
+
+def test_with_block_without_finish_is_an_error(tmp_path):
+    with Store(tmp_path / "s.sqlite") as s:
+        run = s.claim(CONFIGS[0])
+        with pytest.raises(RuntimeError, match="without finish"):
+            with run:
+                run.log_epoch(0, train_loss=1.0)
+        assert s.runs()[0]["status"] == "failed"
+        with pytest.raises(RuntimeError, match="already ended"):
+            run.finish({"train_loss": 1.0})
+
+
+def test_invalid_inputs_name_the_parameter(tmp_path):
+    with Store(tmp_path / "s.sqlite") as s:
+        run = s.claim(CONFIGS[0])
+        run.log_epoch(0, train_loss=1.0)
+        for call, match in [
+            (lambda: run.log_epoch(-1, train_loss=1.0), "epoch=-1"),
+            (lambda: run.log_epoch(0, train_loss=1.0), "epoch=0: already logged"),
+            (lambda: run.log_epoch(1), "metrics"),
+            (lambda: run.log_epoch(1, train_loss="low"), "train_loss='low'"),
+            (lambda: run.log_epoch(1, key=1.0), "'key'"),
+            (lambda: run.finish({"loss": 1.0}, state_bytes=-1), "state_bytes=-1"),
+            (lambda: s.runs(status="done"), "status='done'"),
+            (lambda: s.epochs("nope"), "key='nope'"),
+            (lambda: s.export(tmp_path, format="xlsx"), "format='xlsx'"),
+            (lambda: Store(tmp_path / "t.sqlite", timeout=-1), "timeout=-1"),
+            (lambda: Store(tmp_path / "t.sqlite", stale_after=0), "stale_after=0"),
+        ]:
+            with pytest.raises(ValueError, match=match):
+                call()
+
+
+# ---------------------------------------------------------------------------------------------
+# Run keys
+# ---------------------------------------------------------------------------------------------
+
+
+def test_key_ignores_key_order_float_spelling_and_tuples():
+    a = {"task": "toy", "hp": {"lr": 1e-3, "betas": (0.9, 0.999), "eps": 1e-8}, "seed": 0}
+    b = {"seed": 0, "hp": {"eps": float("1.0E-8"), "betas": [0.9, 0.999], "lr": 0.001}, "task": "toy"}
+    c = {"seed": 0, "hp": {"eps": np.float64(1e-8), "betas": [0.9, 0.999], "lr": np.float64(10.0) ** -3}, "task": "toy"}
+    assert canonical_json(a) == canonical_json(b) == canonical_json(c)
+    assert run_key(a) == run_key(b) == run_key(c)
+
+
+def test_any_change_changes_the_key():
+    base = config(0)
+    variants = [
+        base,
+        {**base, "seed": 1},
+        {**base, "budget": 4},
+        {**base, "task": "toy2"},
+        {**base, "optimizer": "adamw"},
+        {**base, "hp": {**base["hp"], "lr": 1.0000000000000002e-3}},  # one ulp away
+        {**base, "hp": {**base["hp"], "betas": [0.9, 0.99]}},
+        {**base, "hp": {**base["hp"], "betas": [0.999, 0.9]}},  # order of a list matters
+        {**base, "hp": {**base["hp"], "eps": 1e-8}},  # a default spelled out is a different config
+        {**base, "budget": 3.0},  # int and float stay apart
+        {**base, "budget": True},
+        {**base, "hp": {**base["hp"], "lr": -0.0}},
+        {**base, "hp": {**base["hp"], "lr": 0.0}},
+        {**base, "versions": {"torch": "2.13.0+cpu"}},
+        {**base, "versions": {"torch": "2.13.0+cu121"}},
+    ]
+    assert len({run_key(v) for v in variants}) == len(variants)
+
+
+def test_canonical_form_is_pinned():
+    cfg = {"task": "mnist", "optimizer": "adam", "hp": {"lr": 1e-3, "betas": (0.9, 0.999), "eps": 1e-8},
+           "seed": 0, "budget": 10, "clip": float("inf"), "note": "é", "extra": None, "amsgrad": False}
+    assert canonical_json(cfg) == (
+        '{"amsgrad":false,"budget":10,"clip":Infinity,"extra":null,'
+        '"hp":{"betas":[0.9,0.999],"eps":1e-08,"lr":0.001},"note":"\\u00e9","optimizer":"adam","seed":0,"task":"mnist"}'
+    )
+    assert run_key(cfg) == "1bd627c0ec608dec8000063d554f4b72cd705b8dba7fa413827b12a2b4cdf851"
+
+
+@pytest.mark.parametrize(
+    "bad, match",
+    [
+        ({"lr": float("nan")}, r"config\.lr=nan"),
+        ({"hp": {1: 0.1}}, r"key 1 in config\.hp"),
+        ({"hp": {"betas": [0.9, {0.999}]}}, r"config\.hp\.betas\[1\]=\{0\.999\} of type set"),
+        ({"lr": np.float32(0.1)}, r"config\.lr=.* of type float32"),
+    ],
+)
+def test_unkeyable_config_is_refused(bad, match):
+    with pytest.raises(ValueError, match=match):
+        run_key(bad)
+
+
+def test_with_versions_adds_the_libraries(monkeypatch):
+    import platform
+    import types
+
+    # The version the running torch reports (its build included), without the cost of importing it.
+    monkeypatch.setitem(sys.modules, "torch", types.SimpleNamespace(__version__="9.9.9+cu999"))
+    cfg = with_versions(config(0))
+    assert cfg["versions"] == {"optimlab": optimlab.__version__, "torch": "9.9.9+cu999",
+                               "numpy": np.__version__, "python": platform.python_version()}
+    assert {k: v for k, v in cfg.items() if k != "versions"} == config(0)
+    with pytest.raises(ValueError, match="already has versions"):
+        with_versions(cfg)
+
+
+# ---------------------------------------------------------------------------------------------
+# Schema
+# ---------------------------------------------------------------------------------------------
+
+
+def test_new_file_is_wal_at_the_current_version(tmp_path):
+    path = tmp_path / "sub" / "s.sqlite"
+    Store(path).close()
+    with sqlite3.connect(path) as db:
+        assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+        assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+def test_newer_schema_is_refused(tmp_path):
+    path = tmp_path / "s.sqlite"
+    Store(path).close()
+    with sqlite3.connect(path) as db:
+        db.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+    with pytest.raises(SchemaVersionError, match=f"schema version {SCHEMA_VERSION + 1}, newer.*upgrade optimlab"):
+        Store(path)
+
+
+def test_other_sqlite_file_is_refused(tmp_path):
+    path = tmp_path / "other.sqlite"
+    with sqlite3.connect(path) as db:
+        db.execute("CREATE TABLE t (x)")
+    with pytest.raises(SchemaVersionError, match="not an optimlab results file"):
+        Store(path)
+
+
+def test_older_file_is_migrated_in_order_keeping_its_runs(tmp_path, monkeypatch):
+    path = tmp_path / "s.sqlite"
+    with Store(path) as s:
+        sweep(s, CONFIGS[:1])
+        before = results(s)
+    step = ("ALTER TABLE runs ADD COLUMN note TEXT", "UPDATE runs SET note = 'migrated'")
+    monkeypatch.setattr(store_mod, "MIGRATIONS", (*store_mod.MIGRATIONS, step))
+    monkeypatch.setattr(store_mod, "SCHEMA_VERSION", SCHEMA_VERSION + 1)
+    with Store(path) as s:
+        assert same(results(s), before)
+        assert s._db.execute("SELECT note FROM runs").fetchall() == [("migrated",)]
+        assert s._db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION + 1
+
+
+# ---------------------------------------------------------------------------------------------
+# Export
+# ---------------------------------------------------------------------------------------------
+
+
+def expected_tables(s: Store) -> tuple[list[dict], list[dict]]:
+    runs, epochs = [], []
+    for r in s.runs():
+        c = r["config"]
+        runs.append({"key": r["key"], "status": r["status"], "attempt": r["attempt"], "error": r["error"],
+                     "state_bytes": r["state_bytes"], "config.task": c["task"], "config.optimizer": c["optimizer"],
+                     "config.hp.lr": c["hp"]["lr"], "config.hp.betas": "[0.9,0.999]", "config.seed": c["seed"],
+                     "config.budget": c["budget"], **{f"final.{k}": v for k, v in (r["final"] or {}).items()}})
+        epochs += [{"key": r["key"], **e} for e in s.epochs(r["key"])]
+    return runs, epochs
+
+
+def test_csv_export_round_trips(tmp_path, reference):
+    with Store(tmp_path / "s.sqlite") as s:
+        sweep(s, CONFIGS)
+        paths = s.export(tmp_path / "out")
+        runs, epochs = expected_tables(s)
+    assert paths == {"runs": tmp_path / "out" / "runs.csv", "epochs": tmp_path / "out" / "epochs.csv"}
+    with paths["runs"].open(newline="") as f:
+        got = list(csv.DictReader(f))
+    assert list(got[0])[:7] == ["key", "status", "attempt", "started", "ended", "state_bytes", "error"]
+    assert len(got) == len(runs) == 5
+    for row, want in zip(got, runs):
+        for name, value in want.items():
+            text = row[name]
+            if value is None:
+                assert text == "", name
+            elif isinstance(value, str):
+                assert text == value, name
+            else:
+                assert float(text) == value or math.isnan(float(text)) and math.isnan(value), name
+        unset = set(row) - set(want) - {"started", "ended"}  # the failed run's final metrics
+        assert all(row[name] == "" for name in unset)
+        assert unset <= {f"final.{k}" for k in curve(CONFIGS[0], 0)}
+    with paths["epochs"].open(newline="") as f:
+        got = list(csv.DictReader(f))
+    assert list(got[0]) == ["key", "epoch", "accuracy", "train_loss", "val_loss", "wall_time"]
+    assert len(got) == len(epochs) == 13
+    for row, want in zip(got, epochs):
+        assert row["key"] == want["key"] and int(row["epoch"]) == want["epoch"]
+        assert same({k: float(row[k]) for k in want if k not in ("key", "epoch")},
+                    {k: v for k, v in want.items() if k not in ("key", "epoch")})
+
+
+def test_parquet_export_round_trips(tmp_path):
+    pq = pytest.importorskip("pyarrow.parquet")
+    with Store(tmp_path / "s.sqlite") as s:
+        sweep(s, CONFIGS)
+        paths = s.export(tmp_path / "out", format="parquet")
+        runs, epochs = expected_tables(s)
+    got = pq.read_table(paths["runs"]).to_pylist()
+    assert len(got) == 5
+    for row, want in zip(got, runs):
+        assert same({k: row[k] for k in want}, want)
+        assert isinstance(row["config.seed"], int) and isinstance(row["config.hp.lr"], float)
+    assert "final.val_loss" in got[0] and got[4]["final.val_loss"] is None  # the failed run has no final
+    assert same(pq.read_table(paths["epochs"]).to_pylist(), epochs)
+
+
+def test_parquet_without_pyarrow_says_what_to_install(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "pyarrow", None)
+    with Store(tmp_path / "s.sqlite") as s, pytest.raises(ImportError, match=r"pip install optimlab\[parquet\]"):
+        s.export(tmp_path / "out", format="parquet")
+
+
+def test_runs_filters_on_config_in_canonical_form(tmp_path):
+    with Store(tmp_path / "s.sqlite") as s:
+        sweep(s, CONFIGS)
+        assert [r["config"]["seed"] for r in s.runs(optimizer="adam", hp={"betas": (0.9, 0.999), "lr": 0.001})] == [
+            0, 1, 2, 3]
+        assert [r["config"]["seed"] for r in s.runs(status="finished", seed=1)] == [1]
+        assert s.runs(seed=1.0) == []  # 1.0 is not the int 1 (as in the key)
+        assert s.runs(status="failed")[0]["config"]["optimizer"] == "boom"
+        assert s.runs(missing=1) == []
