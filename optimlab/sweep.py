@@ -33,6 +33,7 @@ import torch
 from torch import Tensor
 
 from .optim._base import RuleOptimizer
+from .optim.lookahead import lookahead_sync
 
 STATUSES = ("converged", "diverged", "stuck", "moving")
 
@@ -108,6 +109,7 @@ def sweep(
     steps: int = 600,
     record_every: int = 10,
     grad_clip: float | None = None,
+    lookahead: Mapping[str, float] | None = None,
     target: float | None = None,
     x_tol: float = 1e-3,
     grad_tol: float = 1e-6,
@@ -136,6 +138,10 @@ def sweep(
         keep the position every this many steps (and at the last step).
     grad_clip:
         clip each configuration's gradient to this Euclidean norm; ``None`` (default): no clipping.
+    lookahead:
+        ``{"k": 5, "alpha": 0.5}`` wraps the optimizer in Lookahead: the same synchronisation
+        (:func:`optimlab.optim.lookahead.lookahead_sync`) as the :class:`~optimlab.optim.Lookahead`
+        class, slow weights starting at the start point.
     target:
         the loss below which a configuration counts as arrived (for ``first_target_step``).
     x_tol, grad_tol, move_tol, divergence_radius:
@@ -172,9 +178,16 @@ def sweep(
     fixed = {k: v for k, v in base_kwargs.items() if k not in grid}
     state = torch.vmap(lambda p: probe.init_state(p, group))(w)
     rule = optimizer.rule
+    if lookahead is not None:
+        k, alpha = int(lookahead.get("k", 5)), float(lookahead.get("alpha", 0.5))
+        state = {"inner": state, "slow_param": w.clone()}
 
-    def update(p: Tensor, g: Tensor, st: dict[str, Tensor], step: float, hp: dict[str, Tensor]) -> Any:
-        return rule(p, g, st, step, **fixed, **hp)
+    def update(p: Tensor, g: Tensor, st: dict[str, Any], step: float, hp: dict[str, Tensor]) -> Any:
+        if lookahead is None:
+            return rule(p, g, st, step, **fixed, **hp)
+        fast, inner = rule(p, g, st["inner"], step, **fixed, **hp)
+        fast, slow = lookahead_sync(fast, st["slow_param"], step, k=k, alpha=alpha)
+        return fast, {"inner": inner, "slow_param": slow}
 
     batched = torch.vmap(update, in_dims=(0, 0, 0, None, 0))
 
@@ -206,7 +219,7 @@ def sweep(
         status = _status(surface, start, w, grad, first_bad, x_tol, grad_tol, move_tol)
 
     return SweepResult(
-        optimizer=optimizer.__name__,
+        optimizer=optimizer.__name__ if lookahead is None else f"Lookahead({optimizer.__name__})",
         surface=surface.name,
         configs=configs,
         steps=torch.tensor(record_at),
@@ -220,6 +233,7 @@ def sweep(
         target=target,
         settings=dict(
             options=dict(options or {}),
+            lookahead=dict(lookahead) if lookahead is not None else None,
             defaults={k: v for k, v in fixed.items() if _is_number(v) or isinstance(v, (bool, str))},
             steps=steps,
             record_every=record_every,

@@ -1,5 +1,79 @@
-"""Drop-in ``torch.optim`` optimizers, each defined by one update rule."""
+"""Drop-in ``torch.optim`` optimizers, each defined by one update rule next to its paper's equations.
 
+Besides the classes, :data:`PRESETS` names the variants people talk about (Momentum, NAG,
+AMSGrad, AMSBound, ...) as a class plus fixed options, and :func:`get` resolves a name.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ._base import RuleOptimizer
+from .adabelief import AdaBelief
+from .adabound import AdaBound
+from .adadelta import Adadelta
+from .adafactor import Adafactor
+from .adagrad import Adagrad
 from .adam import Adam, AdamW
+from .adamax import Adamax
+from .adamod import AdaMod
+from .lookahead import Lookahead
+from .nadam import NAdam
+from .radam import RAdam
+from .rmsprop import RMSprop
+from .sgd import SGD
+from .yogi import Yogi
 
-__all__ = ["Adam", "AdamW"]
+#: name -> (class, options fixed by the name).  The lab's commands accept these names.
+PRESETS: dict[str, tuple[type[RuleOptimizer], dict[str, Any]]] = {
+    "SGD": (SGD, {}),
+    "Momentum": (SGD, {"momentum": 0.9}),
+    "NAG": (SGD, {"momentum": 0.9, "nesterov": True}),
+    "Adagrad": (Adagrad, {}),
+    "Adadelta": (Adadelta, {}),
+    "RMSprop": (RMSprop, {}),
+    "Adam": (Adam, {}),
+    "AMSGrad": (Adam, {"amsgrad": True}),
+    "AdamW": (AdamW, {}),
+    "Adamax": (Adamax, {}),
+    "NAdam": (NAdam, {}),
+    "Yogi": (Yogi, {}),
+    "RAdam": (RAdam, {}),
+    "AdaBound": (AdaBound, {}),
+    "AMSBound": (AdaBound, {"amsbound": True}),
+    "AdaMod": (AdaMod, {}),
+    "Adafactor": (Adafactor, {}),
+    "AdaBelief": (AdaBelief, {}),
+}
+
+
+def get(name: str) -> tuple[type[RuleOptimizer], dict[str, Any]]:
+    """The class and fixed options of a preset name (case-insensitive), e.g. ``get("nag")``."""
+    by_lower = {k.lower(): v for k, v in PRESETS.items()}
+    try:
+        cls, options = by_lower[name.lower()]
+    except KeyError:
+        raise ValueError(f"unknown optimizer {name!r}: expected one of {', '.join(PRESETS)}") from None
+    return cls, dict(options)
+
+
+__all__ = [
+    "PRESETS",
+    "AdaBelief",
+    "AdaBound",
+    "AdaMod",
+    "Adadelta",
+    "Adafactor",
+    "Adagrad",
+    "Adam",
+    "AdamW",
+    "Adamax",
+    "Lookahead",
+    "NAdam",
+    "RAdam",
+    "RMSprop",
+    "RuleOptimizer",
+    "SGD",
+    "Yogi",
+    "get",
+]

@@ -1,0 +1,314 @@
+"""The ``optimlab`` command line: ``optimlab --help`` and ``optimlab COMMAND --help`` are the manual.
+
+Every command also takes ``--config FILE`` (JSON): its keys are the long option names without the
+leading dashes (``{"surface": "saddle", "opt": ["Adam(lr=0.005)"], "steps": 600}``); options given
+on the command line win over the file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import json
+import math
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+EXAMPLES = """\
+examples:
+  optimlab study adam-saddle --out results/adam-saddle
+  optimlab study compare-all --surface rosenbrock --out results/compare-rosenbrock
+  optimlab surface saddle --opt "Adam(lr=0.005)" --opt "Momentum(lr=0.005)" --start=-3,0.8 --gif --out results/saddle
+  optimlab sweep saddle --opt "Adam(lr=0.005)" --grid beta1=lin:0:1:21 --grid beta2=0.9,0.99,0.999 \\
+      --heatmap beta1,beta2 --out results/adam-betas
+"""
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``optimlab`` command; returns the exit status."""
+    parser = build_parser()
+    args = _parse_with_config(parser, argv)
+    try:
+        return int(args.func(args) or 0)
+    except (ValueError, FileNotFoundError) as exc:
+        print(f"optimlab {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"optimlab {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="optimlab",
+        description="Verified optimizers and a lab that shows how they and their hyperparameters behave.",
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("surface", help="optimizers on a 2-D surface: paths, loss curves, animation", description=_doc(cmd_surface))
+    _surface_args(p)
+    p.add_argument("--gif", action="store_true", help="also write an animated GIF of the paths")
+    p.add_argument("--zoom", type=_floats(4), metavar="X0,X1,Y0,Y1", help="add a zoomed panel of this box")
+    p.set_defaults(func=cmd_surface)
+
+    p = sub.add_parser("sweep", help="a hyperparameter grid on a 2-D surface: heatmaps and a table", description=_doc(cmd_sweep))
+    _surface_args(p)
+    p.add_argument(
+        "--grid",
+        action="append",
+        default=[],
+        metavar="NAME=VALUES",
+        help="values of one hyperparameter: a list 0.1,0.5,0.9; lin:START:STOP:N; or log:START:STOP:N (repeatable)",
+    )
+    p.add_argument("--heatmap", action="append", default=[], metavar="X,Y", help="draw a heatmap over these two swept names (repeatable)")
+    p.add_argument("--value", default="final_loss", choices=["final_loss", "steps_to_target"], help="heatmap colour (default final_loss)")
+    p.add_argument("--fixed", action="append", default=[], metavar="NAME=VALUE", help="value of a swept name not on a heatmap's axes")
+    p.add_argument("--target", type=float, help="loss that counts as arrived, for steps_to_target")
+    p.set_defaults(func=cmd_sweep)
+
+    p = sub.add_parser("study", help="a packaged study: adam-saddle or compare-all", description=_doc(cmd_study))
+    p.add_argument("name", choices=["adam-saddle", "compare-all"], help="which study")
+    p.add_argument("--out", type=Path, help="output folder (default results/<study>)")
+    p.add_argument("--config", type=Path, help="JSON file of option values")
+    p.add_argument("--no-heatmaps", action="store_true", help="adam-saddle: skip the full-grid heatmaps")
+    p.add_argument("--no-gif", action="store_true", help="skip the animation")
+    p.add_argument("--surface", default="rosenbrock", help="compare-all: the surface (default rosenbrock)")
+    p.add_argument("--steps", type=int, default=200, help="compare-all: steps per run (default 200)")
+    p.add_argument("--lr-trials", type=int, default=26, help="compare-all: learning rates tried per optimizer (default 26)")
+    p.set_defaults(func=cmd_study)
+    return parser
+
+
+def _surface_args(p: argparse.ArgumentParser) -> None:
+    from . import surfaces
+
+    p.add_argument("surface", help=f"one of: {', '.join(surfaces.names())}")
+    p.add_argument(
+        "--opt",
+        action="append",
+        default=[],
+        metavar="SPEC",
+        help='optimizer and hyperparameters, e.g. "Adam(lr=0.005, beta1=0.5)" (repeatable). Names: rule names '
+        "(beta1, beta2, eps, lr, ...) or constructor options (amsgrad=True)",
+    )
+    p.add_argument("--param", action="append", default=[], metavar="NAME=VALUE", help="surface parameter, e.g. condition=100")
+    p.add_argument("--start", action="append", type=_floats(2), default=[], metavar="X,Y", help="start point (repeatable; write --start=-3,0.8)")
+    p.add_argument("--steps", type=int, default=600, help="steps per run (default 600)")
+    p.add_argument("--record-every", type=int, default=10, help="keep a point every this many steps (default 10)")
+    p.add_argument("--grad-clip", type=float, help="clip gradients to this norm (off by default; shown in the legend)")
+    p.add_argument("--out", type=Path, required=False, help="output folder (default results/<command>-<surface>)")
+    p.add_argument("--config", type=Path, help="JSON file of option values")
+
+
+def cmd_surface(args: argparse.Namespace) -> int:
+    """Run each --opt on the surface and write paths, loss curves (and a GIF) with their tables."""
+    from . import figures, surfaces, tables
+
+    surface = surfaces.get(args.surface, **_assignments(args.param))
+    specs = args.opt or ["Adam(lr=0.005)"]
+    results = [_run_spec(surface, spec, {}, args) for spec in specs]
+    out = _out(args, f"surface-{surface.name}")
+    figures.trajectories(results, surface, out / "paths.png", zoom=_zoom(args.zoom))
+    figures.loss_curves(results, out / "loss.png")
+    if args.gif:
+        figures.animation(results, surface, out / "paths.gif")
+    tables.write_table([row for r in results for row in r.summary_rows()], out / "summary.csv")
+    _report(out, results)
+    return 0
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    """Run the full product of the --grid values and write heatmaps and a table of every configuration."""
+    from . import figures, surfaces, tables
+
+    surface = surfaces.get(args.surface, **_assignments(args.param))
+    if len(args.opt) > 1:
+        raise ValueError("sweep takes one --opt; run one sweep per optimizer")
+    grid = {name: _grid_values(name, text) for name, text in (_split_assignment(g) for g in args.grid)}
+    result = _run_spec(surface, (args.opt or ["Adam"])[0], grid, args, target=args.target)
+    out = _out(args, f"sweep-{surface.name}")
+    tables.write_table(result.summary_rows(), out / "grid.csv")
+    fixed = _assignments(args.fixed)
+    for spec in args.heatmap:
+        x, y = _pair(spec)
+        figures.heatmap(result, x, y, args.value, fixed=fixed, path=out / f"heatmap-{y}-{x}.png")
+    if len(result) <= 12:
+        figures.trajectories(result, surface, out / "paths.png")
+        figures.loss_curves(result, out / "loss.png")
+    _report(out, [result])
+    return 0
+
+
+def cmd_study(args: argparse.Namespace) -> int:
+    """Run a packaged study and write its figures, tables and summary.md."""
+    out = args.out or Path("results") / args.name
+    t0 = time.perf_counter()
+    if args.name == "adam-saddle":
+        from .studies import adam_saddle
+
+        result = adam_saddle.run(out, heatmaps=not args.no_heatmaps, animate=not args.no_gif, log=_log)
+    else:
+        from .studies import compare_all
+
+        result = compare_all.run(out, surface=args.surface, steps=args.steps, lr_trials=args.lr_trials, animate=not args.no_gif, log=_log)
+    _log(f"wrote {len(result.files)} files to {result.directory} in {time.perf_counter() - t0:.1f} s; summary: {result.directory / 'summary.md'}")
+    return 0
+
+
+def _run_spec(surface: Any, spec: str, grid: dict[str, list[float]], args: argparse.Namespace, target: float | None = None) -> Any:
+    from .optim import get
+    from .sweep import sweep
+
+    name, kwargs = parse_spec(spec)
+    cls, options = get(name)
+    probe = cls([__import__("torch").zeros(2)], **options)
+    rule_names = probe.rule_kwargs(probe.param_groups[0])
+    single = {k: [v] for k, v in kwargs.items() if k in rule_names and isinstance(v, (int, float)) and not isinstance(v, bool)}
+    options.update({k: v for k, v in kwargs.items() if k not in single})
+    clash = sorted(set(single) & set(grid))
+    if clash:
+        raise ValueError(f"{', '.join(clash)} given both in --opt and --grid")
+    result = sweep(
+        surface,
+        cls,
+        {**single, **grid},
+        options=options,
+        starts=args.start or None,
+        steps=args.steps,
+        record_every=args.record_every,
+        grad_clip=args.grad_clip,
+        target=target,
+    )
+    result.optimizer = name  # the preset's name (NAG, AMSGrad, ...), not only its class
+    return result
+
+
+def parse_spec(spec: str) -> tuple[str, dict[str, Any]]:
+    """``"Adam(lr=0.005, amsgrad=True)"`` -> ``("Adam", {"lr": 0.005, "amsgrad": True})``."""
+    try:
+        node = ast.parse(spec.strip(), mode="eval").body
+    except SyntaxError:
+        raise ValueError(f'invalid optimizer spec {spec!r}: expected NAME or NAME(key=value, ...), e.g. "Adam(lr=0.005)"') from None
+    if isinstance(node, ast.Name):
+        return node.id, {}
+    if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and not node.args:
+        try:
+            return node.func.id, {kw.arg: ast.literal_eval(kw.value) for kw in node.keywords if kw.arg}
+        except ValueError:
+            pass
+    raise ValueError(f'invalid optimizer spec {spec!r}: expected NAME or NAME(key=value, ...) with literal values, e.g. "Adam(lr=0.005)"')
+
+
+def _grid_values(name: str, text: str) -> list[float]:
+    """``0.1,0.5`` | ``lin:0:1:21`` | ``log:1e-8:1:9`` -> a list of floats."""
+    import numpy as np
+
+    kind, _, rest = text.partition(":")
+    if kind in ("lin", "log"):
+        parts = rest.split(":")
+        if len(parts) != 3:
+            raise ValueError(f"--grid {name}={text}: expected {kind}:START:STOP:N")
+        start, stop, n = float(parts[0]), float(parts[1]), int(parts[2])
+        if n < 1:
+            raise ValueError(f"--grid {name}={text}: N must be >= 1")
+        if kind == "lin":
+            return [float(x) for x in np.linspace(start, stop, n)]
+        if start <= 0 or stop <= 0:
+            raise ValueError(f"--grid {name}={text}: log grids need START > 0 and STOP > 0")
+        return [float(x) for x in np.geomspace(start, stop, n)]
+    try:
+        return [float(x) for x in text.split(",")]
+    except ValueError:
+        raise ValueError(f"--grid {name}={text}: expected numbers separated by commas, lin:START:STOP:N or log:START:STOP:N") from None
+
+
+def _assignments(items: Sequence[str]) -> dict[str, Any]:
+    out = {}
+    for item in items:
+        key, value = _split_assignment(item)
+        try:
+            out[key] = ast.literal_eval(value)
+        except (ValueError, SyntaxError):
+            out[key] = value
+    return out
+
+
+def _split_assignment(item: str) -> tuple[str, str]:
+    key, sep, value = item.partition("=")
+    if not sep or not key:
+        raise ValueError(f"invalid {item!r}: expected NAME=VALUE")
+    return key.strip(), value.strip()
+
+
+def _pair(text: str) -> tuple[str, str]:
+    parts = [p.strip() for p in text.split(",")]
+    if len(parts) != 2:
+        raise ValueError(f"--heatmap {text}: expected two names X,Y")
+    return parts[0], parts[1]
+
+
+def _floats(n: int) -> Callable[[str], tuple[float, ...]]:
+    def parse(text: str) -> tuple[float, ...]:
+        try:
+            values = tuple(float(x) for x in text.split(","))
+        except ValueError:
+            values = ()
+        if len(values) != n or not all(math.isfinite(v) for v in values):
+            raise argparse.ArgumentTypeError(f"expected {n} finite numbers separated by commas, got {text!r}")
+        return values
+
+    return parse
+
+
+def _zoom(box: tuple[float, ...] | None) -> Any:
+    return None if box is None else ((box[0], box[1]), (box[2], box[3]))
+
+
+def _out(args: argparse.Namespace, default: str) -> Path:
+    out = args.out or Path("results") / default
+    out.mkdir(parents=True, exist_ok=True)
+    return out
+
+
+def _report(out: Path, results: Sequence[Any]) -> None:
+    for r in results:
+        counts = {s: r.status.count(s) for s in dict.fromkeys(r.status)}
+        _log(f"{r.optimizer}: {len(r)} configurations: " + ", ".join(f"{n} {s}" for s, n in counts.items()))
+    _log(f"wrote {out}/")
+
+
+def _log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def _doc(fn: Callable[..., Any]) -> str:
+    return (fn.__doc__ or "").strip()
+
+
+def _parse_with_config(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> argparse.Namespace:
+    """Parse, then re-parse with the --config file's values as defaults (command line wins)."""
+    args = parser.parse_args(argv)
+    if getattr(args, "config", None) is None:
+        return args
+    try:
+        config = json.loads(Path(args.config).read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        parser.error(f"--config {args.config}: {exc}")
+    if not isinstance(config, dict):
+        parser.error(f"--config {args.config}: expected a JSON object of option names")
+    sub = next(a for a in parser._subparsers._group_actions if isinstance(a, argparse._SubParsersAction)).choices[args.command]  # type: ignore[union-attr]
+    known = {a.dest for a in sub._actions}
+    unknown = sorted(set(k.replace("-", "_") for k in config) - known)
+    if unknown:
+        parser.error(f"--config {args.config}: unknown option(s) {', '.join(unknown)}")
+    sub.set_defaults(**{k.replace("-", "_"): v for k, v in config.items()})
+    return parser.parse_args(argv)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
