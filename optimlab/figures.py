@@ -77,6 +77,7 @@ _DIVERGED_STYLE = dict(facecolor="#fde0dc", edgecolor="#b2182b", hatch="xx")
 _STUCK_STYLE = dict(facecolor="#d9d9d9", edgecolor="#606060", hatch="//")
 _MISSING_STYLE = dict(facecolor="#f0f0f0", edgecolor="#a0a0a0", hatch="")
 _FONT = 10
+_MARKERS = ("o", "s", "^", "D", "v", "P", "<", ">")
 
 
 # ------------------------------------------------------------------------------------------------
@@ -159,8 +160,8 @@ def loss_curves(
     fig = _figure((8.0, 5.0 + 0.26 * _legend_rows(lines, 8.0)))
     ax = fig.subplots()
     for line in lines:
-        ax.plot(line.steps, line.loss, color=line.color, lw=1.8, marker="o", ms=2.5, zorder=3)
-        _draw_end(ax, line, line.steps[-1], line.loss[-1])
+        ax.plot(line.steps, line.loss, color=line.color, lw=1.8, marker=line.marker, ms=2.5, zorder=3)
+        _draw_end(ax, line, line.steps[-1], line.loss[-1]).set_clip_on(False)  # whole at the last step
     targets = sorted({r.target for r in results if r.target is not None})
     marks = [ax.axhline(t, color="black", lw=1, ls="--", zorder=2, label=f"target f = {_fmt(t)}") for t in targets]
     all_loss = np.concatenate([line.loss for line in lines] + [np.asarray(targets, dtype=float)])
@@ -230,13 +231,16 @@ def heatmap(
     fig = _figure((max(5.5, 2.6 + 0.95 * len(xs)), max(4.2, 2.4 + 0.55 * len(ys))))
     ax = fig.subplots()
     xscale, yscale = _axis_scale(x, xs), _axis_scale(y, ys)
-    xedges, yedges = _edges(xs, xscale), _edges(ys, yscale)
+    # Where each grid value sits on its axis: the value itself, or its index on a categorical axis.
+    xpos = {v: p for v, p in zip(xs, _positions(xs, xscale))}
+    ypos = {v: p for v, p in zip(ys, _positions(ys, yscale))}
+    xedges, yedges = _edges(list(xpos.values()), xscale), _edges(list(ypos.values()), yscale)
     finite = grid[np.isfinite(grid)]
-    norm = _norm(finite)
+    norm = _norm(finite, low=0)
     cmap = colormaps["viridis"]
     mesh = ax.pcolormesh(xedges, yedges, np.ma.masked_invalid(grid), cmap=cmap, norm=norm, shading="flat")
-    ax.set_xscale(xscale)
-    ax.set_yscale(yscale)
+    ax.set_xscale("linear" if xscale == "categorical" else xscale)
+    ax.set_yscale("linear" if yscale == "categorical" else yscale)
     ax.set_xlim(xedges[0], xedges[-1])
     ax.set_ylim(yedges[0], yedges[-1])
     label = value.replace("_", " ")
@@ -246,7 +250,7 @@ def heatmap(
         fig.colorbar(mesh, ax=ax, label=label)
 
     fontsize = _FONT if max(len(xs), len(ys)) <= 6 else _FONT - 2
-    digits = _cell_digits(finite)
+    digits = _cell_digits(finite, norm)
     used = set()
     shown: dict[int, str] = {}
     for (xv, yv), c in cells.items():
@@ -270,10 +274,10 @@ def heatmap(
             style = {"diverged": _DIVERGED_STYLE, "stuck": _STUCK_STYLE, "missing": _MISSING_STYLE}[kind]
             ax.add_patch(Rectangle((x0, y0), x1 - x0, y1 - y0, lw=0, **style))
             color = "black"
-        ax.text(xv, yv, text, ha="center", va="center", fontsize=fontsize, color=color,
+        ax.text(xpos[xv], ypos[yv], text, ha="center", va="center", fontsize=fontsize, color=color,
                 bbox=dict(boxstyle="round,pad=0.15", fc="white", ec="none", alpha=0.8) if kind else None)
-    for axis, scale, values, name in ((ax.xaxis, xscale, xs, x), (ax.yaxis, yscale, ys, y)):
-        axis.set_ticks(values, [_fmt(v) for v in values])
+    for axis, positions, name in ((ax.xaxis, xpos, x), (ax.yaxis, ypos, y)):
+        axis.set_ticks(list(positions.values()), [_fmt(v) for v in positions])
         axis.set_minor_locator(NullLocator())
         axis.set_label_text(_axis_label(name), fontsize=_FONT)
     ax.tick_params(labelsize=_FONT - 1)
@@ -398,6 +402,7 @@ class _Line:
     params: dict[str, Any]
     label: str = ""
     color: Any = None
+    marker: str = "o"
 
     @property
     def status(self) -> str:
@@ -458,7 +463,8 @@ def _params(result: SweepResult, c: int) -> dict[str, Any]:
 
 
 def _lines(results: list[SweepResult]) -> list[_Line]:
-    lines = [_Line(r, c, _params(r, c)) for r in results for c in range(len(r))]
+    # Each result gets its own marker shape, so results whose paths coincide stay apart.
+    lines = [_Line(r, c, _params(r, c), marker=_MARKERS[i % len(_MARKERS)]) for i, r in enumerate(results) for c in range(len(r))]
     varying, _ = _split([line.params for line in lines])
     palette = _palette(len(lines))
     for line, color in zip(lines, palette):
@@ -556,13 +562,16 @@ def _fmt_value(value: float, digits: int = 3) -> str:
     return re.sub(r"e\+?(-?)0*(\d)", r"e\1\2", f"{value:.{digits}g}")
 
 
-def _cell_digits(values: np.ndarray) -> int:
-    """The fewest significant digits (3 to 8) that keep distinct cell values distinct in print."""
-    distinct = len(set(values.tolist()))
-    for digits in range(3, 9):
-        if len({_fmt_value(v, digits) for v in values.tolist()}) == distinct:
-            return digits
-    return 8
+def _cell_digits(values: np.ndarray, norm: colors.Normalize) -> int:
+    """Significant digits for the cells: enough to tell apart what a linear colour scale tells apart.
+
+    On a linear scale spanning a range much smaller than the values (13.40 to 13.42), 3 digits
+    would print the same number in cells of opposite colours; one digit more per decade of
+    ``max |v| / range``, up to 6.  A log scale separates relative sizes, which 3 digits show.
+    """
+    if type(norm) is not colors.Normalize or values.size < 2 or np.ptp(values) == 0:
+        return 3
+    return int(np.clip(math.ceil(math.log10(np.abs(values).max() / np.ptp(values))) + 2, 3, 6))
 
 
 # ------------------------------------------------------------------------------------------------
@@ -601,7 +610,7 @@ def _draw_surface(fig: Figure, ax: Axes, surface: Any, box: Box, levels: int = 2
 def _draw_path(ax: Axes, line: _Line, pin_to: Box | None) -> tuple[Line2D, Line2D]:
     """The path with a marker per recorded step, and its end (see :func:`_end_point` for ``pin_to``)."""
     halo = [patheffects.Stroke(linewidth=3.6, foreground="white", alpha=0.85), patheffects.Normal()]
-    (trace,) = ax.plot(line.xy[:, 0], line.xy[:, 1], color=line.color, lw=1.8, marker="o", ms=2.8,
+    (trace,) = ax.plot(line.xy[:, 0], line.xy[:, 1], color=line.color, lw=1.8, marker=line.marker, ms=2.8,
                        path_effects=halo, zorder=4)
     x, y = _end_point(line.xy, pin_to)
     end = _draw_end(ax, line, x, y)
@@ -614,7 +623,7 @@ def _draw_end(ax: Axes, line: _Line, x: float, y: float) -> Line2D:
     if line.status == "diverged":
         style = dict(marker="X", ms=12, mec="black", mew=1.0)
     else:
-        style = dict(marker="o", ms=7, mec="black", mew=0.8)
+        style = dict(marker=line.marker, ms=7, mec="black", mew=0.8)
     (end,) = ax.plot([x], [y], ls="none", color=line.color, zorder=5, **style)
     return end
 
@@ -681,7 +690,7 @@ def _legend_columns(lines: list[_Line], width: float) -> int:
 def _legend(fig: Figure, lines: list[_Line], extra: Sequence[Any] = ()) -> None:
     """Below the axes, in columns, so it never covers a path."""
     handles = [
-        Line2D([], [], color=line.color, lw=2, marker="X" if line.status == "diverged" else "o",
+        Line2D([], [], color=line.color, lw=2, marker="X" if line.status == "diverged" else line.marker,
                ms=8 if line.status == "diverged" else 5, mec="black", mew=0.6, label=line.label)
         for line in lines
     ]
@@ -694,11 +703,11 @@ def _legend(fig: Figure, lines: list[_Line], extra: Sequence[Any] = ()) -> None:
 # ------------------------------------------------------------------------------------------------
 
 
-def _scale_kind(values: np.ndarray, scale: float | None = None) -> str:
+def _scale_kind(values: np.ndarray, scale: float | None = None, low: float = 5) -> str:
     """'log', 'symlog' or 'linear' for showing ``values`` (non-finite ones ignored).
 
-    Positive values are shown on a log scale once the largest is 100x the 5th percentile (so
-    the bottom of a valley is resolved).  Signed values cross zero anyway; they get a symlog
+    Positive values are shown on a log scale once the largest is 100x the ``low`` percentile
+    (so the bottom of a valley is resolved; a heatmap, whose every cell counts, passes 0).  Signed values cross zero anyway; they get a symlog
     scale once the largest magnitude is 100x ``scale``, the size of a typical value (the median
     magnitude unless given; the loss curves give the start's loss).
     """
@@ -706,7 +715,7 @@ def _scale_kind(values: np.ndarray, scale: float | None = None) -> str:
     if values.size == 0:
         return "linear"
     if values.min() > 0:
-        return "log" if values.max() >= 100 * np.percentile(values, 5) else "linear"
+        return "log" if values.max() >= 100 * np.percentile(values, low) else "linear"
     return "symlog" if np.abs(values).max() >= 100 * _typical(values, scale) else "linear"
 
 
@@ -722,15 +731,16 @@ def _linthresh(values: np.ndarray, scale: float | None = None) -> float:
     return float(10 ** math.floor(math.log10(_typical(values, scale))))
 
 
-def _norm(values: np.ndarray) -> colors.Normalize:
-    kind = _scale_kind(values)
+def _norm(values: np.ndarray, low: float = 5) -> colors.Normalize:
+    """The colour scale for ``values`` (see :func:`_scale_kind`)."""
+    kind = _scale_kind(values, low=low)
     if values.size == 0:
         return colors.Normalize(0, 1)
     lo, hi = float(values.min()), float(values.max())
     if kind == "log":
-        # The bottom percent (the floor of a valley) shares the darkest colour, and six decades
-        # are as many as a colour scale can show.
-        return colors.LogNorm(max(float(np.percentile(values, 1)), hi * 1e-6), hi)
+        # The bottom percent (the floor of a valley; a heatmap keeps its smallest cell) shares the
+        # darkest colour, and six decades are as many as a colour scale can show.
+        return colors.LogNorm(max(float(np.percentile(values, min(low, 1))), hi * 1e-6), hi)
     if kind == "symlog":
         return colors.SymLogNorm(_linthresh(values), vmin=lo, vmax=hi, base=10)
     return colors.Normalize(lo, hi) if hi > lo else colors.Normalize(lo - 1, hi + 1)
@@ -755,12 +765,30 @@ def _apply_scale(ax: Axes, values: np.ndarray, scale: float) -> None:
 
 
 def _axis_scale(name: str, values: list[Any]) -> str:
+    """The heatmap axis for a sorted grid: 'log', 'logit', 'linear' or 'categorical'.
+
+    ``lr``, ``eps`` and the like are always logarithmic (when positive); other grids get the
+    scale in which they are evenly spaced (log for 1e-3, 1e-2, 1e-1; logit for 0.9, 0.99,
+    0.999; linear for 0.1, 0.2, 0.3) and a categorical axis, one equal cell per value, when
+    none fits (0, 0.5, 0.9, 0.99), so that no cell shrinks to a sliver.
+    """
     v = np.asarray(values, dtype=float)
-    if len(v) > 1 and v.min() > 0 and (name in _LOG_NAMES or v.max() / v.min() >= 20):
+    positive = len(v) > 1 and v.min() > 0
+    if positive and (name in _LOG_NAMES or (v.max() / v.min() >= 20 and _even(np.log10(v)))):
         return "log"
-    if len(v) > 2 and v.min() > 0 and v.max() < 1 and (1 - v.min()) / (1 - v.max()) >= 20:
+    if positive and len(v) > 2 and v.max() < 1 and (1 - v.min()) / (1 - v.max()) >= 20 and _even(np.log(v / (1 - v))):
         return "logit"
-    return "linear"
+    return "linear" if _even(v) else "categorical"
+
+
+def _even(t: np.ndarray) -> bool:
+    """Whether sorted values are roughly evenly spaced (no gap more than twice another)."""
+    gaps = np.diff(t)
+    return len(t) <= 2 or gaps.max() <= 2 * gaps.min()
+
+
+def _positions(values: list[Any], scale: str) -> list[float]:
+    return [float(i) for i in range(len(values))] if scale == "categorical" else [float(v) for v in values]
 
 
 _TRANSFORMS: dict[str, tuple[Callable[[np.ndarray], np.ndarray], Callable[[np.ndarray], np.ndarray]]] = {
@@ -772,7 +800,7 @@ _TRANSFORMS: dict[str, tuple[Callable[[np.ndarray], np.ndarray], Callable[[np.nd
 
 def _edges(values: list[Any], scale: str) -> np.ndarray:
     """Cell edges halfway between grid values in the axis's own scale (equal cells for even grids)."""
-    forward, inverse = _TRANSFORMS[scale]
+    forward, inverse = _TRANSFORMS["linear" if scale == "categorical" else scale]
     t = forward(np.asarray(values, dtype=float))
     if len(t) == 1:
         half = 0.5 if scale != "linear" else (abs(t[0]) / 2 or 0.5)

@@ -219,6 +219,21 @@ def test_heatmap_rejects_what_it_cannot_show(result, kwargs, match):
         figures.heatmap(result, **kwargs)
 
 
+@pytest.mark.parametrize(
+    "name, values, scale",
+    [
+        ("lr", [1e-5, 0.005, 0.5], "log"),  # lr and eps: log whenever positive, even if uneven
+        ("gamma", [1e-3, 1e-2, 1e-1], "log"),
+        ("beta2", [0.9, 0.99, 0.999, 0.9999], "logit"),
+        ("beta1", [0.1, 0.2, 0.3], "linear"),
+        ("beta1", [0.0, 0.5, 0.9, 0.99], "categorical"),  # no scale spaces these evenly
+        ("lr", [0.0, 0.1], "linear"),
+    ],
+)
+def test_heatmap_axes_take_the_scale_that_spaces_the_grid_evenly(name, values, scale):
+    assert figures._axis_scale(name, values) == scale
+
+
 def test_animation_writes_a_small_gif_with_its_csv_and_json(result, tmp_path):
     figures.animation(result, SURFACE, tmp_path / "a.gif", fps=5, max_frames=6)
     gif = tmp_path / "a.gif"
