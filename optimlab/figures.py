@@ -27,6 +27,7 @@ import os
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -73,9 +74,12 @@ _OFF_WHEN_ZERO = frozenset({"weight_decay", "momentum", "lr_decay"})
 _LOG_NAMES = frozenset({"lr", "eps", "weight_decay", "lr_decay"})
 
 _CONTOUR_CMAP = colors.LinearSegmentedColormap.from_list("optimlab_ground", ["#3b3f4a", "#b9bec8", "#f4f4f2"])
-_DIVERGED_STYLE = dict(facecolor="#fde0dc", edgecolor="#b2182b", hatch="xx")
-_STUCK_STYLE = dict(facecolor="#d9d9d9", edgecolor="#606060", hatch="//")
-_MISSING_STYLE = dict(facecolor="#f0f0f0", edgecolor="#a0a0a0", hatch="")
+# Heatmap cells without a colour: diverged (hatched red), stuck (hatched grey), no value (pale).
+_CELL_STYLES = {
+    "diverged": dict(facecolor="#fde0dc", edgecolor="#b2182b", hatch="xx"),
+    "stuck": dict(facecolor="#d9d9d9", edgecolor="#606060", hatch="//"),
+    "missing": dict(facecolor="#f0f0f0", edgecolor="#a0a0a0", hatch=""),
+}
 _FONT = 10
 _MARKERS = ("o", "s", "^", "D", "v", "P", "<", ">")
 
@@ -96,9 +100,11 @@ def trajectories(
     """The configurations' paths over a filled contour of ``surface``.
 
     Each configuration is a line with a marker at every recorded step and a larger one where it
-    ended; the start is a black square, known minima white stars.  Contour levels are
+    ended (an end beyond the view is pinned where the path leaves it, so a divergence's ✕ stays
+    in sight); the start is a black square, known minima white stars.  Contour levels are
     logarithmic where the surface's values span orders of magnitude (Rosenbrock), symmetric-log
-    where they also change sign, linear otherwise.
+    where they change sign over orders of magnitude, linear otherwise.  The CSV has one row per
+    drawn point: line, label, hyperparameters, step, w1, w2, loss, status.
 
     Parameters
     ----------
@@ -126,15 +132,17 @@ def trajectories(
     width = 12.5 if zoom_box else 7.5
     fig = _figure((width, 6.2 + 0.26 * _legend_rows(lines, width, extra=2)))
     axes = fig.subplots(1, 2) if zoom_box else [fig.subplots()]
-    for ax, view in zip(axes, [box, zoom_box] if zoom_box else [box]):
+    # Ends beyond the main view are pinned to its edge; the zoom panel simply clips them.
+    for ax, view, pin_to in zip(axes, [box, zoom_box], [box, None]):
         _draw_surface(fig, ax, surface, view)
         for line in lines:
-            _draw_path(ax, line, pin_to=None if view is zoom_box else view)
+            _draw_path(ax, line, pin_to)
         _draw_landmarks(ax, surface, lines)
         _set_view(ax, view)
     if zoom_box:
         (x0, x1), (y0, y1) = zoom_box
-        axes[0].add_patch(Rectangle((x0, y0), x1 - x0, y1 - y0, fill=False, edgecolor="black", lw=1.2, ls="--", zorder=6))
+        outline = Rectangle((x0, y0), x1 - x0, y1 - y0, fill=False, edgecolor="black", lw=1.2, ls="--", zorder=6)
+        axes[0].add_patch(outline)
         axes[1].set_title(f"zoom: w1 ∈ [{_fmt(x0)}, {_fmt(x1)}], w2 ∈ [{_fmt(y0)}, {_fmt(y1)}]", fontsize=_FONT)
     fig.suptitle(_title(lines, "trajectories"), fontsize=_FONT + 1)
     _legend(fig, lines, extra=_landmark_handles(surface))
@@ -170,7 +178,7 @@ def loss_curves(
     ax.set_ylabel("loss f(w)", fontsize=_FONT)
     ax.grid(True, which="major", alpha=0.3)
     ax.tick_params(labelsize=_FONT - 1)
-    ax.set_xlim(0, max(int(line.steps[-1]) for line in lines) if any(len(l.steps) > 1 for l in lines) else 1)
+    ax.set_xlim(0, max(int(r.steps[-1]) for r in results))
     fig.suptitle(_title(lines, "loss"), fontsize=_FONT + 1)
     _legend(fig, lines, extra=marks)
     if path is not None:
@@ -195,9 +203,10 @@ def heatmap(
         a sweep whose grid holds ``x`` and ``y``.
     x, y:
         the swept hyperparameters on the horizontal and vertical axes.  An axis is logarithmic
-        for ``lr``, ``eps``, ``weight_decay`` and any positive grid spanning a factor >= 20,
-        logit for grids creeping up to 1 (``beta2`` in 0.9, 0.99, 0.999), linear otherwise; the
-        ticks are the grid's values.
+        for ``lr``, ``eps`` and ``weight_decay``; other grids get the scale that spaces them
+        evenly (log for 1e-3, 1e-2, 1e-1; logit for ``beta2`` in 0.9, 0.99, 0.999; linear), or
+        one equal cell per value when none does (0, 0.5, 0.9, 0.99).  The ticks are the grid's
+        values.
     value:
         one of :data:`HEATMAP_VALUES` (the columns of ``summary_rows``).
     fixed:
@@ -205,7 +214,10 @@ def heatmap(
         the slice to show, e.g. ``{"beta1": 0.9}``.
 
     Diverged cells are hatched red and show the step they diverged at, stuck cells hatched grey;
-    cells without a value (a target never reached) are pale grey.  Every cell prints its number.
+    cells without a value (a target never reached) are pale grey.  Every cell prints its number,
+    with enough digits to tell apart the cells the colour scale tells apart.  The CSV has one
+    row per cell: the hyperparameters, the value coloured (empty where none), the text shown,
+    the cell's kind, the status and the step of divergence.
     """
     if not isinstance(result, SweepResult):
         raise ValueError(f"heatmap: invalid result of type {type(result).__name__}: expected a SweepResult")
@@ -251,31 +263,24 @@ def heatmap(
 
     fontsize = _FONT if max(len(xs), len(ys)) <= 6 else _FONT - 2
     digits = _cell_digits(finite, norm)
-    used = set()
-    shown: dict[int, str] = {}
+    table = []
     for (xv, yv), c in cells.items():
         i, j = ys.index(yv), xs.index(xv)
-        x0, x1, y0, y1 = xedges[j], xedges[j + 1], yedges[i], yedges[i + 1]
-        status = result.status[c]
-        if status == "diverged":
-            kind, text = "diverged", f"✕ {rows[c]['first_bad_step']}"
-        elif status == "stuck":
-            kind, text = "stuck", "stuck"
-        elif math.isnan(grid[i, j]):
-            kind, text = "missing", "—"
-        else:
-            kind, text = None, _fmt_value(grid[i, j], digits)
-        shown[c] = text
-        if kind is None:
+        kind, text = _cell(result.status[c], grid[i, j], rows[c]["first_bad_step"], digits)
+        if kind == "value":
             r, g, b, _ = cmap(norm(grid[i, j]))
             color = "black" if 0.299 * r + 0.587 * g + 0.114 * b > 0.5 else "white"
         else:
-            used.add(kind)
-            style = {"diverged": _DIVERGED_STYLE, "stuck": _STUCK_STYLE, "missing": _MISSING_STYLE}[kind]
-            ax.add_patch(Rectangle((x0, y0), x1 - x0, y1 - y0, lw=0, **style))
+            x0, x1, y0, y1 = xedges[j], xedges[j + 1], yedges[i], yedges[i + 1]
+            ax.add_patch(Rectangle((x0, y0), x1 - x0, y1 - y0, lw=0, **_CELL_STYLES[kind]))
             color = "black"
-        ax.text(xpos[xv], ypos[yv], text, ha="center", va="center", fontsize=fontsize, color=color,
-                bbox=dict(boxstyle="round,pad=0.15", fc="white", ec="none", alpha=0.8) if kind else None)
+        box = dict(boxstyle="round,pad=0.15", fc="white", ec="none", alpha=0.8) if kind != "value" else None
+        ax.text(xpos[xv], ypos[yv], text, ha="center", va="center", fontsize=fontsize, color=color, bbox=box)
+        table.append({
+            x: xv, y: yv, **{k: v for k, v in _flat(result.configs[c]).items() if k not in (x, y)},
+            value: None if math.isnan(grid[i, j]) else float(grid[i, j]), "shown": text, "cell": kind,
+            "status": result.status[c], "first_bad_step": rows[c]["first_bad_step"],
+        })
     for axis, positions, name in ((ax.xaxis, xpos, x), (ax.yaxis, ypos, y)):
         axis.set_ticks(list(positions.values()), [_fmt(v) for v in positions])
         axis.set_minor_locator(NullLocator())
@@ -284,30 +289,16 @@ def heatmap(
     if len(xs) > 5:
         ax.tick_params(axis="x", labelrotation=45)
 
-    missing_label = "target not reached" if value == "steps_to_target" else "no value"
-    handles = [
-        Patch(**style, label=text)
-        for kind, style, text in (
-            ("diverged", _DIVERGED_STYLE, "diverged (✕ step)"),
-            ("stuck", _STUCK_STYLE, "stuck"),
-            ("missing", _MISSING_STYLE, missing_label),
-        )
-        if kind in used
-    ]
+    missing = "target not reached" if value == "steps_to_target" else "no value"
+    names = {"diverged": "diverged (✕ step)", "stuck": "stuck", "missing": missing}
+    used = {row["cell"] for row in table}
+    handles = [Patch(**style, label=names[kind]) for kind, style in _CELL_STYLES.items() if kind in used]
     if handles:
         fig.legend(handles=handles, loc="outside lower center", ncol=len(handles), fontsize=_FONT - 1, frameon=False)
     _, shared = _split([_params(result, c) for c in cells.values()])
     fig.suptitle(f"{result.optimizer} on {result.surface}: {label}\n{_describe_all(shared)}", fontsize=_FONT + 1)
 
     if path is not None:
-        table = []
-        for (xv, yv), c in cells.items():
-            i, j = ys.index(yv), xs.index(xv)
-            table.append({
-                x: xv, y: yv, **{k: v for k, v in _flat(result.configs[c]).items() if k not in (x, y)},
-                value: None if math.isnan(grid[i, j]) else float(grid[i, j]), "shown": shown[c],
-                "status": result.status[c], "first_bad_step": rows[c]["first_bad_step"],
-            })
         options = dict(x=x, y=y, value=value, fixed=dict(fixed or {}), x_scale=xscale, y_scale=yscale)
         _save(fig, path, table, _config("heatmap", [result], None, options))
     return fig
@@ -345,7 +336,7 @@ def animation(
     ax = fig.subplots()
     _draw_surface(fig, ax, surface, box, levels=14)
     _set_view(ax, box)
-    artists = [_draw_path(ax, line, pin_to=box) for line in lines]
+    artists = [_draw_path(ax, line, box) for line in lines]
     landmarks = _draw_landmarks(ax, surface, lines)
     _legend(fig, lines, extra=_landmark_handles(surface))
     title = _title(lines, "trajectories")
@@ -403,6 +394,7 @@ class _Line:
     label: str = ""
     color: Any = None
     marker: str = "o"
+    ring: int = 0  # among the stuck configurations sharing this start, this one's place
 
     @property
     def status(self) -> str:
@@ -415,18 +407,20 @@ class _Line:
 
     @property
     def steps(self) -> np.ndarray:
-        return self._drawn()[0]
+        return self._drawn[0]
 
     @property
     def xy(self) -> np.ndarray:
-        return self._drawn()[1]
+        return self._drawn[1]
 
     @property
     def loss(self) -> np.ndarray:
-        return self._drawn()[2]
+        return self._drawn[2]
 
+    @cached_property
     def _drawn(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Step 0 (the start) and the recorded steps, cut before divergence or the first non-finite point."""
+        """Steps, points and losses drawn: the start (step 0) and the recorded steps, up to the
+        last one before the step of divergence and before any non-finite value."""
         r, c = self.result, self.index
         steps = np.concatenate([[0], r.steps.numpy()])
         xy = np.concatenate([r.start[c : c + 1].numpy(), r.path[c].numpy()])
@@ -448,7 +442,9 @@ def _as_list(results: SweepResult | Sequence[SweepResult]) -> list[SweepResult]:
 def _check_same_surface(results: list[SweepResult], surface: Any) -> None:
     for r in results:
         if r.surface != surface.name:
-            raise ValueError(f"figures: invalid surface={surface.name!r}: the result of {r.optimizer} was swept on {r.surface!r}")
+            raise ValueError(
+                f"figures: invalid surface={surface.name!r}: the result of {r.optimizer} was swept on {r.surface!r}"
+            )
 
 
 def _params(result: SweepResult, c: int) -> dict[str, Any]:
@@ -464,10 +460,18 @@ def _params(result: SweepResult, c: int) -> dict[str, Any]:
 
 def _lines(results: list[SweepResult]) -> list[_Line]:
     # Each result gets its own marker shape, so results whose paths coincide stay apart.
-    lines = [_Line(r, c, _params(r, c), marker=_MARKERS[i % len(_MARKERS)]) for i, r in enumerate(results) for c in range(len(r))]
+    lines = [
+        _Line(r, c, _params(r, c), marker=_MARKERS[i % len(_MARKERS)])
+        for i, r in enumerate(results)
+        for c in range(len(r))
+    ]
     varying, _ = _split([line.params for line in lines])
     palette = _palette(len(lines))
+    stuck_at: dict[tuple[float, ...], int] = {}
     for line, color in zip(lines, palette):
+        if line.status == "stuck":
+            line.ring = stuck_at.setdefault(line.params["start"], 0)
+            stuck_at[line.params["start"]] += 1
         parts = [_describe(k, line.params[k]) for k in varying if k in line.params]
         label = ", ".join(parts) or line.params["optimizer"]
         if line.status == "diverged":
@@ -562,6 +566,17 @@ def _fmt_value(value: float, digits: int = 3) -> str:
     return re.sub(r"e\+?(-?)0*(\d)", r"e\1\2", f"{value:.{digits}g}")
 
 
+def _cell(status: str, value: float, first_bad_step: int | None, digits: int) -> tuple[str, str]:
+    """A heatmap cell's kind ('value', 'diverged', 'stuck' or 'missing') and its text."""
+    if status == "diverged":
+        return "diverged", f"✕ {first_bad_step}"
+    if status == "stuck":
+        return "stuck", "stuck"
+    if math.isnan(value):
+        return "missing", "—"
+    return "value", _fmt_value(value, digits)
+
+
 def _cell_digits(values: np.ndarray, norm: colors.Normalize) -> int:
     """Significant digits for the cells: enough to tell apart what a linear colour scale tells apart.
 
@@ -619,13 +634,19 @@ def _draw_path(ax: Axes, line: _Line, pin_to: Box | None) -> tuple[Line2D, Line2
 
 
 def _draw_end(ax: Axes, line: _Line, x: float, y: float) -> Line2D:
-    """The last drawn point: ✕ where a configuration diverged, a large dot otherwise."""
-    if line.status == "diverged":
-        style = dict(marker="X", ms=12, mec="black", mew=1.0)
-    else:
-        style = dict(marker=line.marker, ms=7, mec="black", mew=0.8)
-    (end,) = ax.plot([x], [y], ls="none", color=line.color, zorder=5, **style)
+    """The last drawn point, marked as :func:`_end_style` says."""
+    (end,) = ax.plot([x], [y], ls="none", color=line.color, zorder=5, **_end_style(line))
     return end
+
+
+def _end_style(line: _Line, legend: bool = False) -> dict[str, Any]:
+    """✕ where a configuration diverged; a hollow ring where it got stuck (it sits on its start,
+    under the start's square: rings of growing size keep several stuck ones apart); a dot else."""
+    if line.status == "diverged":
+        return dict(marker="X", ms=8 if legend else 12, mec="black", mew=1.0)
+    if line.status == "stuck":
+        return dict(marker="o", ms=8 if legend else 14 + 6 * line.ring, mfc="none", mec=line.color, mew=2.0)
+    return dict(marker=line.marker, ms=5 if legend else 7, mec="black", mew=0.8)
 
 
 def _end_point(xy: np.ndarray, box: Box | None) -> tuple[float, float]:
@@ -644,19 +665,20 @@ def _end_point(xy: np.ndarray, box: Box | None) -> tuple[float, float]:
         return float(clipped[0]), float(clipped[1])
     a, b = xy[inside[-1]], xy[inside[-1] + 1]
     d = b - a
-    # The largest t in [0, 1] keeping a + t d inside the box, coordinate by coordinate.
-    limits = np.where(d > 0, (high - a) / np.where(d > 0, d, 1), np.where(d < 0, (low - a) / np.where(d < 0, d, 1), 1.0))
-    point = a + min(1.0, float(limits.min())) * d
+    # The largest t in [0, 1] keeping a + t d inside the box.
+    t = min([1.0] + [((high if d[k] > 0 else low)[k] - a[k]) / d[k] for k in range(2) if d[k] != 0])
+    point = a + t * d
     return float(point[0]), float(point[1])
 
 
 def _draw_landmarks(ax: Axes, surface: Any, lines: list[_Line]) -> list[Line2D]:
     """The start points (black squares) and the known minima (white stars), above the paths."""
     starts = np.array(list(dict.fromkeys(line.params["start"] for line in lines)))
-    artists = ax.plot(starts[:, 0], starts[:, 1], ls="none", marker="s", ms=8, color="black", mec="white", mew=1.2, zorder=6)
+    style = dict(ls="none", mew=1.2, zorder=6)
+    artists = ax.plot(starts[:, 0], starts[:, 1], marker="s", ms=8, color="black", mec="white", **style)
     minima = np.array(getattr(surface, "minima", None) or (), dtype=float).reshape(-1, 2)
     if len(minima):
-        artists += ax.plot(minima[:, 0], minima[:, 1], ls="none", marker="*", ms=15, color="white", mec="black", mew=1.0, zorder=6)
+        artists += ax.plot(minima[:, 0], minima[:, 1], marker="*", ms=15, color="white", mec="black", **style)
     return artists
 
 
@@ -689,13 +711,10 @@ def _legend_columns(lines: list[_Line], width: float) -> int:
 
 def _legend(fig: Figure, lines: list[_Line], extra: Sequence[Any] = ()) -> None:
     """Below the axes, in columns, so it never covers a path."""
-    handles = [
-        Line2D([], [], color=line.color, lw=2, marker="X" if line.status == "diverged" else line.marker,
-               ms=8 if line.status == "diverged" else 5, mec="black", mew=0.6, label=line.label)
-        for line in lines
-    ]
-    fig.legend(handles=handles + list(extra), loc="outside lower center", ncol=_legend_columns(lines, fig.get_figwidth()),
-               fontsize=_FONT - 1, frameon=False, handlelength=2.2, columnspacing=1.6)
+    handles = [Line2D([], [], color=line.color, lw=2, label=line.label, **_end_style(line, legend=True)) for line in lines]
+    columns = _legend_columns(lines, fig.get_figwidth())
+    fig.legend(handles=handles + list(extra), loc="outside lower center", ncol=columns, fontsize=_FONT - 1,
+               frameon=False, handlelength=2.2, columnspacing=1.6)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -707,9 +726,10 @@ def _scale_kind(values: np.ndarray, scale: float | None = None, low: float = 5) 
     """'log', 'symlog' or 'linear' for showing ``values`` (non-finite ones ignored).
 
     Positive values are shown on a log scale once the largest is 100x the ``low`` percentile
-    (so the bottom of a valley is resolved; a heatmap, whose every cell counts, passes 0).  Signed values cross zero anyway; they get a symlog
-    scale once the largest magnitude is 100x ``scale``, the size of a typical value (the median
-    magnitude unless given; the loss curves give the start's loss).
+    (so the bottom of a valley is resolved; a heatmap, whose every cell counts, passes 0).
+    Signed values cross zero anyway; they get a symlog scale once the largest magnitude is 100x
+    ``scale``, the size of a typical value (the median magnitude unless given; the loss curves
+    give the start's loss).
     """
     values = values[np.isfinite(values)]
     if values.size == 0:
@@ -840,7 +860,9 @@ def _select(result: SweepResult, x: str, y: str, fixed: dict[str, Any]) -> dict[
         if all(_same(cfg[k], fixed[k]) for k in fixed):
             cell = (cfg[x], cfg[y])
             if cell in cells:
-                raise ValueError(f"heatmap: the grid holds {x}={cell[0]!r}, {y}={cell[1]!r} twice: expected distinct values")
+                raise ValueError(
+                    f"heatmap: the grid holds {x}={cell[0]!r}, {y}={cell[1]!r} twice: expected distinct values"
+                )
             cells[cell] = c
     return cells
 
@@ -877,7 +899,8 @@ def _flat(cfg: Mapping[str, Any]) -> dict[str, Any]:
 def _point_rows(lines: list[_Line]) -> list[dict[str, Any]]:
     rows = []
     for i, line in enumerate(lines):
-        head = {"line": i, "label": line.label, "optimizer": line.result.optimizer, **_flat(line.result.configs[line.index])}
+        cfg = _flat(line.result.configs[line.index])
+        head = {"line": i, "label": line.label, "optimizer": line.result.optimizer, **cfg}
         tail = {"status": line.status, "first_bad_step": line.first_bad_step}
         for step, (w1, w2), loss in zip(line.steps, line.xy, line.loss):
             rows.append({**head, "step": int(step), "w1": float(w1), "w2": float(w2), "loss": float(loss), **tail})

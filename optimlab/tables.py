@@ -75,7 +75,8 @@ def write_config(config: Mapping[str, Any], path: str | os.PathLike[str]) -> Pat
     data = _plain(config, "config")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(_json_floats(data), indent=2, sort_keys=True, ensure_ascii=False) + "\n", encoding="utf-8")
+    text = json.dumps(_json_floats(data), indent=2, sort_keys=True, ensure_ascii=False)
+    path.write_text(text + "\n", encoding="utf-8")
     return path
 
 

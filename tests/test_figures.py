@@ -98,7 +98,10 @@ def test_trajectories_writes_png_csv_json_and_labels_every_differing_hyperparame
         label = labels[c]
         assert f"β1={cfg['beta1']:g}" in label and f"lr={figures._fmt(cfg['lr'])}" in label
         assert f"start ({cfg['start'][0]:g}, {cfg['start'][1]:g})" in label
-        assert ("✕ diverged at step " + str(int(result.first_bad_step[c]))) in label if result.status[c] == "diverged" else "diverged" not in label
+        if result.status[c] == "diverged":
+            assert f"✕ diverged at step {int(result.first_bad_step[c])}" in label
+        else:
+            assert "diverged" not in label
         assert ("stuck" in label) == (result.status[c] == "stuck")
     assert "start" in labels
     title = fig._suptitle.get_text()
@@ -109,6 +112,10 @@ def test_trajectories_writes_png_csv_json_and_labels_every_differing_hyperparame
     for ax in fig.axes[:2]:
         ends = [l for l in ax.get_lines() if l.get_marker() in ("X", "o") and len(l.get_xdata()) == 1]
         assert sum(l.get_marker() == "X" for l in ends) == result.status.count("diverged")
+    # Stuck ones sit on their start: hollow rings of growing size keep them visible around it.
+    rings = [l for l in fig.axes[0].get_lines() if l.get_markerfacecolor() == "none"]
+    assert len(rings) == result.status.count("stuck")
+    assert sorted(l.get_markersize() for l in rings) == [14, 14, 20, 20]
     assert len(fig.axes) == 4  # two panels (zoom) with their colour bars
 
     assert config["figure"] == "trajectories"
@@ -149,8 +156,9 @@ def test_loss_curves_go_symlog_when_the_saddle_drops_by_orders_of_magnitude():
 
 
 def test_several_results_are_told_apart_by_what_differs(tmp_path):
-    plain = sweep(SURFACE, Adam, {"beta1": [0.9]}, options=dict(lr=0.01), steps=20, record_every=10, grad_clip=1.0)
-    ams = sweep(SURFACE, Adam, {"beta1": [0.9]}, options=dict(lr=0.01, amsgrad=True), steps=20, record_every=10, grad_clip=1.0)
+    run = dict(steps=20, record_every=10, grad_clip=1.0)
+    plain = sweep(SURFACE, Adam, {"beta1": [0.9]}, options=dict(lr=0.01), **run)
+    ams = sweep(SURFACE, Adam, {"beta1": [0.9]}, options=dict(lr=0.01, amsgrad=True), **run)
     fig = figures.trajectories([plain, ams], SURFACE, tmp_path / "both.png")
     labels = legend_texts(fig)
     assert labels[:2] == ["no amsgrad", "amsgrad"]
@@ -188,12 +196,14 @@ def test_heatmap_cells_are_the_results_values_with_diverged_and_stuck_marked(res
     assert sum(p.get_hatch() == "xx" for p in ax.patches) == 2 and sum(p.get_hatch() == "//" for p in ax.patches) == 2
     assert legend_texts(fig) == ["diverged (✕ step)", "stuck"]
     assert config["figure_options"] == {
-        "x": "lr", "y": "beta1", "value": "final_loss", "fixed": {"start": START}, "x_scale": "log", "y_scale": "linear",
+        "x": "lr", "y": "beta1", "value": "final_loss", "fixed": {"start": START},
+        "x_scale": "log", "y_scale": "linear",
     }
 
 
 def test_heatmap_marks_unreached_targets(result, tmp_path):
-    fig = figures.heatmap(result, "beta1", "lr", "steps_to_target", fixed={"start": OTHER_START}, path=tmp_path / "s.png")
+    fixed = {"start": OTHER_START}
+    fig = figures.heatmap(result, "beta1", "lr", "steps_to_target", fixed=fixed, path=tmp_path / "s.png")
     rows, _ = outputs(tmp_path / "s.png")
     expected = {"stuck": "stuck", "moving": "—", "diverged": "✕"}
     assert [r["shown"][:1] for r in rows] == [expected[r["status"]][:1] for r in rows]
