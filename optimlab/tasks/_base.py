@@ -1,0 +1,202 @@
+"""What every task offers the runner: budgets, the :class:`Task` and the per-run :class:`Instance`.
+
+A :class:`Task` is a recipe (model, data, loss, metrics, budgets); ``task.setup(budget, ...)``
+turns it into an :class:`Instance`, one run's models and data, which the runner drives:
+
+.. code-block:: python
+
+    instance = task.setup(task.budgets["smoke"], data_dir=None, device=torch.device("cpu"))
+    optimizers = {role: make(params) for role, params in instance.parameters().items()}
+    for epoch in range(budget.epochs):
+        for batch in instance.batches(data_generator):
+            losses = instance.step(batch, optimizers)     # {"loss": tensor} or {"d_loss", "g_loss"}
+        curve_point = instance.evaluate(instance.eval_split)
+    final = instance.evaluate(instance.final_split)
+
+Everything random in a task draws either from torch's global generator (weights, dropout, GAN
+noise; the runner seeds it) or from the ``generator`` handed to :meth:`Instance.batches` (the
+order of the examples), never from its own unseeded source, so one seed fixes a whole run.
+Evaluation draws from neither: a task that needs random numbers to evaluate (GAN samples) uses its
+own fixed-seed generator, so the curve of a run does not depend on how often it is evaluated.
+"""
+
+from __future__ import annotations
+
+import math
+from abc import ABC, abstractmethod
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, replace
+from functools import lru_cache
+from typing import Any, ClassVar
+
+import torch
+from torch import Tensor, nn
+
+from ..data import Dataset, Split, load, resolve_data_dir
+from ..optim._validate import check_int
+
+#: The budgets every task defines, cheapest first.
+BUDGETS = ("smoke", "quick", "full")
+
+
+@dataclass(frozen=True)
+class Budget:
+    """How much of its task one run does.
+
+    Attributes:
+        epochs: passes over the training data.
+        batch_size: examples per optimizer step (per critic step for a GAN).
+        train_size: training examples per epoch: a fixed subset of the training split, or
+            ``None`` for all of it.  For a task with unlimited data (``gan-ring``), the number
+            of fresh samples drawn per epoch.
+        val_size: examples of the validation split evaluated at each curve point (``None``:
+            all); for a GAN, the number of generated samples judged.
+        test_size: the same for the final evaluation.
+        eval_every: optimizer steps between curve points, counted across epochs; ``None`` puts
+            one at the end of every epoch.  The end of training is always a curve point.
+    """
+
+    epochs: int
+    batch_size: int
+    train_size: int | None = None
+    val_size: int | None = None
+    test_size: int | None = None
+    eval_every: int | None = None
+
+    def __post_init__(self) -> None:
+        check_int("Budget", "epochs", self.epochs, 1)
+        check_int("Budget", "batch_size", self.batch_size, 1)
+        for name in ("train_size", "val_size", "test_size", "eval_every"):
+            if getattr(self, name) is not None:
+                check_int("Budget", name, getattr(self, name), 1)
+
+
+class Instance(ABC):
+    """One run's models and data, built by :meth:`Task.setup`; the runner drives it.
+
+    Attributes:
+        eval_split: the split evaluated at every curve point (``"val"``; ``"full"`` for a task
+            that reports on its training data, as d2l's airfoil protocol does).
+        final_split: the split evaluated once, at the end (``"test"``, or ``"full"``).
+        steps_per_epoch: optimizer steps in one call of :meth:`batches`.
+    """
+
+    eval_split: str = "val"
+    final_split: str = "test"
+    steps_per_epoch: int
+
+    @abstractmethod
+    def parameters(self) -> dict[str, list[nn.Parameter]]:
+        """The trainable parameters of each role (``{"model": [...]}``, or a GAN's two roles)."""
+
+    @abstractmethod
+    def batches(self, generator: torch.Generator) -> Iterator[Any]:
+        """One epoch of training batches, in an order drawn from ``generator`` alone."""
+
+    @abstractmethod
+    def step(self, batch: Any, optimizers: Mapping[str, torch.optim.Optimizer]) -> dict[str, Tensor]:
+        """One training step on ``batch`` with the optimizer of each role; returns its losses
+        (detached scalar tensors, e.g. ``{"loss": ...}``; a GAN step may leave one out when
+        it does not update that network)."""
+
+    @abstractmethod
+    def evaluate(self, split: str) -> dict[str, float]:
+        """Loss and metrics on ``split`` (in eval mode, without gradients)."""
+
+    def constants(self) -> dict[str, float]:
+        """Numbers of this instance that training does not change, reported with the final
+        metrics (a least-squares floor, the accuracy of a judge network); none by default."""
+        return {}
+
+
+class Task(ABC):
+    """A training task: model + data + loss + metrics, with a :class:`Budget` per budget name.
+
+    Attributes:
+        name: the registry name (``"mnist-cnn"``).
+        roles: the networks that get an optimizer each: ``("model",)``, or
+            ``("generator", "discriminator")`` for a GAN.
+        metric: the headline metric, a key of :meth:`Instance.evaluate`'s result.
+        higher_is_better: the direction of ``metric``.
+        budgets: one :class:`Budget` for each name of :data:`BUDGETS`.
+        description: one line: model, data, loss, metric.
+    """
+
+    name: str
+    roles: ClassVar[tuple[str, ...]] = ("model",)
+    metric: str
+    higher_is_better: bool
+    budgets: Mapping[str, Budget]
+    description: str
+
+    @abstractmethod
+    def setup(self, budget: Budget, *, data_dir: Any, device: torch.device) -> Instance:
+        """Load the data and build the models (from torch's global generator) for one run."""
+
+    def __repr__(self) -> str:
+        return f"<Task {self.name!r}: {self.description}>"
+
+
+def subset(split: Split, n: int | None) -> Split:
+    """``n`` rows of ``split`` (``None``: all): the first ``n`` of a shuffle with the fixed seed 0.
+
+    The subset depends on ``n`` alone, never on the run's seed: every run of a budget, whatever
+    its seed or optimizer, trains and is judged on the same examples.  Rows keep their order.
+    """
+    if n is None or n >= len(split):
+        return split
+    rows = torch.randperm(len(split), generator=torch.Generator().manual_seed(0))[:n].sort().values
+    return Split(split.x[rows], split.y[rows])
+
+
+def shuffled(n: int, batch_size: int, generator: torch.Generator, *, drop_last: bool) -> Iterator[Tensor]:
+    """Index batches of one pass over ``n`` examples in an order drawn from ``generator``.
+
+    ``drop_last`` leaves out the last, smaller batch (for networks with batch normalisation),
+    unless it is the only one.
+    """
+    order = torch.randperm(n, generator=generator)
+    stop = n - n % batch_size if drop_last and n >= batch_size else n
+    for start in range(0, stop, batch_size):
+        yield order[start : start + batch_size]
+
+
+def num_batches(n: int, batch_size: int, *, drop_last: bool) -> int:
+    """The number of batches :func:`shuffled` yields."""
+    return n // batch_size if drop_last and n >= batch_size else math.ceil(n / batch_size)
+
+
+class UsesDataset:
+    """A task whose data is a data set of :mod:`optimlab.data` (attributes ``dataset``,
+    ``load_kwargs``, ``data``), with :meth:`with_data` to run it on other tensors."""
+
+    name: str
+    dataset: str
+    load_kwargs: Mapping[str, Any]
+    data: Dataset | None
+
+    def load(self, data_dir: Any) -> Dataset:
+        """The data set: ``data`` if given, else ``optimlab.data.load(dataset, data_dir, **load_kwargs)``.
+
+        Loaded data sets are kept for the next runs of the process (the last two; see
+        :func:`_load`): the files are checksummed and never change, and decoding MNIST costs
+        seconds per run.  Tasks never modify a data set's tensors in place.
+        """
+        if self.data is not None:
+            return self.data
+        return _load(self.dataset, str(resolve_data_dir(data_dir)), tuple(sorted(self.load_kwargs.items())))
+
+    def with_data(self, data: Dataset) -> Any:
+        """This task on ``data`` (tiny synthetic tensors in tests, another copy of the data).
+
+        The copy is named ``"<name>@<data.name>"``, so that its runs never share a results key
+        with runs on the real data.
+        """
+        if not isinstance(data, Dataset):
+            raise ValueError(f"{self.name}.with_data: invalid data={data!r}: expected an optimlab.data.Dataset")
+        return replace(self, name=f"{self.name.split('@')[0]}@{data.name}", data=data)  # type: ignore[type-var]
+
+
+@lru_cache(maxsize=2)
+def _load(dataset: str, data_dir: str, load_kwargs: tuple[tuple[str, Any], ...]) -> Dataset:
+    return load(dataset, data_dir, **dict(load_kwargs))
