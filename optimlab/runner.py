@@ -1,0 +1,556 @@
+"""Train one task with one optimizer, one seed and one budget: the lab's single run.
+
+>>> from optimlab.runner import run
+>>> result = run("airfoil-linreg", "Adam", {"lr": 0.01, "eps": 1e-6}, seed=0, budget="full", progress=False)
+>>> result["status"], round(result["final"]["full_loss"], 2), result["final"]["lstsq_floor"] < 0.243
+('finished', 0.24, True)
+
+**Optimizers** are named as ``"optimlab.<Class>"`` (every optimizer class of a module of
+:mod:`optimlab.optim`) or ``"torch.<Class>"`` (``torch.optim``'s); ``"optimlab.optim."`` and
+``"torch.optim."`` prefixes are accepted, case does not matter, and a bare name (``"Adam"``)
+means optimlab's where both have it.  ``torch.optim.LBFGS`` is left out: its ``step`` needs a
+closure.  ``hyperparameters`` are the constructor's keyword arguments; the run's configuration
+spells out every one of them, defaults included.  A wrapper whose first argument is an optimizer
+(``optimlab.Lookahead``) takes the inner one as ``{"optimizer": {"name": "Adam",
+"hyperparameters": {"lr": 1e-3}}, "k": 5, ...}``.  A GAN task has two roles, ``"generator"``
+and ``"discriminator"``: a name and a hyperparameter dict apply to both, or give a mapping from
+role to name and/or from role to hyperparameters.  An unknown name or hyperparameter raises
+``ValueError`` listing the valid ones, before anything is trained or stored.
+
+**Budgets** (:data:`optimlab.tasks.BUDGETS`): ``"smoke"`` (seconds: tiny subsets, one epoch;
+for tests), ``"quick"`` (about a minute on two CPU cores), ``"full"`` (the real protocol).
+"train", "val" and "test" are example counts (a fixed subset, the same for every seed and
+optimizer; "all": the whole split); for a GAN, "train" is real examples per epoch and "val"/"test"
+the number of generated samples judged.  ``airfoil-linreg`` has no val/test split: it evaluates
+on its training rows (d2l's protocol, split ``"full"``).
+
+=================  ======  ======  =====  ======  ====  =====  ==========
+task               budget  epochs  batch  train   val   test   eval every
+=================  ======  ======  =====  ======  ====  =====  ==========
+airfoil-linreg     smoke   1       10     300     all   all    20 steps
+airfoil-linreg     quick   2       10     all     all   all    20 steps
+airfoil-linreg     full    2       10     all     all   all    20 steps
+cifar10-cnn        smoke   1       64     256     256   256    epoch
+cifar10-cnn        quick   2       128    5000    2000  10000  epoch
+cifar10-cnn        full    20      128    all     all   all    epoch
+fashion-mnist-cnn  smoke   1       64     256     256   256    epoch
+fashion-mnist-cnn  quick   2       128    6000    2000  10000  epoch
+fashion-mnist-cnn  full    10      128    all     all   all    epoch
+gan-ring           smoke   1       128    6400    1000  2000   epoch
+gan-ring           quick   10      256    51200   2000  10000  epoch
+gan-ring           full    50      256    128000  2000  10000  epoch
+house-mlp          smoke   1       64     512     512   512    epoch
+house-mlp          quick   3       128    5000    all   all    epoch
+house-mlp          full    30      128    all     all   all    epoch
+mnist-cnn          smoke   1       64     256     256   256    epoch
+mnist-cnn          quick   2       128    6000    2000  10000  epoch
+mnist-cnn          full    10      128    all     all   all    epoch
+mnist-dcgan        smoke   1       32     256     100   200    epoch
+mnist-dcgan        quick   3       64     10000   1000  2000   epoch
+mnist-dcgan        full    20      64     all     2000  10000  epoch
+mnist-wgan         smoke   1       32     256     100   200    epoch
+mnist-wgan         quick   3       64     10000   1000  2000   epoch
+mnist-wgan         full    20      64     all     2000  10000  epoch
+=================  ======  ======  =====  ======  ====  =====  ==========
+
+**What is recorded.**  A *curve point* after every epoch (or every ``eval every`` steps, and
+always at the end) holds ``epochs`` (epochs done, a float), ``step`` (optimizer steps),
+``train_<loss>`` (the mean of the minibatch losses since the previous point, as the optimizer saw
+them: ``train_loss``, or a GAN's ``train_d_loss`` and ``train_g_loss``), ``<split>_<name>`` for
+every loss and metric the task evaluates on its curve split (``val_loss``, ``val_accuracy``;
+``full_loss`` for airfoil; ``val_coverage``...), ``train_time`` (seconds spent training so far,
+evaluation excluded) and ``wall_time`` (seconds since training began, evaluation included).
+The *final* metrics are evaluated once, after the last step, on the task's final split
+(``test_accuracy``...; never the best value seen during training), with the task's constants
+(``lstsq_floor``, ``judge_accuracy``), ``diverged`` (0 or 1), ``steps``, ``epochs``,
+``train_time``, ``wall_time`` (training and every evaluation), ``setup_time`` (loading data,
+building models), ``num_params``, ``state_bytes`` (the bytes of every tensor in the optimizers'
+``state``, a wrapper's inner optimizer included) and ``threads`` (torch's CPU threads).
+
+A non-finite training loss stops the run at that step: the last curve point has the non-finite
+mean and no evaluation, the final metrics of the split are NaN (a diverged network's accuracy
+means nothing) and ``diverged`` is 1.  The run still counts as finished: divergence is a result.
+
+**Determinism.**  ``seed`` is expanded into two independent seeds
+(``numpy.random.SeedSequence(seed).generate_state(2, uint64)``): the first seeds torch's global
+generator (weights, dropout, GAN noise), the second a ``torch.Generator`` that alone draws the
+order of the training examples.  Evaluation draws from neither.  The run uses
+``torch.use_deterministic_algorithms(True, warn_only=True)`` and sets
+``CUBLAS_WORKSPACE_CONFIG=:4096:8`` on CUDA if unset; the caller's global random state and
+determinism setting are restored afterwards.  The same seed, budget, device and thread count give
+identical curves, bit for bit.
+
+**Store.**  With ``store``, the run is keyed by its configuration (task, optimizer and every
+hyperparameter, seed, budget, device, dtype, library versions: :func:`optimlab.store.with_versions`),
+claimed before training (a run that is finished, failed, or live in another process is skipped:
+the stored result is returned with ``status`` ``"skipped"``), and every curve point is written
+as it is made.  An exception during training is stored as ``'failed'`` with its traceback and
+returned as ``status`` ``"failed"``, so that a sweep goes on; Ctrl-C is stored as
+``'interrupted'`` and raised.  Without a store, exceptions propagate.
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+import inspect
+import math
+import os
+import pkgutil
+import sys
+import time
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from functools import lru_cache
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from . import optim as optimlab_optim
+from . import tasks as tasks_mod
+from .optim._validate import check_choice, check_int
+from .store import Store, canonical_json, run_key, with_versions
+from .tasks import BUDGETS, Instance, Task
+
+__all__ = ["build_optimizer", "optimizer_names", "optimizer_spec", "resolve_optimizer", "run", "state_bytes"]
+
+_PREFIXES = {"": None, "optimlab": "optimlab", "optimlab.optim": "optimlab", "torch": "torch", "torch.optim": "torch"}
+
+
+# ---------------------------------------------------------------------------------------------
+# Optimizers by name
+# ---------------------------------------------------------------------------------------------
+
+
+@lru_cache(maxsize=1)
+def _catalogue() -> tuple[dict[str, type[torch.optim.Optimizer]], tuple[str, ...]]:
+    """``({canonical name: class}, (import errors of optimlab.optim modules))``."""
+    classes: dict[str, type[torch.optim.Optimizer]] = {}
+    broken = []
+    for module_info in sorted(pkgutil.iter_modules(optimlab_optim.__path__), key=lambda m: m.name):
+        if module_info.name.startswith("_"):
+            continue
+        module_name = f"{optimlab_optim.__name__}.{module_info.name}"
+        try:
+            module = importlib.import_module(module_name)
+        except Exception as e:  # a module being written must not hide every other optimizer
+            broken.append(f"{module_name} ({type(e).__name__}: {e})")
+            continue
+        for name, cls in vars(module).items():
+            if _is_optimizer(cls) and cls.__module__ == module_name:
+                classes[f"optimlab.{name}"] = cls
+    for name, cls in vars(torch.optim).items():
+        if _is_optimizer(cls) and not _needs_closure(cls):
+            classes[f"torch.{name}"] = cls
+    return dict(sorted(classes.items())), tuple(broken)
+
+
+def _is_optimizer(obj: Any) -> bool:
+    return (
+        isinstance(obj, type)
+        and issubclass(obj, torch.optim.Optimizer)
+        and obj is not torch.optim.Optimizer
+        and not obj.__name__.startswith("_")
+    )
+
+
+def _signature(cls: type) -> inspect.Signature:
+    return inspect.signature(cls.__init__)
+
+
+def _is_wrapper(cls: type) -> bool:
+    """An optimizer class whose first argument is another optimizer (Lookahead)."""
+    params = list(_signature(cls).parameters)
+    return len(params) > 1 and params[1] == "optimizer"
+
+
+def _needs_closure(cls: type) -> bool:
+    closure = inspect.signature(cls.step).parameters.get("closure")
+    return closure is not None and closure.default is inspect.Parameter.empty
+
+
+def optimizer_names() -> tuple[str, ...]:
+    """Every optimizer :func:`run` accepts, by canonical name, sorted (``"optimlab.Adam"``, ``"torch.SGD"``...)."""
+    return tuple(_catalogue()[0])
+
+
+def resolve_optimizer(name: str) -> tuple[str, type[torch.optim.Optimizer]]:
+    """``(canonical name, class)`` of ``name`` (see the module docstring for the accepted forms).
+
+    Raises:
+        ValueError: an unknown name; the message lists every valid one, the closest matches,
+            and any optimlab module that failed to import.
+    """
+    classes, broken = _catalogue()
+    if not isinstance(name, str):
+        raise ValueError(f"run: invalid optimizer={name!r}: expected a name such as 'Adam' or 'torch.SGD'")
+    prefix, _, short = name.strip().rpartition(".")
+    library = _PREFIXES.get(prefix.lower(), "?")
+    matches = sorted(
+        (canonical for canonical in classes if canonical.split(".")[1].lower() == short.lower()),
+        key=lambda canonical: not canonical.startswith("optimlab."),  # optimlab's first
+    )
+    matches = [m for m in matches if library is None or m.startswith(f"{library}.")]
+    if matches:
+        return matches[0], classes[matches[0]]
+    by_short: dict[str, list[str]] = {}
+    for canonical in classes:
+        by_short.setdefault(canonical.split(".")[1].lower(), []).append(canonical)
+    close = [c for s in difflib.get_close_matches(short.lower(), list(by_short), n=2, cutoff=0.6) for c in by_short[s]]
+    hint = f" (did you mean {', '.join(close)}?)" if close else ""
+    failed = f"; these optimlab modules failed to import: {'; '.join(broken)}" if broken else ""
+    raise ValueError(
+        f"run: invalid optimizer={name!r}{hint}: expected one of {', '.join(classes)} "
+        f"(optimlab./torch. prefixes optional, a bare name is optimlab's where both have it){failed}"
+    )
+
+
+def optimizer_spec(name: str, hyperparameters: Mapping[str, Any] | None = None) -> tuple[str, dict[str, Any]]:
+    """``(canonical name, every hyperparameter)``: ``hyperparameters`` with the constructor's
+    defaults filled in (a wrapper's inner optimizer spelled out the same way).
+
+    Raises:
+        ValueError: an unknown optimizer or hyperparameter name, a missing required one, or a
+            value that cannot be part of a run key (see :func:`optimlab.store.canonical_json`).
+    """
+    canonical, cls = resolve_optimizer(name)
+    given = {} if hyperparameters is None else hyperparameters
+    if not isinstance(given, Mapping):
+        raise ValueError(f"run: invalid hyperparameters={given!r} for {canonical}: expected a mapping of name to value")
+    wrapper = _is_wrapper(cls)
+    accepted = {
+        p.name: p
+        for p in list(_signature(cls).parameters.values())[2:]
+        if p.kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    }
+    allowed = ["optimizer", *accepted] if wrapper else list(accepted)
+    unknown = sorted(set(given) - set(allowed))
+    if unknown:
+        raise ValueError(
+            f"run: invalid hyperparameter {unknown[0]!r} for {canonical}: expected some of {', '.join(allowed)}"
+        )
+    full: dict[str, Any] = {}
+    if wrapper:
+        inner = given.get("optimizer")
+        if not (isinstance(inner, Mapping) and isinstance(inner.get("name"), str) and set(inner) <= {"name", "hyperparameters"}):
+            raise ValueError(
+                f"run: invalid hyperparameter optimizer={inner!r} for {canonical}: expected "
+                "{'name': <optimizer name>, 'hyperparameters': {...}}"
+            )
+        inner_name, inner_hp = optimizer_spec(inner["name"], inner.get("hyperparameters"))
+        full["optimizer"] = {"name": inner_name, "hyperparameters": inner_hp}
+    for p in accepted.values():
+        if p.name in given:
+            full[p.name] = given[p.name]
+        elif p.default is inspect.Parameter.empty:
+            raise ValueError(f"run: missing hyperparameter {p.name!r} for {canonical}: it has no default")
+        else:
+            full[p.name] = p.default
+    canonical_json({f"hyperparameters of {canonical}": full})  # ValueError for a value with no key
+    return canonical, json_plain(full)
+
+
+def json_plain(value: Any) -> Any:
+    """``value`` as it reads back from its canonical JSON (tuples become lists, float subclasses floats)."""
+    if isinstance(value, Mapping):
+        return {k: json_plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_plain(v) for v in value]
+    if isinstance(value, float):
+        return float(value)
+    if isinstance(value, int) and not isinstance(value, bool):
+        return int(value)
+    return value
+
+
+def build_optimizer(name: str, hyperparameters: Mapping[str, Any], params: list[torch.nn.Parameter]) -> torch.optim.Optimizer:
+    """The optimizer ``name`` over ``params`` with ``hyperparameters`` (lists are passed as tuples)."""
+    _, cls = resolve_optimizer(name)
+    kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in hyperparameters.items() if k != "optimizer"}
+    if _is_wrapper(cls):
+        inner = hyperparameters["optimizer"]
+        return cls(build_optimizer(inner["name"], inner.get("hyperparameters", {}), params), **kwargs)
+    return cls(params, **kwargs)
+
+
+def state_bytes(optimizer: torch.optim.Optimizer) -> int:
+    """The bytes of every tensor in ``optimizer.state`` (and a wrapper's inner optimizer's), each counted once."""
+    seen: set[int] = set()
+    total = 0
+    pending: list[Any] = []
+    current: Any = optimizer
+    while isinstance(current, torch.optim.Optimizer):
+        pending.append(current.state)
+        current = getattr(current, "optimizer", None)
+    while pending:
+        item = pending.pop()
+        if isinstance(item, torch.Tensor):
+            if id(item) not in seen:
+                seen.add(id(item))
+                total += item.numel() * item.element_size()
+        elif isinstance(item, Mapping):
+            pending.extend(item.values())
+        elif isinstance(item, (list, tuple)):
+            pending.extend(item)
+    return total
+
+
+# ---------------------------------------------------------------------------------------------
+# One run
+# ---------------------------------------------------------------------------------------------
+
+
+def run(
+    task: str | Task,
+    optimizer: str | Mapping[str, str],
+    hyperparameters: Mapping[str, Any] | None = None,
+    seed: int = 0,
+    budget: str = "smoke",
+    store: Store | None = None,
+    progress: bool = True,
+    *,
+    data_dir: str | os.PathLike[str] | None = None,
+    device: str | torch.device = "cpu",
+    retry_failed: bool = False,
+) -> dict[str, Any]:
+    """Train ``task`` with ``optimizer`` for ``seed`` and ``budget``; see the module docstring.
+
+    Parameters
+    ----------
+    task : str or Task
+        A name of :func:`optimlab.tasks.names`, or a task object (``task.with_data(...)``).
+    optimizer : str or mapping
+        An optimizer name, or for a GAN a mapping from role to name.
+    hyperparameters : mapping, optional
+        Constructor keyword arguments (for a GAN, optionally a mapping from role to them).
+    seed : int
+        ``>= 0``.
+    budget : str
+        ``"smoke"``, ``"quick"`` or ``"full"``.
+    store : Store, optional
+        Claim, record and skip runs there.
+    progress : bool
+        Show a tqdm bar on stderr.
+    data_dir : path, optional
+        The data directory (default: ``$OPTIMLAB_DATA_DIR``, see :mod:`optimlab.data`).
+    device : str or torch.device
+        Where to train (``"cpu"``, ``"cuda"``); part of the run's key.
+    retry_failed : bool
+        With a store, re-run a run stored as failed instead of skipping it.
+
+    Returns
+    -------
+    dict
+        ``status`` (``"finished"``, ``"diverged"``, ``"failed"`` or ``"skipped"``), ``key``
+        (the store key, or ``None`` without a store), ``config``, ``curve`` (a list of curve
+        points, each ``{"epoch": i, ...}`` with ``i`` from 1), ``final`` (the final metrics),
+        and, for a failed or skipped run, ``error`` (the stored traceback or ``None``) and
+        ``stored_status`` (skipped runs: the store's status).
+    """
+    task = tasks_mod.get(task) if isinstance(task, str) else task
+    if not isinstance(task, Task):
+        raise ValueError(f"run: invalid task={task!r}: expected one of {', '.join(tasks_mod.names())} or a Task")
+    check_choice("run", "budget", budget, BUDGETS)
+    check_int("run", "seed", seed, 0)
+    if not isinstance(progress, bool):
+        raise ValueError(f"run: invalid progress={progress!r}: expected True or False")
+    if store is not None and not isinstance(store, Store):
+        raise ValueError(f"run: invalid store={store!r}: expected an optimlab.store.Store or None")
+    try:
+        device = torch.device(device)
+    except (RuntimeError, TypeError) as e:
+        raise ValueError(f"run: invalid device={device!r}: {e}") from None
+    specs = _role_specs(task, optimizer, hyperparameters)
+    for name, hp in specs.values():  # the constructor's own checks, before anything is claimed
+        build_optimizer(name, hp, [torch.zeros(1, requires_grad=True)])
+    single = len(task.roles) == 1
+    config = {
+        "task": task.name,
+        "optimizer": specs[task.roles[0]][0] if single else {role: specs[role][0] for role in task.roles},
+        "hyperparameters": specs[task.roles[0]][1] if single else {role: specs[role][1] for role in task.roles},
+        "seed": seed,
+        "budget": budget,
+        "device": device.type,
+        "dtype": "float32",
+    }
+    train = lambda log: _train(task, specs, seed, budget, data_dir, device, progress, log)  # noqa: E731
+    if store is None:
+        return {"key": None, "config": config, **train(None)}
+    config = with_versions(config)
+    key = run_key(config)
+    handle = store.claim(config, retry_failed=retry_failed)
+    if handle is None:
+        return _stored(store, key, config, skipped=True)
+    outcome = None
+    with handle:
+        outcome = train(handle.log_epoch)
+        handle.finish(outcome["final"], state_bytes=int(outcome["final"]["state_bytes"]))
+    if outcome is None:  # the handle stored the exception as 'failed' and swallowed it
+        return _stored(store, key, config, skipped=False)
+    return {"key": key, "config": config, **outcome}
+
+
+def _role_specs(
+    task: Task, optimizer: str | Mapping[str, str], hyperparameters: Mapping[str, Any] | None
+) -> dict[str, tuple[str, dict[str, Any]]]:
+    """``{role: (canonical optimizer name, every hyperparameter)}``."""
+    roles = task.roles
+    hyperparameters = {} if hyperparameters is None else hyperparameters
+    if isinstance(optimizer, Mapping):
+        if set(optimizer) != set(roles):
+            raise ValueError(
+                f"run: invalid optimizer={dict(optimizer)!r} for {task.name}: a mapping needs exactly the roles {', '.join(roles)}"
+            )
+        names = dict(optimizer)
+    else:
+        names = dict.fromkeys(roles, optimizer)
+    if not isinstance(hyperparameters, Mapping):
+        raise ValueError(f"run: invalid hyperparameters={hyperparameters!r}: expected a mapping")
+    per_role = len(roles) > 1 and bool(hyperparameters) and set(hyperparameters) <= set(roles)
+    if per_role and set(hyperparameters) != set(roles):
+        missing = sorted(set(roles) - set(hyperparameters))
+        raise ValueError(f"run: invalid hyperparameters for {task.name}: per-role hyperparameters lack {', '.join(missing)}")
+    return {role: optimizer_spec(names[role], hyperparameters[role] if per_role else hyperparameters) for role in roles}
+
+
+def _stored(store: Store, key: str, config: dict[str, Any], *, skipped: bool) -> dict[str, Any]:
+    """The result of a run the store holds: skipped (claimed before) or just failed."""
+    where = {k: config[k] for k in ("task", "seed", "budget")}
+    (record,) = [r for r in store.runs(**where) if r["key"] == key]
+    return {
+        "key": key,
+        "config": config,
+        "status": "skipped" if skipped else "failed",
+        "stored_status": record["status"],
+        "error": record["error"],
+        "curve": store.epochs(key),
+        "final": record["final"] or {},
+    }
+
+
+def _seeds(seed: int) -> tuple[int, int]:
+    """Two independent 64-bit seeds from ``seed``: (torch's global generator, the data order)."""
+    weights, order = np.random.SeedSequence(seed).generate_state(2, dtype=np.uint64)
+    return int(weights), int(order)
+
+
+@contextmanager
+def _seeded(seed: int, device: torch.device) -> Iterator[None]:
+    """Seed torch's global generators and require deterministic algorithms; restore both after."""
+    if device.type == "cuda":
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # cuBLAS's condition for determinism
+    devices = list(range(torch.cuda.device_count())) if torch.cuda.is_initialized() or device.type == "cuda" else []
+    enabled = torch.are_deterministic_algorithms_enabled()
+    warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(seed)
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        try:
+            yield
+        finally:
+            torch.use_deterministic_algorithms(enabled, warn_only=warn_only)
+
+
+class _Curve:
+    """Collects the losses of the steps between curve points and writes the points."""
+
+    def __init__(self, instance: Instance, log: Callable[..., None] | None, bar: tqdm) -> None:
+        self.instance = instance
+        self.log = log
+        self.bar = bar
+        self.points: list[dict[str, Any]] = []
+        self.sums: dict[str, float] = {}
+        self.counts: dict[str, int] = {}
+        self.train_time = 0.0
+        self.start = self.resumed = time.perf_counter()
+
+    def add(self, losses: Mapping[str, float]) -> None:
+        for name, value in losses.items():
+            self.sums[name] = self.sums.get(name, 0.0) + value
+            self.counts[name] = self.counts.get(name, 0) + 1
+
+    def point(self, step: int, *, evaluate: bool) -> None:
+        """A curve point after ``step`` steps (with the curve split's evaluation if ``evaluate``)."""
+        self.train_time += time.perf_counter() - self.resumed
+        row: dict[str, Any] = {"epochs": step / self.instance.steps_per_epoch, "step": step}
+        row.update({f"train_{name}": self.sums[name] / self.counts[name] for name in self.sums})
+        self.sums, self.counts = {}, {}
+        if evaluate:
+            split = self.instance.eval_split
+            row.update({f"{split}_{name}": value for name, value in self.instance.evaluate(split).items()})
+        row["train_time"] = self.train_time
+        row["wall_time"] = time.perf_counter() - self.start
+        self.points.append({"epoch": len(self.points) + 1, **row})
+        if self.log is not None:
+            self.log(len(self.points), **row)
+        shown = {k: f"{v:.4g}" for k, v in row.items() if k not in ("epochs", "step", "train_time", "wall_time")}
+        self.bar.set_postfix(shown, refresh=False)
+        self.resumed = time.perf_counter()
+
+
+def _train(
+    task: Task,
+    specs: Mapping[str, tuple[str, dict[str, Any]]],
+    seed: int,
+    budget_name: str,
+    data_dir: Any,
+    device: torch.device,
+    progress: bool,
+    log: Callable[..., None] | None,
+) -> dict[str, Any]:
+    """The run itself: ``{"status", "curve", "final"}``."""
+    budget = task.budgets[budget_name]
+    weights_seed, order_seed = _seeds(seed)
+    with _seeded(weights_seed, device):
+        began = time.perf_counter()
+        instance = task.setup(budget, data_dir=data_dir, device=device)
+        params = instance.parameters()
+        optimizers = {role: build_optimizer(*specs[role], params[role]) for role in task.roles}
+        setup_time = time.perf_counter() - began
+        order = torch.Generator().manual_seed(order_seed)
+        label = "/".join(dict.fromkeys(name for name, _ in specs.values()))
+        with tqdm(
+            total=budget.epochs * instance.steps_per_epoch,
+            desc=f"{task.name} {label} seed {seed}",
+            unit="step",
+            disable=not progress,
+            file=sys.stderr,
+            dynamic_ncols=True,
+        ) as bar:
+            curve = _Curve(instance, log, bar)
+            step, diverged = 0, False
+            for _ in range(budget.epochs):
+                for batch in instance.batches(order):
+                    losses = {name: value.item() for name, value in instance.step(batch, optimizers).items()}
+                    step += 1
+                    curve.add(losses)
+                    bar.update()
+                    if not all(math.isfinite(v) for v in losses.values()):
+                        diverged = True
+                        break
+                    if budget.eval_every is not None and step % budget.eval_every == 0:
+                        curve.point(step, evaluate=True)
+                if diverged:
+                    break
+                if budget.eval_every is None:
+                    curve.point(step, evaluate=True)
+            if diverged or not curve.points or curve.points[-1]["step"] != step:
+                curve.point(step, evaluate=not diverged)
+        split = instance.final_split
+        evaluated = instance.evaluate(split)
+        final: dict[str, Any] = {f"{split}_{name}": math.nan if diverged else value for name, value in evaluated.items()}
+        final.update(instance.constants())
+        final.update(
+            diverged=int(diverged),
+            steps=step,
+            epochs=step / instance.steps_per_epoch,
+            train_time=curve.train_time,
+            wall_time=time.perf_counter() - curve.start,
+            setup_time=setup_time,
+            num_params=sum(p.numel() for ps in params.values() for p in ps),
+            state_bytes=sum(state_bytes(o) for o in optimizers.values()),
+            threads=torch.get_num_threads(),
+        )
+    return {"status": "diverged" if diverged else "finished", "curve": curve.points, "final": final}
