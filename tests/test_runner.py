@@ -1,0 +1,280 @@
+"""The single-run runner: optimizer names, hyperparameters, determinism, divergence, the store, progress."""
+
+from __future__ import annotations
+
+import inspect
+import math
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+import torch
+
+import optimlab.runner as runner_mod
+from optimlab import tasks
+from optimlab.data import Dataset, Split
+from optimlab.optim.adam import Adam
+from optimlab.optim.lookahead import Lookahead
+from optimlab.runner import build_optimizer, optimizer_names, optimizer_spec, resolve_optimizer, run, state_bytes
+from optimlab.store import Store, run_key, with_versions
+
+TIMES = ("train_time", "wall_time", "setup_time")
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    # Two pytest workers on two cores: a second thread per worker only makes OpenMP spin.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def digits() -> Dataset:
+    g = torch.Generator().manual_seed(0)
+    split = lambda n: Split(torch.rand(n, 1, 28, 28, generator=g), torch.arange(n) % 10)  # noqa: E731
+    return Dataset("digits", split(96), split(20), split(20), 10)
+
+
+def line(n: int = 60) -> Dataset:
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(n, 5, generator=g)
+    return Dataset("line", Split(x, x.sum(1, keepdim=True)), None, None, None)
+
+
+MNIST = tasks.get("mnist-cnn").with_data(digits())
+AIRFOIL = tasks.get("airfoil-linreg").with_data(line())
+
+
+def untimed(result: dict) -> tuple[list[dict], dict]:
+    """The curve and final metrics without the wall-clock times (the only part that may differ)."""
+    strip = lambda d: {k: v for k, v in d.items() if k not in TIMES}  # noqa: E731
+    return [strip(p) for p in result["curve"]], strip(result["final"])
+
+
+# -- optimizers by name -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("name", "canonical"),
+    [
+        ("Adam", "optimlab.Adam"),
+        ("adam", "optimlab.Adam"),
+        (" optimlab.optim.Adam ", "optimlab.Adam"),
+        ("torch.Adam", "torch.Adam"),
+        ("torch.optim.sgd", "torch.SGD"),
+        ("Rprop", "torch.Rprop"),  # optimlab has none: the bare name falls back to torch's
+        ("optimlab.Lookahead", "optimlab.Lookahead"),
+    ],
+)
+def test_resolve_optimizer(name: str, canonical: str) -> None:
+    assert resolve_optimizer(name)[0] == canonical
+    assert canonical in optimizer_names()
+
+
+def test_resolve_optimizer_classes() -> None:
+    assert resolve_optimizer("Adam")[1] is Adam
+    assert resolve_optimizer("torch.Adam")[1] is torch.optim.Adam
+    assert "torch.LBFGS" not in optimizer_names()  # its step needs a closure
+    assert not any(n.startswith("optimlab._") or n.endswith("RuleOptimizer") for n in optimizer_names())
+
+
+@pytest.mark.parametrize("name", ["Adma", "optimlab.Rprop", "keras.Adam", 3])
+def test_unknown_optimizer_lists_the_valid_names(name: object) -> None:
+    with pytest.raises(ValueError, match=r"run: invalid optimizer=") as error:
+        resolve_optimizer(name)  # type: ignore[arg-type]
+    if isinstance(name, str):
+        assert "optimlab.Adam, optimlab.AdamW" in str(error.value) and "torch.SGD" in str(error.value)
+    if name == "Adma":
+        assert "did you mean" in str(error.value) and "optimlab.Adam" in str(error.value).split("did you mean")[1]
+
+
+def test_spec_spells_out_every_default() -> None:
+    name, hp = optimizer_spec("torch.adam", {"lr": 0.01, "betas": (0.8, 0.9)})
+    assert name == "torch.Adam"
+    assert hp["lr"] == 0.01 and hp["betas"] == [0.8, 0.9] and hp["eps"] == 1e-8 and hp["amsgrad"] is False
+    assert list(hp) == list(inspect.signature(torch.optim.Adam).parameters)[1:]  # all but params
+    optimizer = build_optimizer(name, hp, [torch.zeros(2, requires_grad=True)])
+    assert isinstance(optimizer, torch.optim.Adam) and optimizer.defaults["betas"] == (0.8, 0.9)
+
+
+def test_spec_of_a_wrapper() -> None:
+    name, hp = optimizer_spec("lookahead", {"optimizer": {"name": "adam", "hyperparameters": {"lr": 0.1}}, "k": 3})
+    assert name == "optimlab.Lookahead"
+    assert hp["k"] == 3 and hp["alpha"] == 0.5 and hp["optimizer"]["name"] == "optimlab.Adam"
+    assert hp["optimizer"]["hyperparameters"]["lr"] == 0.1 and hp["optimizer"]["hyperparameters"]["eps"] == 1e-8
+    optimizer = build_optimizer(name, hp, [torch.zeros(2, requires_grad=True)])
+    assert isinstance(optimizer, Lookahead) and isinstance(optimizer.optimizer, Adam)
+    with pytest.raises(ValueError, match=r"invalid hyperparameter optimizer=None for optimlab.Lookahead"):
+        optimizer_spec("lookahead", {})
+
+
+@pytest.mark.parametrize(
+    ("name", "hp", "message"),
+    [
+        ("Adam", {"learning_rate": 0.1}, r"invalid hyperparameter 'learning_rate' for optimlab.Adam: expected some of lr, betas"),
+        ("Adam", {"lr": float("nan")}, r"invalid config.* NaN"),
+        ("Adam", {"lr": torch.tensor(0.1)}, r"of type Tensor"),
+        ("Adam", [("lr", 0.1)], r"invalid hyperparameters=.*expected a mapping"),
+    ],
+)
+def test_invalid_hyperparameters(name: str, hp: object, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        optimizer_spec(name, hp)  # type: ignore[arg-type]
+
+
+def test_state_bytes() -> None:
+    params = [torch.zeros(3, 4, requires_grad=True), torch.zeros(5, requires_grad=True)]
+    optimizer = Adam(params)
+    assert state_bytes(optimizer) == 0
+    for p in params:
+        p.grad = torch.ones_like(p)
+    optimizer.step()
+    # exp_avg and exp_avg_sq in float32 per parameter, and a float32 step scalar each
+    assert state_bytes(optimizer) == 2 * (12 + 5) * 4 + 2 * 4
+    wrapped = Lookahead(Adam(params), k=2)
+    wrapped.step()
+    # the inner Adam's state, plus one slow copy of each parameter
+    assert state_bytes(wrapped) == 2 * (12 + 5) * 4 + 2 * 4 + (12 + 5) * 4
+
+
+# -- runs -----------------------------------------------------------------------------------
+
+
+def test_invalid_arguments_raise_before_training() -> None:
+    with pytest.raises(ValueError, match=r"run: invalid budget='long': expected one of 'smoke', 'quick', 'full'"):
+        run(MNIST, "Adam", {}, 0, "long")
+    with pytest.raises(ValueError, match=r"run: invalid seed=-1: expected an integer >= 0"):
+        run(MNIST, "Adam", {}, -1)
+    with pytest.raises(ValueError, match=r"tasks.get: invalid name='mnist'"):
+        run("mnist", "Adam")
+    with pytest.raises(ValueError, match=r"Adam: invalid lr=-1"):  # the optimizer's own check
+        run(MNIST, "Adam", {"lr": -1.0})
+    with pytest.raises(ValueError, match=r"run: invalid device='gpu0'"):
+        run(MNIST, "Adam", device="gpu0")
+
+
+def test_same_seed_same_curve_bit_for_bit() -> None:
+    before = torch.random.get_rng_state()
+    first = run(MNIST, "Adam", {"lr": 1e-3}, 7, "smoke", progress=False)
+    assert torch.equal(torch.random.get_rng_state(), before)  # the caller's random state is left alone
+    second = run(MNIST, "Adam", {"lr": 1e-3}, 7, "smoke", progress=False)
+    other = run(MNIST, "Adam", {"lr": 1e-3}, 8, "smoke", progress=False)
+    assert untimed(first) == untimed(second)
+    assert untimed(first)[0] != untimed(other)[0]
+    assert not torch.are_deterministic_algorithms_enabled()  # restored
+
+
+def test_gan_same_seed_same_curve() -> None:
+    a, b = (run("gan-ring", "Adam", {"lr": 1e-3}, 3, "smoke", progress=False) for _ in range(2))
+    assert untimed(a) == untimed(b) and math.isfinite(a["final"]["test_hq_fraction"])
+
+
+def test_result_layout() -> None:
+    result = run(MNIST, "Adam", {"lr": 1e-3}, 0, "smoke", progress=False)
+    assert result["status"] == "finished" and result["key"] is None
+    assert result["config"] == {
+        "task": "mnist-cnn@digits",
+        "optimizer": "optimlab.Adam",
+        "hyperparameters": optimizer_spec("Adam", {"lr": 1e-3})[1],
+        "seed": 0,
+        "budget": "smoke",
+        "device": "cpu",
+        "dtype": "float32",
+    }
+    (point,) = result["curve"]
+    assert list(point) == ["epoch", "epochs", "step", "train_loss", "val_loss", "val_accuracy", "train_time", "wall_time"]
+    assert point["epoch"] == 1 and point["epochs"] == 1.0 and point["step"] == 2  # 96 examples, batches of 64
+    final = result["final"]
+    assert set(final) == {"test_loss", "test_accuracy", "diverged", "steps", "epochs", "num_params", "state_bytes", "threads", *TIMES}
+    assert final["num_params"] == 5_207_170
+    assert final["state_bytes"] == 8 * 5_207_170 + 4 * 8  # Adam: two float32 moments, 8 step scalars
+    assert 0 < point["train_time"] <= point["wall_time"] <= final["wall_time"]
+
+
+def test_eval_every_and_a_point_at_the_end() -> None:
+    # 60 rows in batches of 10, 2 epochs: points every 20 steps would miss the end at step 12
+    budgets = {**AIRFOIL.budgets, "smoke": tasks.Budget(epochs=2, batch_size=10, eval_every=5)}
+    result = run(replace(AIRFOIL, budgets=budgets), "Adam", {"lr": 0.01}, 0, "smoke", progress=False)
+    assert [p["step"] for p in result["curve"]] == [5, 10, 12]
+    assert [p["epochs"] for p in result["curve"]] == pytest.approx([5 / 6, 10 / 6, 2.0])
+    assert result["curve"][-1]["full_loss"] == result["final"]["full_loss"]
+
+
+def test_divergence_stops_the_run_and_is_recorded() -> None:
+    result = run(AIRFOIL, "torch.SGD", {"lr": 1e6}, 0, "smoke", progress=False)
+    assert result["status"] == "diverged"
+    final, last = result["final"], result["curve"][-1]
+    assert final["diverged"] == 1 and final["steps"] < 6 and math.isnan(final["full_loss"])
+    assert not math.isfinite(last["train_loss"]) and "full_loss" not in last and last["step"] == final["steps"]
+
+
+def test_gan_optimizers_per_role() -> None:
+    result = run(
+        "gan-ring",
+        {"generator": "Adam", "discriminator": "torch.SGD"},
+        {"generator": {"lr": 1e-3}, "discriminator": {"lr": 0.01, "momentum": 0.9}},
+        0,
+        "smoke",
+        progress=False,
+    )
+    config = result["config"]
+    assert config["optimizer"] == {"generator": "optimlab.Adam", "discriminator": "torch.SGD"}
+    assert config["hyperparameters"]["discriminator"]["momentum"] == 0.9
+    assert config["hyperparameters"]["generator"]["betas"] == [0.9, 0.999]
+    same = run("gan-ring", "Adam", {"lr": 1e-3}, 0, "smoke", progress=False)["config"]
+    assert same["optimizer"] == {"generator": "optimlab.Adam", "discriminator": "optimlab.Adam"}
+    assert same["hyperparameters"]["generator"] == same["hyperparameters"]["discriminator"]
+    with pytest.raises(ValueError, match=r"per-role hyperparameters lack discriminator"):
+        run("gan-ring", "Adam", {"generator": {"lr": 1e-3}})
+    with pytest.raises(ValueError, match=r"a mapping needs exactly the roles generator, discriminator"):
+        run("gan-ring", {"generator": "Adam"})
+
+
+# -- store ----------------------------------------------------------------------------------
+
+
+def test_store_records_then_skips_a_finished_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    with Store(tmp_path / "runs.sqlite") as store:
+        first = run(AIRFOIL, "Adam", {"lr": 0.01}, 0, "smoke", store, progress=False)
+        assert first["status"] == "finished" and first["key"] == run_key(first["config"])
+        assert first["config"]["versions"] == with_versions({})["versions"]
+        (record,) = store.runs()
+        assert record["status"] == "finished" and record["final"] == first["final"]
+        assert record["state_bytes"] == first["final"]["state_bytes"]
+        assert store.epochs(first["key"]) == first["curve"]
+        # the same run, named differently: skipped, not trained again
+        with monkeypatch.context() as m:
+            m.setattr(runner_mod, "_train", lambda *a: pytest.fail("a finished run was trained again"))
+            again = run(AIRFOIL, "optimlab.adam", {"lr": 0.01, "eps": 1e-8}, 0, "smoke", store, progress=False)
+        assert again["status"] == "skipped" and again["stored_status"] == "finished" and again["key"] == first["key"]
+        assert again["final"] == first["final"] and again["curve"] == first["curve"]
+        # another seed is another run
+        assert run(AIRFOIL, "Adam", {"lr": 0.01}, 1, "smoke", store, progress=False)["status"] == "finished"
+        assert len(store.runs()) == 2
+
+
+def test_store_keeps_a_failure_and_the_sweep_goes_on(tmp_path: Path) -> None:
+    broken = AIRFOIL.with_data(Dataset("broken", Split(torch.zeros(10, 3), torch.zeros(10, 1)), None, None, None))
+    with Store(tmp_path / "runs.sqlite") as store:
+        result = run(broken, "Adam", {}, 0, "smoke", store, progress=False)
+        assert result["status"] == "failed" and "mat1 and mat2 shapes cannot be multiplied" in result["error"]
+        assert store.runs()[0]["status"] == "failed"
+        assert run(broken, "Adam", {}, 0, "smoke", store, progress=False)["status"] == "skipped"
+    with pytest.raises(RuntimeError, match="mat1 and mat2"):  # without a store, errors propagate
+        run(broken, "Adam", {}, 0, "smoke", progress=False)
+
+
+# -- progress and docs ----------------------------------------------------------------------
+
+
+def test_progress_bar_goes_to_stderr_only_when_asked(capsys: pytest.CaptureFixture[str]) -> None:
+    run(AIRFOIL, "Adam", {"lr": 0.01}, 0, "smoke", progress=True)
+    shown = capsys.readouterr()
+    assert "airfoil-linreg@line optimlab.Adam seed 0" in shown.err and "6/6" in shown.err and shown.out == ""
+    run(AIRFOIL, "Adam", {"lr": 0.01}, 0, "smoke", progress=False)
+    assert capsys.readouterr() == ("", "")
+
+
+def test_docstring_budget_table_is_the_registry() -> None:
+    assert tasks.budget_table() in runner_mod.__doc__
