@@ -1,0 +1,59 @@
+import torch
+
+from optimlab.optim.adafactor import Adafactor
+
+from .harness import Case
+from .test_adafactor import FairseqAdafactor
+
+_rel = dict(relative_step=True, warmup_init=False)
+_abs = dict(relative_step=False, warmup_init=False)
+INVALID = [
+    (dict(lr=0.01, **_rel), r"Adafactor: invalid lr=0.01 with relative_step=True"),
+    (dict(lr=None, **_abs), r"Adafactor: invalid lr=None with relative_step=False"),
+    (dict(lr=0.1, relative_step=False, warmup_init=True), r"invalid warmup_init=True with relative_step=False"),
+    (dict(lr=-1.0, **_abs), r"invalid lr=-1.0: expected 0 <= lr"),
+    (dict(eps=(-1.0, 1e-3)), r"invalid eps\[0\]=-1.0: expected 0 <= eps\[0\]"),
+    (dict(eps=(1e-30, float("nan"))), r"invalid eps\[1\]=nan"),
+    (dict(eps=1e-3), r"invalid eps=0.001: expected a pair"),
+    (dict(clip_threshold=0.0), r"invalid clip_threshold=0.0: expected 0 < clip_threshold"),
+    (dict(decay_rate=0.5), r"invalid decay_rate=0.5: expected decay_rate <= 0"),
+    (dict(beta1=1.0), r"invalid beta1=1.0: expected 0 <= beta1 < 1"),
+    (dict(weight_decay=-0.1), r"invalid weight_decay=-0.1: expected 0 <= weight_decay"),
+]
+
+
+def _case(id, ref=FairseqAdafactor, ref_kw=None, solve=None, solve_steps=3000, steps=200, **kw):
+    """``kw`` configures both sides (``ref_kw`` the reference instead, where its names differ).
+
+    Without momentum Adafactor's normalised steps keep circling the minimum, so the convergence
+    runs add ``beta1=0.9`` (and drop weight decay, which moves the minimiser).
+    """
+    return Case(
+        id,
+        make=lambda p, **o: Adafactor(p, **{**kw, **o}),
+        reference=lambda p: ref(p, **(kw if ref_kw is None else ref_kw)),
+        solver=None if solve is False else lambda p: Adafactor(p, **{**kw, "weight_decay": 0.0, "beta1": 0.9, **(solve or {})}),
+        solve_steps=solve_steps,
+        steps=steps,
+        invalid=INVALID,
+        # with relative_step the lr is None: there is nothing for a scheduler to scale
+        scheduled=not kw.get("relative_step", True),
+    )
+
+
+CASES = [
+    _case("Adafactor"),
+    # torch.optim.Adafactor is fairseq's default configuration when its lr (the cap of the
+    # relative step) is 1e-2; it has none of the options.
+    _case("Adafactor-vs-torch", ref=torch.optim.Adafactor, ref_kw=dict(lr=1e-2)),
+    _case("Adafactor-beta1", beta1=0.9),
+    # 200 warm-up steps (1e-6 t) move the parameters by ~1e-2, so that one float32 rounding of
+    # a parameter is 1e-5 of it: 600 steps; warm-up is far too slow to solve anything either
+    _case("Adafactor-warmup", warmup_init=True, steps=600, solve=False),
+    _case("Adafactor-unscaled", scale_parameter=False),
+    _case("Adafactor-lr", lr=0.01, relative_step=False),
+    _case("Adafactor-lr-unscaled-beta1", lr=0.01, relative_step=False, scale_parameter=False, beta1=0.5),
+    _case("Adafactor-decay", weight_decay=0.1, beta1=0.9),
+    _case("Adafactor-lr-decay", lr=0.01, relative_step=False, weight_decay=0.1),
+    _case("Adafactor-clip-decay-rate-eps", clip_threshold=0.5, decay_rate=-0.5, eps=(1e-20, 1e-2), solve_steps=5000),
+]
