@@ -110,7 +110,9 @@ class AdaBound(RuleOptimizer):
         foreach: bool | None = None,
         maximize: bool = False,
     ) -> None:
-        defaults = dict(lr=lr, betas=betas, final_lr=final_lr, gamma=gamma, eps=eps, weight_decay=weight_decay, amsbound=amsbound)
+        defaults = dict(
+            lr=lr, betas=betas, final_lr=final_lr, gamma=gamma, eps=eps, weight_decay=weight_decay, amsbound=amsbound
+        )
         super().__init__(params, defaults, foreach=foreach, maximize=maximize)
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
