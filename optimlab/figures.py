@@ -67,7 +67,7 @@ _SYMBOLS = {
 # Labels list hyperparameters in this order, then the rest in order of first appearance.
 _ORDER = ("optimizer", "lr", "beta1", "beta2", "beta3", "eps", "momentum", "alpha", "rho", "weight_decay")
 # Settings that describe the run rather than the optimizer; they go last.
-_RUN_KEYS = ("grad_clip", "start", "steps")
+_RUN_KEYS = ("lookahead", "grad_clip", "start", "steps")
 # A value of zero switches these off, like False does for a boolean option.
 _OFF_WHEN_ZERO = frozenset({"weight_decay", "momentum", "lr_decay"})
 # Grid axes that are log-scaled whenever their values are positive.
@@ -452,6 +452,7 @@ def _params(result: SweepResult, c: int) -> dict[str, Any]:
     cfg = result.configs[c]
     params = {"optimizer": result.optimizer, **result.settings.get("defaults", {})}
     params.update({k: v for k, v in cfg.items() if k != "start"})
+    params["lookahead"] = result.settings.get("lookahead")
     params["grad_clip"] = result.settings.get("grad_clip")
     params["start"] = tuple(float(v) for v in cfg["start"])
     params["steps"] = result.settings.get("steps", int(result.steps[-1]))
@@ -492,6 +493,9 @@ def _split(params: list[dict[str, Any]]) -> tuple[list[str], dict[str, Any]]:
 
 
 def _key(value: Any) -> Any:
+    """``value`` made hashable, to compare settings that are lists or dicts."""
+    if isinstance(value, dict):
+        return tuple(sorted((k, _key(v)) for k, v in value.items()))
     return tuple(value) if isinstance(value, list) else value
 
 
@@ -511,6 +515,10 @@ def _describe(key: str, value: Any) -> str:
         return str(value)
     if key == "grad_clip":
         return "no grad clipping" if value is None else f"grad clip ‖g‖≤{_fmt(value)}"
+    if key == "lookahead":
+        return "no lookahead" if value is None else "lookahead " + ", ".join(
+            f"{_SYMBOLS.get(k, k)}={_fmt(v)}" for k, v in sorted(value.items())
+        )
     if key == "start":
         return f"start ({', '.join(_fmt(v) for v in value)})"
     if key == "steps":
@@ -522,7 +530,7 @@ def _describe(key: str, value: Any) -> str:
 
 
 def _is_off(key: str, value: Any) -> bool:
-    return value is False or (key == "grad_clip" and value is None) or (key in _OFF_WHEN_ZERO and value == 0)
+    return value is False or value is None or (key in _OFF_WHEN_ZERO and value == 0)
 
 
 def _describe_all(shared: Mapping[str, Any]) -> str:

@@ -169,6 +169,13 @@ def test_several_results_are_told_apart_by_what_differs(tmp_path):
     assert [run["grad_clip"] for run in config["runs"]] == [1.0, 1.0]
 
 
+def test_lookahead_settings_are_named_when_they_differ():
+    runs = [sweep(SURFACE, Adam, steps=10, record_every=10, lookahead={"k": k, "alpha": 0.5}) for k in (5, 10)]
+    fig = figures.loss_curves(runs)
+    assert legend_texts(fig) == ["lookahead α=0.5, k=5", "lookahead α=0.5, k=10"]
+    assert fig._suptitle.get_text().startswith("Lookahead(Adam) on saddle")
+
+
 def test_heatmap_cells_are_the_results_values_with_diverged_and_stuck_marked(result, tmp_path):
     fig = figures.heatmap(result, "lr", "beta1", "final_loss", fixed={"start": START}, path=tmp_path / "heat.png")
     rows, config = outputs(tmp_path / "heat.png")
