@@ -130,6 +130,9 @@ class RuleOptimizer(torch.optim.Optimizer):
         if not state:
             state["step"] = torch.tensor(0.0)
             state.update(self.init_state(p, group))
+        elif not torch.is_tensor(state["step"]):
+            # checkpoints of some reference packages (adabound) keep the step as a Python int
+            state["step"] = torch.tensor(float(state["step"]))
         state["step"] += 1
         if group["maximize"]:
             grad = -grad

@@ -51,9 +51,9 @@ class TensorList:
         return TensorList(torch._foreach_div(self.tensors, _arg(other)))
 
     def __rtruediv__(self, other: Any) -> TensorList:
-        # scalar / list: there is no foreach kernel for it, so fill then divide (one rounding,
-        # the same as the per-tensor path).
-        return TensorList(torch._foreach_div([torch.full_like(t, other) for t in self.tensors], self.tensors))
+        # torch computes ``scalar / tensor`` as ``reciprocal(tensor) * scalar``; do the same so the
+        # foreach path rounds exactly as the per-tensor path does.
+        return TensorList(torch._foreach_mul(torch._foreach_reciprocal(self.tensors), other))
 
     def __neg__(self) -> TensorList:
         return TensorList(torch._foreach_neg(self.tensors))
