@@ -42,7 +42,6 @@ a newer optimlab raises :class:`SchemaVersionError`.
 
 from __future__ import annotations
 
-import csv
 import hashlib
 import json
 import logging
@@ -54,11 +53,13 @@ import sqlite3
 import time
 import traceback
 import uuid
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from types import TracebackType
 from typing import Any
+
+from .tables import write_table
 
 __all__ = [
     "MIGRATIONS",
@@ -436,7 +437,6 @@ class Store:
         """
         if format not in ("csv", "parquet"):
             raise ValueError(f"Store.export: invalid format={format!r}: expected 'csv' or 'parquet'")
-        write = _write_csv if format == "csv" else _parquet_writer()
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         runs_rows = []
@@ -448,8 +448,9 @@ class Store:
             runs_rows.append(row)
             epoch_rows += [{"key": run["key"], **e} for e in self.epochs(run["key"])]
         paths = {"runs": directory / f"runs.{format}", "epochs": directory / f"epochs.{format}"}
-        write(_columns(runs_rows, _RUN_COLUMNS), paths["runs"])
-        write(_columns(epoch_rows, ("key", "epoch")), paths["epochs"])
+        for name, rows, fixed in (("runs", runs_rows, _RUN_COLUMNS), ("epochs", epoch_rows, ("key", "epoch"))):
+            columns = _columns(rows, fixed)
+            write_table([dict(zip(columns, values)) for values in zip(*columns.values())], paths[name], columns=list(columns))
         return paths
 
 
@@ -602,25 +603,3 @@ def _columns(rows: list[dict[str, Any]], fixed: tuple[str, ...]) -> dict[str, li
             values = [None if v is None else json.dumps(v) for v in values]
         columns[name] = values
     return columns
-
-
-def _write_csv(columns: dict[str, list[Any]], path: Path) -> None:
-    with path.open("w", newline="", encoding="utf-8") as f:
-        writer = csv.writer(f)
-        writer.writerow(columns)
-        writer.writerows(zip(*columns.values()))
-
-
-def _parquet_writer() -> Callable[[dict[str, list[Any]], Path], None]:
-    try:
-        import pyarrow as pa
-        import pyarrow.parquet as pq
-    except ImportError:
-        raise ImportError(
-            "Store.export(format='parquet') needs pyarrow: pip install optimlab[parquet]"
-        ) from None
-
-    def write(columns: dict[str, list[Any]], path: Path) -> None:
-        pq.write_table(pa.table({name: pa.array(values) for name, values in columns.items()}), path)
-
-    return write

@@ -21,11 +21,14 @@ import torch
 __all__ = ["write_table", "write_config"]
 
 
-def write_table(rows: Sequence[Mapping[str, Any]], path: str | os.PathLike[str]) -> Path:
+def write_table(
+    rows: Sequence[Mapping[str, Any]], path: str | os.PathLike[str], *, columns: Sequence[str] | None = None
+) -> Path:
     """Write ``rows`` (one mapping per row) as a table; returns the path written.
 
-    The columns are the union of the rows' keys in order of first appearance; a row without a
-    column leaves it empty.  A path ending in ``.parquet`` is written as Parquet (needs
+    The columns are ``columns`` if given (then ``rows`` may be empty: a header-only table), else
+    the union of the rows' keys in order of first appearance; a row without a column leaves it
+    empty.  A path ending in ``.parquet`` is written as Parquet (needs
     ``pyarrow``, the ``parquet`` extra), any other as CSV.  In CSV, floats are written as their
     ``repr``, ``None`` as an empty field and lists or tuples as JSON text.  Parent folders are
     created.
@@ -38,17 +41,17 @@ def write_table(rows: Sequence[Mapping[str, Any]], path: str | os.PathLike[str])
         for a ``.parquet`` path when pyarrow is not installed.
     """
     rows = list(rows)
-    if not rows:
-        raise ValueError("write_table: invalid rows=[]: expected at least one row")
+    if not rows and columns is None:
+        raise ValueError("write_table: invalid rows=[]: expected at least one row, or the columns")
     for i, row in enumerate(rows):
         if not isinstance(row, Mapping):
             raise ValueError(f"write_table: invalid rows[{i}]={row!r}: expected a mapping of column -> value")
-    columns = list(dict.fromkeys(k for row in rows for k in row))
+    columns = list(columns) if columns is not None else list(dict.fromkeys(k for row in rows for k in row))
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     cleaned = [{c: _plain(row.get(c), f"rows[{i}][{c!r}]") for c in columns} for i, row in enumerate(rows)]
     if path.suffix == ".parquet":
-        _write_parquet(cleaned, path)
+        _write_parquet(cleaned, columns, path)
     else:
         with path.open("w", newline="", encoding="utf-8") as f:
             writer = csv.writer(f, lineterminator="\n")
@@ -123,7 +126,7 @@ def _csv_field(value: Any) -> Any:
     return value
 
 
-def _write_parquet(rows: list[dict[str, Any]], path: Path) -> None:
+def _write_parquet(rows: list[dict[str, Any]], columns: list[str], path: Path) -> None:
     try:
         import pyarrow as pa
         import pyarrow.parquet as pq
@@ -132,4 +135,4 @@ def _write_parquet(rows: list[dict[str, Any]], path: Path) -> None:
             f"write_table: writing {path} as Parquet needs pyarrow; install it with "
             "`pip install 'optimlab[parquet]'` or write a .csv path instead"
         ) from err
-    pq.write_table(pa.Table.from_pylist(rows), path)
+    pq.write_table(pa.Table.from_pydict({c: [row[c] for row in rows] for c in columns}), path)

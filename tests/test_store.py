@@ -452,7 +452,7 @@ def test_parquet_export_round_trips(tmp_path):
 
 def test_parquet_without_pyarrow_says_what_to_install(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "pyarrow", None)
-    with Store(tmp_path / "s.sqlite") as s, pytest.raises(ImportError, match=r"pip install optimlab\[parquet\]"):
+    with Store(tmp_path / "s.sqlite") as s, pytest.raises(ImportError, match=r"pip install '?optimlab\[parquet\]"):
         s.export(tmp_path / "out", format="parquet")
 
 
