@@ -117,7 +117,9 @@ class Lookahead(torch.optim.Optimizer):
     optimizer of the library, Lookahead rejects sparse gradients (``RuntimeError``).
     """
 
-    def __init__(self, optimizer: torch.optim.Optimizer, k: int = 5, alpha: float = 0.5, pullback_momentum: str = "none") -> None:
+    def __init__(
+        self, optimizer: torch.optim.Optimizer, k: int = 5, alpha: float = 0.5, pullback_momentum: str = "none"
+    ) -> None:
         if not isinstance(optimizer, torch.optim.Optimizer):
             raise ValueError(f"Lookahead: invalid optimizer={optimizer!r}: expected a torch.optim.Optimizer instance")
         _validate(k, alpha, pullback_momentum)
@@ -190,7 +192,9 @@ class Lookahead(torch.optim.Optimizer):
         params = self._params()
         unknown = sorted(i for i in saved["state"] if not 0 <= i < len(params))
         if unknown:
-            raise ValueError(f"Lookahead: invalid state_dict: slow state for parameter indices {unknown}, expected 0 to {len(params) - 1}")
+            raise ValueError(
+                f"Lookahead: invalid state_dict: slow state for parameter indices {unknown}, expected 0 to {len(params) - 1}"
+            )
         self.optimizer.load_state_dict({key: value for key, value in state_dict.items() if key != "lookahead"})
         self.defaults.update(k=saved["k"], alpha=saved["alpha"], pullback_momentum=saved["pullback_momentum"])
         self.step_count = int(saved["step"])
@@ -244,7 +248,8 @@ class Lookahead(torch.optim.Optimizer):
 
     def _sync_pairs(self, fast: list[Tensor], slow: list[Tensor]) -> None:
         fast_list, slow_list = TensorList(fast), TensorList(slow)
-        new_fast, new_slow = lookahead_sync(fast_list, slow_list, self.step_count, k=self.defaults["k"], alpha=self.defaults["alpha"])
+        k, alpha = self.defaults["k"], self.defaults["alpha"]
+        new_fast, new_slow = lookahead_sync(fast_list, slow_list, self.step_count, k=k, alpha=alpha)
         fast_list.copy_(new_fast)
         slow_list.copy_(new_slow)
 
