@@ -319,7 +319,7 @@ def test_torch_optimizer_cannot_save_and_its_reload_detaches_the_param_groups():
     p = torch.ones(2)
     theirs = torch_optimizer.Lookahead(torch.optim.SGD([p], lr=1.0), k=2)
     with pytest.raises(AttributeError, match="_optimizer_state_dict_pre_hooks"):
-        theirs.state_dict()  # it never runs Optimizer.__init__, which creates the hooks torch >= 2.0 reads
+        theirs.state_dict()  # it never runs Optimizer.__init__, which creates the hooks torch 2.13 reads
     _give_torch_hooks(theirs)
     theirs.load_state_dict(h.roundtrip(theirs.state_dict()))
     sched = torch.optim.lr_scheduler.StepLR(theirs, step_size=1, gamma=0.5)
