@@ -28,9 +28,9 @@ Where the references differ (each difference has a test in ``tests/optim/test_lo
 * ``torch_optimizer.Lookahead`` (0.3.0) synchronises one step out of phase: at inner steps
   :math:`1, k+1, 2k+1, \dots`, its first synchronisation taking the slow weights from the
   parameters *after* the first inner step.  Its ``state_dict()`` raises ``AttributeError`` with
-  torch 2.13 (it never calls ``Optimizer.__init__``, which makes the hooks torch reads), and where it can load a checkpoint, its
-  ``param_groups`` are no longer the inner optimizer's, so an lr scheduler stops reaching the
-  inner lr.
+  torch 2.13 (it never calls ``Optimizer.__init__``, which makes the hooks torch reads), and
+  where it can load a checkpoint, its ``param_groups`` are no longer the inner optimizer's, so an
+  lr scheduler stops reaching the inner lr.
 * The authors' ``state_dict()`` is the inner optimizer's alone: a resumed run restarts the slow
   weights from the current fast weights and the step counter from zero.  Their ``"pullback"``
   stores the momentum buffer itself as the slow momentum (no copy), so from the second
