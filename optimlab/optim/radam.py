@@ -22,7 +22,8 @@ computes.
 
 :math:`\rho_t` is the length of the simple moving average that the exponential one approximates;
 below the threshold the adaptive rate's variance is undefined and RAdam takes an SGD-with-momentum
-step instead. (The paper's Algorithm 2 rectifies for :math:`\rho_t > 4`; every implementation uses 5.)
+step instead. (The paper's Algorithm 2 rectifies for :math:`\rho_t > 4`; torch and the authors' code
+use 5.)
 
 The authors' code differs from torch in two places; each is an option whose default follows torch:
 
