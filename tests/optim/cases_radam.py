@@ -16,8 +16,7 @@ INVALID = [
 ]
 
 # The authors' variant (LiyuanLucasLiu/RAdam): decoupled decay, N_sma >= 5, no step while intractable.
-# Its default (degenerated_to_sgd=False) does not move in the first 5 steps, which the standard
-# zero-element test requires; test_radam.py checks it against pytorch_optimizer.RAdam instead.
+# Its default (degenerated_to_sgd=False) does not move in the first 5 steps.
 AUTHORS = dict(decoupled_weight_decay=True, inclusive_threshold=True, degenerated_to_sgd=False)
 
 
@@ -56,4 +55,5 @@ CASES = [
         weight_decay=0.1,
         **{**AUTHORS, "degenerated_to_sgd": True},
     ),
+    _case("RAdam-authors", partial(pytorch_optimizer.RAdam, lr=0.01, weight_decay=0.1), lr=0.01, weight_decay=0.1, **AUTHORS),
 ]
