@@ -18,7 +18,8 @@ role to name and/or from role to hyperparameters.  An unknown name or hyperparam
 ``ValueError`` listing the valid ones, before anything is trained or stored.
 
 **Budgets** (:data:`optimlab.tasks.BUDGETS`): ``"smoke"`` (seconds: tiny subsets, one epoch;
-for tests), ``"quick"`` (about a minute on two CPU cores), ``"full"`` (the real protocol).
+for tests), ``"quick"`` (minutes on two CPU cores: a first look), ``"full"`` (the real protocol;
+an hour or more for the image tasks on a CPU).
 "train", "val" and "test" are example counts (a fixed subset, the same for every seed and
 optimizer; "all": the whole split); for a GAN, "train" is real examples per epoch and "val"/"test"
 the number of generated samples judged.  ``airfoil-linreg`` has no val/test split: it evaluates
@@ -37,7 +38,7 @@ fashion-mnist-cnn  smoke   1       64     256     256   256    epoch
 fashion-mnist-cnn  quick   2       128    6000    2000  10000  epoch
 fashion-mnist-cnn  full    10      128    all     all   all    epoch
 gan-ring           smoke   1       128    6400    1000  2000   epoch
-gan-ring           quick   10      256    51200   2000  10000  epoch
+gan-ring           quick   10      256    128000  2000  10000  epoch
 gan-ring           full    50      256    128000  2000  10000  epoch
 house-mlp          smoke   1       64     512     512   512    epoch
 house-mlp          quick   3       128    5000    all   all    epoch
