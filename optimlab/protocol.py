@@ -1,0 +1,741 @@
+r"""The fair comparison protocol: equal tuning budgets, several seeds, confidence intervals.
+
+>>> from optimlab.protocol import compare
+>>> result = compare("airfoil-linreg", ["Adam", "Momentum"], budget="smoke", trials=8, seeds=5, store=store)
+>>> print(result.verdict())
+
+1. **Tune** (:func:`tune`).  Every optimizer gets the same number of Optuna trials, with a TPE
+   sampler seeded the same way and the same search space: the learning rate log-uniform over one
+   fixed range (``lr_range``, default :math:`[10^{-5}, 1]`), other hyperparameters only where the
+   user asks (``extra_space``).  Because every optimizer's sampler starts from the same seed,
+   their random start-up trials try the same learning rates (common random numbers).  A trial's
+   objective is the task's validation metric at the *end* of training (the last curve point,
+   not the best epoch), minimised or maximised as the task's ``higher_is_better`` says.
+   A diverged trial scores the worst value (:math:`+\infty` when minimising, :math:`-\infty`
+   when maximising); it is a result, not an error.  Each trial is a run of
+   :func:`optimlab.runner.run` at the tuning ``seed``, kept in the store: the sampler is seeded and
+   the store hands back finished runs, so an interrupted tuning run again suggests the same
+   hyperparameters, replays the finished trials from the store into the study and trains only
+   what is missing.
+2. **Evaluate** (:func:`compare`).  The chosen configuration of each optimizer runs with ``seeds``
+   training seeds ``seed + 1, ..., seed + seeds`` (never the tuning seed, so the final numbers are
+   not the ones the choice was made on).  The reported number is the *final* metric on the task's
+   final split (test; the training rows for ``airfoil-linreg``), never the best value seen
+   during training.
+3. **Statistics** (:func:`summarize`).  Mean and 95% confidence interval over seeds,
+   :math:`\bar x \pm t_{0.975,\,n-1}\, s/\sqrt{n}` (Student's t with :math:`n-1` degrees of
+   freedom, :math:`s` the sample standard deviation).  Every optimizer is compared with the best
+   mean by Welch's two-sided t-test (unequal variances, Welch-Satterthwaite degrees of freedom);
+   :math:`p \ge 0.05` flags the pair *within noise*, and no winner is claimed while any other
+   optimizer is within noise of the best.  Seeds whose run diverged have no metric (NaN); they are
+   counted apart and left out of the mean.
+
+Optimizers are named as :func:`optimlab.runner.run` names them, or by a preset of
+:data:`optimlab.optim.PRESETS` (``"Momentum"``, ``"NAG"``, ``"AMSGrad"``, ``"AMSBound"``: the
+class plus its fixed options), with optional fixed hyperparameters: ``("AdamW",
+{"weight_decay": 0.01})``.  For a GAN the hyperparameters apply to both networks.
+
+**Warmup** (``warmup=``): ``None``; an int ``T``, :class:`optimlab.schedules.LinearWarmup` over
+``T`` steps; or ``"untuned"``, Ma & Yarats' :class:`optimlab.schedules.UntunedWarmup` (linear over
+:math:`2/(1-\beta_2)` steps, read from each param group's ``betas``).  The runner has no scheduler
+option, so the warmup is applied by a task wrapper (:class:`WarmupTask`) that steps the schedulers
+after each training step; its runs are stored under the task name ``"<task>+warmup=<warmup>"``.
+
+**Learning-rate sensitivity** (:func:`lr_sensitivity`): the final validation metric over a grid of
+learning rates, several seeds each: the tool for claims such as RAdam's "robust from 0.003 to 0.1".
+
+Statistics references: Student's t interval and Welch's test as in B. L. Welch, "The
+generalization of Student's problem when several different population variances are involved",
+Biometrika 34 (1947); the t distribution through the regularized incomplete beta function,
+evaluated by its continued fraction (W. H. Press et al., Numerical Recipes, 3rd ed., section 6.4).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import sys
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
+from typing import Any
+
+import torch
+from tqdm import tqdm
+
+from . import optim as optim_mod
+from . import tasks as tasks_mod
+from .optim._validate import check_choice, check_int, check_range
+from .runner import optimizer_spec, resolve_optimizer, run
+from .schedules import LinearWarmup, UntunedWarmup
+from .store import Store
+from .tasks import BUDGETS, Budget, Instance, Task
+
+__all__ = [
+    "Arm",
+    "Comparison",
+    "Summary",
+    "Trial",
+    "Tuned",
+    "WarmupTask",
+    "arm",
+    "compare",
+    "evaluate",
+    "evaluation_seeds",
+    "lr_sensitivity",
+    "mean_ci",
+    "metric_key",
+    "run_seeds",
+    "student_t_quantile",
+    "summarize",
+    "tune",
+    "verdict",
+    "welch_p_value",
+]
+
+OptimizerSpec = str | tuple[str, Mapping[str, Any]]
+#: ``{name: ("log", low, high)}`` (log-uniform), ``("lin", low, high)`` (uniform), ``("int", low, high)`` or a list of choices.
+SearchSpace = Mapping[str, Any]
+
+
+# ---------------------------------------------------------------------------------------------
+# Optimizers as the user names them
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Arm:
+    """One optimizer of a comparison: its label, the runner's name and its fixed hyperparameters."""
+
+    label: str
+    optimizer: str
+    hyperparameters: Mapping[str, Any]
+
+
+def arm(spec: OptimizerSpec) -> Arm:
+    """The :class:`Arm` of ``"Adam"``, ``"NAG"`` (a preset) or ``("AdamW", {"weight_decay": 0.01})``.
+
+    Raises:
+        ValueError: an unknown optimizer or hyperparameter (before anything runs).
+    """
+    if isinstance(spec, str):
+        name, given = spec, {}
+    elif isinstance(spec, tuple) and len(spec) == 2 and isinstance(spec[0], str) and isinstance(spec[1], Mapping):
+        name, given = spec[0], dict(spec[1])
+    else:
+        raise ValueError(f"protocol: invalid optimizer={spec!r}: expected a name or (name, {{hyperparameters}})")
+    presets = {k.lower(): k for k in optim_mod.PRESETS}
+    if name.strip().lower() in presets:
+        cls, fixed = optim_mod.get(name.strip())
+        canonical, hp = f"optimlab.{cls.__name__}", {**fixed, **given}
+    else:
+        canonical, hp = resolve_optimizer(name)[0], given
+    optimizer_spec(canonical, hp)  # unknown hyperparameters fail here, before any training
+    label = name if not given else f"{name}({', '.join(f'{k}={v!r}' for k, v in given.items())})"
+    return Arm(label, canonical, hp)
+
+
+def _arms(optimizers: Sequence[OptimizerSpec]) -> list[Arm]:
+    if isinstance(optimizers, (str, tuple)) or not optimizers:
+        raise ValueError(f"protocol: invalid optimizers={optimizers!r}: expected a non-empty list of optimizers")
+    arms = [arm(spec) for spec in optimizers]
+    labels = [a.label for a in arms]
+    duplicated = sorted({x for x in labels if labels.count(x) > 1})
+    if duplicated:
+        raise ValueError(f"protocol: invalid optimizers: {duplicated[0]!r} is given twice")
+    return arms
+
+
+# ---------------------------------------------------------------------------------------------
+# Warmup
+# ---------------------------------------------------------------------------------------------
+
+
+class WarmupTask(Task):
+    """``task`` with a learning-rate warmup on every optimizer, named ``"<task>+warmup=<warmup>"``.
+
+    ``warmup``: an int ``T >= 1`` (:class:`~optimlab.schedules.LinearWarmup` over ``T`` steps,
+    from a start factor of 0) or ``"untuned"`` (:class:`~optimlab.schedules.UntunedWarmup`,
+    linear, :math:`\\beta_2` from each param group's ``betas``).  The schedulers are built at the
+    first training step and stepped after each one.
+    """
+
+    def __init__(self, task: Task, warmup: int | str) -> None:
+        if warmup != "untuned":
+            check_int("WarmupTask", "warmup", warmup, 1)
+        self.task = task
+        self.warmup = warmup
+        self.name = f"{task.name}+warmup={warmup}"
+        self.roles = task.roles  # type: ignore[misc]
+        self.metric = task.metric
+        self.higher_is_better = task.higher_is_better
+        self.budgets = task.budgets
+        self.description = f"{task.description}; warmup {warmup}"
+
+    def setup(self, budget: Budget, *, data_dir: Any, device: torch.device) -> Instance:
+        return _WarmupInstance(self.task.setup(budget, data_dir=data_dir, device=device), self.warmup)
+
+
+class _WarmupInstance(Instance):
+    def __init__(self, inner: Instance, warmup: int | str) -> None:
+        self.inner = inner
+        self.warmup = warmup
+        self.eval_split = inner.eval_split
+        self.final_split = inner.final_split
+        self.steps_per_epoch = inner.steps_per_epoch
+        self.schedulers: list[torch.optim.lr_scheduler.LRScheduler] | None = None
+
+    def parameters(self) -> dict[str, list[torch.nn.Parameter]]:
+        return self.inner.parameters()
+
+    def batches(self, generator: torch.Generator) -> Iterator[Any]:
+        return self.inner.batches(generator)
+
+    def step(self, batch: Any, optimizers: Mapping[str, torch.optim.Optimizer]) -> dict[str, torch.Tensor]:
+        if self.schedulers is None:  # built here: the optimizers exist only once the runner made them
+            self.schedulers = [
+                UntunedWarmup(o) if self.warmup == "untuned" else LinearWarmup(o, self.warmup) for o in optimizers.values()
+            ]
+        losses = self.inner.step(batch, optimizers)
+        for scheduler in self.schedulers:
+            scheduler.step()
+        return losses
+
+    def evaluate(self, split: str) -> dict[str, float]:
+        return self.inner.evaluate(split)
+
+    def constants(self) -> dict[str, float]:
+        return self.inner.constants()
+
+
+def _task(task: str | Task, warmup: int | str | None) -> Task:
+    task = tasks_mod.get(task) if isinstance(task, str) else task
+    if not isinstance(task, Task):
+        raise ValueError(f"protocol: invalid task={task!r}: expected one of {', '.join(tasks_mod.names())} or a Task")
+    return task if warmup is None else WarmupTask(task, warmup)
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading a run
+# ---------------------------------------------------------------------------------------------
+
+
+def metric_key(metric: str, mapping: Mapping[str, Any]) -> str:
+    """The key of the headline ``metric`` in a curve point or the final metrics: ``<split>_<metric>``
+    of the split that is not ``train`` (``val_accuracy``, ``test_accuracy``; ``full_loss`` for airfoil).
+
+    Raises:
+        ValueError: ``mapping`` has no such key, or more than one.
+    """
+    found = [k for k in mapping if k.endswith(f"_{metric}") and "_" not in k[: -len(metric) - 1] and not k.startswith("train_")]
+    if len(found) != 1:
+        raise ValueError(f"protocol: invalid metric={metric!r}: the run recorded {sorted(mapping)}, not one <split>_{metric}")
+    return found[0]
+
+
+def _outcome(result: Mapping[str, Any], what: str) -> str:
+    """``"finished"`` or ``"diverged"``; a failed run or one live in another process raises."""
+    status = result["status"]
+    if status == "skipped":
+        status = result["stored_status"]
+        if status == "finished" and result["final"].get("diverged"):
+            status = "diverged"
+    if status not in ("finished", "diverged"):
+        error = (result.get("error") or "").strip().splitlines()
+        raise RuntimeError(f"protocol: {what} is {status} (run key {result['key']}): {error[-1] if error else 'no error stored'}")
+    return status
+
+
+def _validation(task: Task, result: Mapping[str, Any], what: str) -> float:
+    """The validation metric at the end of training; the worst value for a diverged run."""
+    worst = -math.inf if task.higher_is_better else math.inf
+    if _outcome(result, what) == "diverged":
+        return worst
+    last = result["curve"][-1]
+    value = float(last[metric_key(task.metric, last)])
+    return value if math.isfinite(value) else worst
+
+
+# ---------------------------------------------------------------------------------------------
+# Tuning
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Trial:
+    """One tuning trial: the suggested hyperparameters, its objective, status and run key."""
+
+    number: int
+    suggested: Mapping[str, Any]
+    value: float
+    status: str
+    key: str | None
+
+
+@dataclass(frozen=True)
+class Tuned:
+    """The outcome of tuning one optimizer: the chosen hyperparameters and every trial."""
+
+    arm: Arm
+    hyperparameters: Mapping[str, Any]
+    value: float
+    trials: tuple[Trial, ...]
+
+
+@contextmanager
+def _quiet_optuna() -> Iterator[Any]:
+    import optuna
+
+    level = optuna.logging.get_verbosity()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # one INFO line per trial otherwise
+    try:
+        yield optuna
+    finally:
+        optuna.logging.set_verbosity(level)
+
+
+def _check_space(lr_range: tuple[float, float], extra_space: SearchSpace | None) -> dict[str, Any]:
+    if not (isinstance(lr_range, (tuple, list)) and len(lr_range) == 2):
+        raise ValueError(f"tune: invalid lr_range={lr_range!r}: expected (low, high) with 0 < low < high")
+    check_range("tune", "lr_range[0]", lr_range[0], 0.0, low_open=True)
+    check_range("tune", "lr_range[1]", lr_range[1], lr_range[0], low_open=True)
+    space: dict[str, Any] = {"lr": ("log", float(lr_range[0]), float(lr_range[1]))}
+    for name, spec in (extra_space or {}).items():
+        if name == "lr":
+            raise ValueError("tune: invalid extra_space name 'lr': the learning rate's range is lr_range")
+        if isinstance(spec, list) and spec:
+            odd = [c for c in spec if not (c is None or isinstance(c, (bool, int, float, str)))]
+            if odd:  # what Optuna can store as a categorical choice
+                raise ValueError(f"tune: invalid extra_space[{name!r}] choice {odd[0]!r}: expected None, bool, int, float or str")
+            space[name] = list(spec)
+            continue
+        if not (isinstance(spec, tuple) and len(spec) == 3 and spec[0] in ("log", "lin", "int")):
+            raise ValueError(
+                f"tune: invalid extra_space[{name!r}]={spec!r}: expected ('log'|'lin'|'int', low, high) or a list of choices"
+            )
+        kind, low, high = spec
+        check_range("tune", f"extra_space[{name!r}] low", low, 0.0 if kind == "log" else -math.inf, low_open=kind == "log")
+        check_range("tune", f"extra_space[{name!r}] high", high, low, low_open=True)
+        space[name] = spec
+    return space
+
+
+def _suggest(trial: Any, space: Mapping[str, Any]) -> dict[str, Any]:
+    out = {}
+    for name, spec in space.items():
+        if isinstance(spec, list):
+            out[name] = trial.suggest_categorical(name, spec)
+        elif spec[0] == "int":
+            out[name] = trial.suggest_int(name, spec[1], spec[2])
+        else:
+            out[name] = trial.suggest_float(name, spec[1], spec[2], log=spec[0] == "log")
+    return out
+
+
+def tune(
+    task: str | Task,
+    optimizers: Sequence[OptimizerSpec],
+    budget: str = "smoke",
+    trials: int = 20,
+    seed: int = 0,
+    store: Store | None = None,
+    lr_range: tuple[float, float] = (1e-5, 1.0),
+    extra_space: SearchSpace | None = None,
+    *,
+    warmup: int | str | None = None,
+    data_dir: str | os.PathLike[str] | None = None,
+    device: str = "cpu",
+    progress: bool = True,
+) -> dict[str, Tuned]:
+    """Tune every optimizer with the same number of trials and the same search space.
+
+    Parameters
+    ----------
+    task : str or Task
+        A task name or object.
+    optimizers : list
+        Names, presets or ``(name, {fixed hyperparameters})`` (module docstring).
+    budget : str
+        ``"smoke"``, ``"quick"`` or ``"full"``: the budget of every trial.
+    trials : int
+        ``>= 1`` trials per optimizer, the same for all.
+    seed : int
+        ``>= 0``: the TPE sampler's seed and the training seed of every trial.
+    store : Store, optional
+        Where trials are kept; with it, a re-run resumes (finished trials are read back).
+    lr_range : (float, float)
+        The learning rate is sampled log-uniformly from ``[low, high]``.
+    extra_space : mapping, optional
+        Other hyperparameters to tune (constructor names): ``("log"|"lin"|"int", low, high)`` or a
+        list of choices.  Every optimizer gets them, so each must accept them.
+    warmup : None, int or "untuned"
+        See the module docstring.
+    data_dir, device
+        Passed to :func:`optimlab.runner.run`.
+    progress : bool
+        A progress bar over the trials on stderr.
+
+    Returns
+    -------
+    dict
+        ``{label: Tuned}`` in the order given.  ``Tuned.hyperparameters`` are the fixed ones plus
+        the best trial's (Optuna's best; the first of equal values).
+    """
+    check_choice("tune", "budget", budget, BUDGETS)
+    check_int("tune", "trials", trials, 1)
+    check_int("tune", "seed", seed, 0)
+    the_task = _task(task, warmup)
+    arms = _arms(optimizers)
+    space = _check_space(lr_range, extra_space)
+    out = {}
+    with _quiet_optuna() as optuna:
+        for a in arms:
+            study = optuna.create_study(
+                direction="maximize" if the_task.higher_is_better else "minimize",
+                sampler=optuna.samplers.TPESampler(seed=seed),
+            )
+            done = []
+            with tqdm(total=trials, desc=f"tune {a.label}", unit="trial", disable=not progress, file=sys.stderr) as bar:
+                for number in range(trials):
+                    trial = study.ask()
+                    suggested = _suggest(trial, space)
+                    hp = {**a.hyperparameters, **suggested}
+                    result = run(the_task, a.optimizer, hp, seed, budget, store, False, data_dir=data_dir, device=device)
+                    value = _validation(the_task, result, f"trial {number} of {a.label}")
+                    study.tell(trial, value)
+                    done.append(Trial(number, suggested, value, _outcome(result, "a trial"), result["key"]))
+                    bar.set_postfix(best=f"{study.best_value:.4g}", refresh=False)
+                    bar.update()
+            best = study.best_trial
+            out[a.label] = Tuned(a, {**a.hyperparameters, **best.params}, float(best.value), tuple(done))
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Statistics
+# ---------------------------------------------------------------------------------------------
+
+
+def _betacf(a: float, b: float, x: float) -> float:
+    """The continued fraction of the incomplete beta function (modified Lentz; Numerical Recipes 6.4)."""
+    tiny = 1e-300
+    c, d = 1.0, 1.0 - (a + b) * x / (a + 1.0)
+    d = 1.0 / (d if abs(d) > tiny else tiny)
+    h = d
+    for m in range(1, 1000):
+        even = m * (b - m) * x / ((a + 2 * m - 1) * (a + 2 * m))
+        odd = -(a + m) * (a + b + m) * x / ((a + 2 * m) * (a + 2 * m + 1))
+        for numerator in (even, odd):
+            d = 1.0 + numerator * d
+            d = 1.0 / (d if abs(d) > tiny else tiny)
+            c = 1.0 + numerator / c
+            c = c if abs(c) > tiny else tiny
+            h *= d * c
+        if abs(d * c - 1.0) < 1e-16:
+            return h
+    raise ArithmeticError(f"incomplete beta: no convergence for a={a}, b={b}, x={x}")
+
+
+def _betainc(a: float, b: float, x: float) -> float:
+    """The regularized incomplete beta function :math:`I_x(a, b)`."""
+    if x <= 0.0:
+        return 0.0
+    if x >= 1.0:
+        return 1.0
+    log_front = math.lgamma(a + b) - math.lgamma(a) - math.lgamma(b) + a * math.log(x) + b * math.log1p(-x)
+    if x < (a + 1.0) / (a + b + 2.0):  # the fraction converges fast here; use the symmetry otherwise
+        return math.exp(log_front) * _betacf(a, b, x) / a
+    return 1.0 - math.exp(log_front) * _betacf(b, a, 1.0 - x) / b
+
+
+def _two_sided_p(t: float, dof: float) -> float:
+    r""":math:`P(|T| \ge |t|)` for Student's t with ``dof`` degrees of freedom: :math:`I_{\nu/(\nu+t^2)}(\nu/2, 1/2)`."""
+    return _betainc(dof / 2.0, 0.5, dof / (dof + t * t))
+
+
+def student_t_quantile(probability: float, dof: float) -> float:
+    r"""The ``probability`` quantile (``> 0.5``) of Student's t with ``dof > 0`` degrees of freedom.
+
+    Solves :math:`I_x(\nu/2, 1/2) = 2(1-p)` for :math:`x` by bisection (the function increases in
+    :math:`x`) and returns :math:`t = \sqrt{\nu(1-x)/x}`; ``student_t_quantile(0.975, 4)`` is 2.776445...
+    """
+    check_range("student_t_quantile", "probability", probability, 0.5, 1.0, low_open=True, high_open=True)
+    check_range("student_t_quantile", "dof", dof, 0.0, low_open=True)
+    target = 2.0 * (1.0 - probability)
+    low, high = 0.0, 1.0
+    for _ in range(200):
+        mid = 0.5 * (low + high)
+        if mid in (low, high):
+            break
+        if _betainc(dof / 2.0, 0.5, mid) < target:
+            low = mid
+        else:
+            high = mid
+    x = 0.5 * (low + high)
+    return math.sqrt(dof * (1.0 - x) / x)
+
+
+def _finite(values: Sequence[float]) -> list[float]:
+    return [float(v) for v in values if math.isfinite(v)]
+
+
+def mean_ci(values: Sequence[float], confidence: float = 0.95) -> tuple[float, float]:
+    r"""``(mean, half-width)`` of the Student-t interval :math:`\bar x \pm t_{(1+c)/2,\,n-1}\, s/\sqrt n`.
+
+    ``s`` is the sample standard deviation (divisor :math:`n-1`).  One value: half-width NaN; none: both NaN.
+    """
+    check_range("mean_ci", "confidence", confidence, 0.0, 1.0, low_open=True, high_open=True)
+    xs = [float(v) for v in values]
+    n = len(xs)
+    if n == 0:
+        return math.nan, math.nan
+    mean = math.fsum(xs) / n
+    if n == 1:
+        return mean, math.nan
+    sd = math.sqrt(math.fsum((x - mean) ** 2 for x in xs) / (n - 1))
+    return mean, student_t_quantile((1.0 + confidence) / 2.0, n - 1) * sd / math.sqrt(n)
+
+
+def welch_p_value(a: Sequence[float], b: Sequence[float]) -> float:
+    r"""Welch's two-sided t-test of equal means: the p-value (NaN with fewer than 2 values on a side).
+
+    :math:`t = (\bar a - \bar b)/\sqrt{s_a^2/n_a + s_b^2/n_b}` with
+    :math:`\nu = (s_a^2/n_a + s_b^2/n_b)^2 / \big(\tfrac{(s_a^2/n_a)^2}{n_a-1} + \tfrac{(s_b^2/n_b)^2}{n_b-1}\big)`.
+    Both samples constant: 1 if the means are equal, else 0.
+    """
+    a, b = [float(x) for x in a], [float(x) for x in b]
+    if len(a) < 2 or len(b) < 2:
+        return math.nan
+    ma, mb = math.fsum(a) / len(a), math.fsum(b) / len(b)
+    va = math.fsum((x - ma) ** 2 for x in a) / (len(a) - 1) / len(a)
+    vb = math.fsum((x - mb) ** 2 for x in b) / (len(b) - 1) / len(b)
+    if va + vb == 0.0:
+        return 1.0 if ma == mb else 0.0
+    dof = (va + vb) ** 2 / (va**2 / (len(a) - 1) + vb**2 / (len(b) - 1))
+    return _two_sided_p((ma - mb) / math.sqrt(va + vb), dof)
+
+
+@dataclass(frozen=True)
+class Summary:
+    """The final metric of one optimizer over seeds, compared with the best mean.
+
+    ``within_noise``: ``None`` for the best itself and when a side has fewer than 2 finite values;
+    else ``p_value >= alpha``.
+    """
+
+    label: str
+    values: tuple[float, ...]
+    mean: float
+    half_width: float
+    n: int
+    diverged: int
+    best: bool
+    p_value: float
+    within_noise: bool | None
+
+
+def summarize(
+    values: Mapping[str, Sequence[float]], higher_is_better: bool, *, confidence: float = 0.95, alpha: float = 0.05
+) -> list[Summary]:
+    """Mean, CI and the Welch test against the best mean for each label's final metrics over seeds.
+
+    NaN values (diverged seeds) are counted in ``diverged`` and left out.  The best is the highest
+    (``higher_is_better``) or lowest mean among labels with a finite value.
+    """
+    check_range("summarize", "alpha", alpha, 0.0, 1.0, low_open=True, high_open=True)
+    finite = {label: _finite(v) for label, v in values.items()}
+    stats = {label: mean_ci(v, confidence) for label, v in finite.items()}
+    ranked = [label for label in finite if finite[label]]
+    best = (max if higher_is_better else min)(ranked, key=lambda label: stats[label][0]) if ranked else None
+    out = []
+    for label, raw in values.items():
+        p = welch_p_value(finite[label], finite[best]) if best is not None and label != best else math.nan
+        out.append(
+            Summary(
+                label=label,
+                values=tuple(float(v) for v in raw),
+                mean=stats[label][0],
+                half_width=stats[label][1],
+                n=len(finite[label]),
+                diverged=len(raw) - len(finite[label]),
+                best=label == best,
+                p_value=p,
+                within_noise=None if math.isnan(p) else p >= alpha,
+            )
+        )
+    return out
+
+
+def verdict(summaries: Sequence[Summary]) -> str:
+    """One sentence: the winner, only if every other optimizer is significantly worse."""
+    best = [s for s in summaries if s.best]
+    if not best:
+        return "no optimizer has a finite final metric"
+    tied = [s.label for s in summaries if not s.best and s.within_noise is not False]
+    if tied:
+        return (
+            f"no winner: {best[0].label} has the best mean, but {' and '.join(tied)} "
+            f"{'is' if len(tied) == 1 else 'are'} within noise of it (Welch p >= 0.05, or fewer than 2 seeds)"
+        )
+    return f"{best[0].label} is best: every other optimizer is worse beyond noise (Welch p < 0.05)"
+
+
+# ---------------------------------------------------------------------------------------------
+# The protocol
+# ---------------------------------------------------------------------------------------------
+
+
+def evaluation_seeds(seed: int, seeds: int) -> list[int]:
+    """The training seeds of the evaluation runs: ``seed + 1, ..., seed + seeds`` (never the tuning seed)."""
+    check_int("protocol", "seeds", seeds, 1)
+    return list(range(seed + 1, seed + 1 + seeds))
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """What :func:`compare` found: the tuning, every evaluation run's final metrics, the statistics."""
+
+    task: str
+    budget: str
+    metric: str
+    higher_is_better: bool
+    tuned: Mapping[str, Tuned]
+    finals: Mapping[str, tuple[Mapping[str, Any], ...]]
+    summaries: tuple[Summary, ...]
+
+    def verdict(self) -> str:
+        """See :func:`verdict`."""
+        return verdict(self.summaries)
+
+
+def run_seeds(
+    task: Task,
+    a: Arm,
+    hyperparameters: Mapping[str, Any],
+    seeds: Sequence[int],
+    budget: str,
+    store: Store | None,
+    *,
+    data_dir: Any = None,
+    device: str = "cpu",
+    bar: tqdm | None = None,
+) -> list[dict[str, Any]]:
+    """Run ``a`` with ``hyperparameters`` at each seed; returns each run's result (diverged included)."""
+    results = []
+    for s in seeds:
+        result = run(task, a.optimizer, hyperparameters, s, budget, store, False, data_dir=data_dir, device=device)
+        _outcome(result, f"{a.label} seed {s}")
+        results.append(result)
+        if bar is not None:
+            bar.update()
+    return results
+
+
+def evaluate(
+    task: str | Task,
+    optimizers: Sequence[OptimizerSpec],
+    budget: str = "smoke",
+    seeds: int = 5,
+    seed: int = 0,
+    store: Store | None = None,
+    *,
+    hyperparameters: Mapping[str, Mapping[str, Any]] | None = None,
+    warmup: int | str | None = None,
+    data_dir: str | os.PathLike[str] | None = None,
+    device: str = "cpu",
+    progress: bool = True,
+) -> Comparison:
+    """Run each optimizer as given (no tuning) at the seeds :func:`evaluation_seeds` gives, and summarize.
+
+    ``hyperparameters`` maps a label to the hyperparameters to run it with instead of its own
+    (what :func:`compare` passes after tuning).  The other parameters are :func:`compare`'s.
+    """
+    seed_list = evaluation_seeds(seed, seeds)
+    check_choice("evaluate", "budget", budget, BUDGETS)
+    the_task = _task(task, warmup)
+    arms = _arms(optimizers)
+    chosen = {} if hyperparameters is None else hyperparameters
+    finals = {}
+    with tqdm(total=len(arms) * seeds, desc="seeds", unit="run", disable=not progress, file=sys.stderr) as bar:
+        for a in arms:
+            hp = chosen.get(a.label, a.hyperparameters)
+            results = run_seeds(the_task, a, hp, seed_list, budget, store, data_dir=data_dir, device=device, bar=bar)
+            finals[a.label] = tuple(r["final"] for r in results)
+    final_key = metric_key(the_task.metric, finals[arms[0].label][0])
+    values = {label: [float(f[final_key]) for f in fs] for label, fs in finals.items()}
+    summaries = tuple(summarize(values, the_task.higher_is_better))
+    return Comparison(the_task.name, budget, final_key, the_task.higher_is_better, {}, finals, summaries)
+
+
+def compare(
+    task: str | Task,
+    optimizers: Sequence[OptimizerSpec],
+    budget: str = "smoke",
+    seeds: int = 5,
+    trials: int = 20,
+    seed: int = 0,
+    store: Store | None = None,
+    lr_range: tuple[float, float] = (1e-5, 1.0),
+    extra_space: SearchSpace | None = None,
+    *,
+    warmup: int | str | None = None,
+    data_dir: str | os.PathLike[str] | None = None,
+    device: str = "cpu",
+    progress: bool = True,
+) -> Comparison:
+    """The whole protocol: :func:`tune`, then each chosen configuration with ``seeds`` seeds (:func:`evaluate`).
+
+    The parameters are :func:`tune`'s, plus ``seeds`` (``>= 1``) evaluation runs per optimizer
+    at the seeds :func:`evaluation_seeds` gives.  Returns a :class:`Comparison` whose summaries
+    hold the final metric (test split) over seeds, see :func:`summarize`.
+    """
+    evaluation_seeds(seed, seeds)  # a bad seeds fails before the tuning
+    the_task = _task(task, warmup)
+    tuned = tune(
+        the_task, optimizers, budget, trials, seed, store, lr_range, extra_space,
+        data_dir=data_dir, device=device, progress=progress,
+    )  # fmt: skip
+    chosen = {label: t.hyperparameters for label, t in tuned.items()}
+    result = evaluate(
+        the_task, optimizers, budget, seeds, seed, store,
+        hyperparameters=chosen, data_dir=data_dir, device=device, progress=progress,
+    )  # fmt: skip
+    return replace(result, tuned=tuned)
+
+
+def lr_sensitivity(
+    task: str | Task,
+    optimizer: OptimizerSpec,
+    lrs: Sequence[float],
+    seeds: int = 3,
+    budget: str = "smoke",
+    store: Store | None = None,
+    seed: int = 0,
+    *,
+    warmup: int | str | None = None,
+    data_dir: str | os.PathLike[str] | None = None,
+    device: str = "cpu",
+    progress: bool = True,
+) -> list[dict[str, Any]]:
+    """The final validation metric of ``optimizer`` at each learning rate, for seeds :func:`evaluation_seeds` gives.
+
+    Returns one row per (lr, seed): ``lr``, ``seed``, ``value`` (the validation metric at the end
+    of training; NaN for a diverged run), ``diverged`` (0/1), ``key``.
+    :func:`optimlab.report.lr_figure` draws them.
+    """
+    if not lrs or not all(isinstance(lr, (int, float)) and lr > 0 for lr in lrs):
+        raise ValueError(f"lr_sensitivity: invalid lrs={lrs!r}: expected a non-empty list of learning rates > 0")
+    the_task = _task(task, warmup)
+    a = arm(optimizer)
+    seed_list = evaluation_seeds(seed, seeds)
+    rows = []
+    with tqdm(total=len(lrs) * seeds, desc=f"lr sensitivity {a.label}", unit="run", disable=not progress, file=sys.stderr) as bar:
+        for lr in lrs:
+            hp = {**a.hyperparameters, "lr": float(lr)}
+            results = run_seeds(the_task, a, hp, seed_list, budget, store, data_dir=data_dir, device=device, bar=bar)
+            for s, result in zip(seed_list, results):
+                value = _validation(the_task, result, f"{a.label} lr {lr} seed {s}")
+                diverged = int(_outcome(result, "a run") == "diverged")
+                rows.append({"optimizer": a.label, "lr": float(lr), "seed": s, "value": math.nan if diverged else value,
+                             "diverged": diverged, "key": result["key"]})  # fmt: skip
+    return rows
