@@ -24,6 +24,10 @@ examples:
   optimlab surface saddle --opt "Adam(lr=0.005)" --opt "Momentum(lr=0.005)" --start=-3,0.8 --gif --out results/saddle
   optimlab sweep saddle --opt "Adam(lr=0.005)" --grid beta1=lin:0:1:21 --grid beta2=0.9,0.99,0.999 \\
       --heatmap beta1,beta2 --out results/adam-betas
+  optimlab run --task mnist-cnn --opt "Adam(lr=0.001)" --opt "AdamW(lr=0.001, weight_decay=0.01)" --seeds 5 \\
+      --budget quick --store results/lab.sqlite
+  optimlab tune --task mnist-cnn --opt Adam --opt NAG --trials 20 --seeds 5 --budget quick --store results/lab.sqlite
+  optimlab report --store results/lab.sqlite --out results/report
 """
 
 
@@ -81,7 +85,53 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=int, default=200, help="compare-all: steps per run (default 200)")
     p.add_argument("--lr-trials", type=int, default=26, help="compare-all: learning rates tried per optimizer (default 26)")
     p.set_defaults(func=cmd_study)
+
+    p = sub.add_parser("run", help="train tasks with given hyperparameters over seeds (no tuning)", description=_doc(cmd_run))
+    _lab_args(p)
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("tune", help="the fair protocol: equal-budget tuning, then seeds, statistics", description=_doc(cmd_tune))
+    _lab_args(p)
+    p.add_argument("--trials", type=int, default=20, help="Optuna trials per optimizer, the same for all (default 20)")
+    p.add_argument("--tuning-seed", type=int, default=0, help="sampler and trial training seed (default 0); evaluation seeds follow it")
+    p.add_argument("--lr-range", type=_floats(2), default=(1e-5, 1.0), metavar="LOW,HIGH", help="log-uniform lr range (default 1e-5,1)")
+    p.add_argument(
+        "--space",
+        action="append",
+        default=[],
+        metavar="NAME=SPEC",
+        help="also tune a constructor option: log:LOW:HIGH, lin:LOW:HIGH, int:LOW:HIGH or choices A,B (repeatable)",
+    )
+    p.set_defaults(func=cmd_tune)
+
+    p = sub.add_parser("report", help="figures and summary tables of a results store", description=_doc(cmd_report))
+    p.add_argument("--store", type=Path, required=True, help="the results store (SQLite)")
+    p.add_argument("--out", type=Path, help="output folder (default results/report)")
+    p.add_argument("--tuning-seed", type=int, default=0, help="the seed of the tuning trials, left out of the statistics (default 0)")
+    p.add_argument("--config", type=Path, help="JSON file of option values")
+    p.set_defaults(func=cmd_report)
     return parser
+
+
+def _lab_args(p: argparse.ArgumentParser) -> None:
+    from .tasks import BUDGETS, names
+
+    p.add_argument("--task", required=True, choices=names(), help="the training task")
+    p.add_argument(
+        "--opt",
+        action="append",
+        default=[],
+        metavar="SPEC",
+        help='optimizer and fixed hyperparameters (constructor names), e.g. "AdamW(weight_decay=0.01)"; '
+        "presets such as Momentum, NAG, AMSGrad accepted (repeatable)",
+    )
+    p.add_argument("--seeds", type=int, default=5, help="evaluation seeds per optimizer (default 5)")
+    p.add_argument("--budget", default="quick", choices=BUDGETS, help="run length (default quick)")
+    p.add_argument("--store", type=Path, default=Path("results/lab.sqlite"), help="results store (default results/lab.sqlite)")
+    p.add_argument("--data-dir", type=Path, help="the data directory (default $OPTIMLAB_DATA_DIR)")
+    p.add_argument("--warmup", help="'untuned' (Ma & Yarats) or a number of linear warmup steps")
+    p.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
+    p.add_argument("--config", type=Path, help="JSON file of option values")
 
 
 def _surface_args(p: argparse.ArgumentParser) -> None:
@@ -158,6 +208,97 @@ def cmd_study(args: argparse.Namespace) -> int:
         result = compare_all.run(out, surface=args.surface, steps=args.steps, lr_trials=args.lr_trials, animate=not args.no_gif, log=_log)
     _log(f"wrote {len(result.files)} files to {result.directory} in {time.perf_counter() - t0:.1f} s; summary: {result.directory / 'summary.md'}")
     return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    """Train each --opt as given (no tuning) with --seeds seeds (1..N) in the store and print mean ± 95% CI.
+
+    Runs already in the store are read back, not re-run; Ctrl-C keeps the store consistent and a
+    re-run resumes."""
+    from . import protocol
+    from .store import Store
+
+    with Store(args.store) as store:
+        result = protocol.evaluate(
+            args.task, _lab_specs(args), args.budget, args.seeds, 0, store,
+            warmup=_warmup(args.warmup), data_dir=args.data_dir, device=args.device,
+        )  # fmt: skip
+    _print_comparison(result)
+    return 0
+
+
+def cmd_tune(args: argparse.Namespace) -> int:
+    """The fair protocol: tune every --opt with the same --trials (lr log-uniform over --lr-range, plus any
+    --space), choose on the final validation metric, run the choice with --seeds seeds, print mean ± 95% CI
+    and which differences are within noise (Welch p >= 0.05).
+
+    Every trial is a stored run: after Ctrl-C, the same command resumes where it stopped."""
+    from . import protocol
+    from .store import Store
+
+    space = {name: _space(name, text) for name, text in (_split_assignment(item) for item in args.space)}
+    with Store(args.store) as store:
+        result = protocol.compare(
+            args.task, _lab_specs(args), args.budget, args.seeds, args.trials, args.tuning_seed, store,
+            tuple(args.lr_range), space, warmup=_warmup(args.warmup), data_dir=args.data_dir, device=args.device,
+        )  # fmt: skip
+    for label, tuned in result.tuned.items():
+        _log(f"{label}: chose {tuned.hyperparameters} (final validation {tuned.value:.4g}, {len(tuned.trials)} trials)")
+    _print_comparison(result)
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    """Write training curves, lr-sensitivity curves and summary tables (summary.md) of every task in --store."""
+    from .report import report
+    from .store import Store
+
+    if not args.store.exists():
+        raise FileNotFoundError(f"--store {args.store}: no such file")
+    out = args.out or Path("results") / "report"
+    with Store(args.store) as store:
+        paths = report(store, out, tuning_seed=args.tuning_seed)
+    _log(f"wrote {len(paths)} files to {out}/; summary: {paths[-1]}")
+    return 0
+
+
+def _lab_specs(args: argparse.Namespace) -> list[tuple[str, dict[str, Any]]]:
+    if not args.opt:
+        raise ValueError("give at least one --opt, e.g. --opt Adam")
+    return [parse_spec(spec) for spec in args.opt]
+
+
+def _warmup(text: str | None) -> int | str | None:
+    if text is None or text == "untuned":
+        return text
+    try:
+        return int(text)
+    except ValueError:
+        raise ValueError(f"invalid --warmup {text!r}: expected 'untuned' or a number of steps >= 1") from None
+
+
+def _space(name: str, text: str) -> Any:
+    """``log:1e-8:1e-4`` -> ``("log", 1e-8, 1e-4)``; ``int:1:8``; ``A,B`` -> a list of choices."""
+    kind, _, rest = text.partition(":")
+    if kind in ("log", "lin", "int"):
+        parts = rest.split(":")
+        number = int if kind == "int" else float
+        try:
+            if len(parts) == 2:
+                return (kind, number(parts[0]), number(parts[1]))
+        except ValueError:
+            pass
+        raise ValueError(f"--space {name}={text}: expected {kind}:LOW:HIGH")
+    return [_assignments([f"v={v}"])["v"] for v in text.split(",")]
+
+
+def _print_comparison(result: Any) -> None:
+    _log(f"{result.task}, {result.budget}: final {result.metric} over seeds (mean ± 95% CI half-width)")
+    for s in result.summaries:
+        flag = "best" if s.best else {True: "within noise of best", False: "worse beyond noise", None: "n/a"}[s.within_noise]
+        diverged = f", {s.diverged} diverged" if s.diverged else ""
+        _log(f"  {s.label}: {s.mean:.4g} ± {s.half_width:.3g} (n={s.n}{diverged}) {flag}")
+    _log(result.verdict())
 
 
 def _run_spec(surface: Any, spec: str, grid: dict[str, list[float]], args: argparse.Namespace, target: float | None = None) -> Any:

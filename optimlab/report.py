@@ -1,0 +1,421 @@
+"""The lab's report from a results store: training curves, learning-rate sensitivity, summary tables.
+
+>>> from optimlab.report import report
+>>> paths = report(Store("results/lab.sqlite"), "results/report")
+
+For every task and budget in the store (finished runs only) it writes into ``out``:
+
+* ``curves-<task>-<budget>.png``: the training curves of each optimizer's evaluated
+  configuration, one panel per quantity (loss, accuracy, ...): the training split solid, the
+  validation split dashed; the line is the mean over seeds at each curve point and the band spans
+  the minimum to the maximum over seeds.  Where an optimizer has several evaluated
+  configurations, the one with the best mean final validation metric is drawn.
+* ``lr-<task>-<budget>.png`` (when the store holds one): the final validation metric against the
+  learning rate for every optimizer evaluated at 3 or more learning rates with otherwise equal
+  hyperparameters: mean over seeds, band from minimum to maximum; a learning rate at which some
+  seed diverged is marked ✕ (its count in the CSV).
+* ``summary-<task>-<budget>.csv`` and a section of ``summary.md``: one row per evaluated
+  configuration: optimizer, tuned/non-default hyperparameters, tuning trials, the final metric's
+  mean ± 95% CI half-width (:func:`optimlab.protocol.summarize`), seeds (and how many diverged),
+  wall time per run, optimizer-state bytes, and whether it is within noise of the best (Welch
+  p >= 0.05).
+
+Every figure is written beside a tidy CSV of the numbers drawn and a JSON of what was drawn.
+
+How runs are read: a run's *optimizer* is its preset name where its class and hyperparameters
+match one of :data:`optimlab.optim.PRESETS` (``SGD`` with ``momentum=0.9`` is ``Momentum``; the
+preset with the most matching options wins), then any non-default hyperparameter that is the same
+in all its tuning trials (``AdamW(weight_decay=0.01)``).  Runs at the *tuning seed* (0, as
+:func:`optimlab.protocol.compare` uses by default) are tuning trials and never enter the
+statistics; a configuration run at 2 or more other seeds is *evaluated*.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from . import optim as optim_mod
+from . import tasks as tasks_mod
+from .figures import _figure, _fmt, _palette
+from .optim._validate import check_int
+from .protocol import metric_key, summarize, verdict
+from .runner import optimizer_spec
+from .store import Store, canonical_json
+from .tables import write_config, write_table
+
+__all__ = ["Configuration", "curves_figure", "lr_figure", "read_store", "report"]
+
+# Curve-point entries that are not plotted quantities.
+_NOT_PLOTTED = frozenset({"epoch", "epochs", "step", "train_time", "wall_time"})
+# (line style, marker) of the training split (True) and of an evaluated split (False).
+_SPLIT_STYLES = {True: ("-", "o"), False: ("--", "s")}
+
+
+@dataclass
+class Configuration:
+    """Every run of one (task, budget, optimizer, hyperparameters) in the store, by seed."""
+
+    task: str
+    budget: str
+    optimizer: str
+    hyperparameters: dict[str, Any]
+    shown: dict[str, Any]
+    runs: dict[int, dict[str, Any]] = field(default_factory=dict)
+
+    @property
+    def name(self) -> str:
+        shown = ", ".join(f"{k}={_fmt(v)}" for k, v in self.shown.items())
+        return f"{self.optimizer} ({shown})" if shown else self.optimizer
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading the store
+# ---------------------------------------------------------------------------------------------
+
+
+def _base_task(name: str) -> tasks_mod.Task:
+    """The registered task behind a stored task name (``mnist-cnn+warmup=untuned``, ``mnist-cnn@synthetic``)."""
+    return tasks_mod.get(name.split("+")[0].split("@")[0])
+
+
+def _role_view(config: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
+    """``(optimizer, hyperparameters)`` of a run; a GAN's when both networks share them, else joined by role."""
+    optimizer, hp = config["optimizer"], config["hyperparameters"]
+    if not isinstance(optimizer, Mapping):
+        return optimizer, hp
+    names, hps = list(optimizer.values()), list(hp.values())
+    if all(n == names[0] for n in names) and all(h == hps[0] for h in hps):
+        return names[0], hps[0]
+    return " / ".join(f"{role}: {name}" for role, name in optimizer.items()), {
+        f"{role}.{k}": v for role, h in hp.items() for k, v in h.items()
+    }
+
+
+def _preset(optimizer: str, hp: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
+    """``(display name, the hyperparameters that differ from the class's defaults and the preset's options)``."""
+    library, _, cls_name = optimizer.partition(".")
+    matches = [
+        (len(fixed), name, fixed)
+        for name, (cls, fixed) in optim_mod.PRESETS.items()
+        if library == "optimlab" and cls.__name__ == cls_name and all(hp.get(k) == v for k, v in fixed.items())
+    ]
+    name, fixed = (max(matches, key=lambda m: m[0])[1:] if matches else (optimizer.removeprefix("optimlab."), {}))
+    try:
+        defaults = optimizer_spec(optimizer, {})[1]
+    except ValueError:  # a wrapper (its inner optimizer is required) or a class this optimlab lacks
+        defaults = {}
+    differ = {k: v for k, v in hp.items() if k not in fixed and (k not in defaults or defaults[k] != v)}
+    return name, differ
+
+
+def read_store(store: Store, tuning_seed: int = 0) -> tuple[list[Configuration], dict[tuple[str, str, str], int]]:
+    """``(configurations, tuning trials per (task, budget, optimizer))`` of the store's finished runs.
+
+    A configuration's ``runs`` map each seed other than ``tuning_seed`` to ``{"config", "final",
+    "curve", "state_bytes"}``.  The trial counts are the runs at ``tuning_seed``.
+    """
+    check_int("report", "tuning_seed", tuning_seed, 0)
+    rows = []
+    for record in store.runs(status="finished"):
+        config = record["config"]
+        optimizer, hp = _role_view(config)
+        name, differ = _preset(optimizer, hp)
+        rows.append((config, name, hp, differ, record))
+    # Non-default hyperparameters that vary across an optimizer's trials were tuned: shown per row,
+    # not in its name; the others were fixed by the user and name the optimizer.
+    trial_hps: dict[tuple[str, str, str], list[dict[str, Any]]] = {}
+    for config, name, hp, _, _ in rows:
+        if config["seed"] == tuning_seed:
+            trial_hps.setdefault((config["task"], config["budget"], name), []).append(hp)
+    varying = {key: {k for k in hps[0] if any(h.get(k) != hps[0][k] for h in hps)} | {"lr"} for key, hps in trial_hps.items()}
+    configurations: dict[tuple[str, ...], Configuration] = {}
+    trials: dict[tuple[str, str, str], int] = {}
+    for config, name, hp, differ, record in rows:
+        tuned = varying.get((config["task"], config["budget"], name), {"lr"})
+        fixed = {k: v for k, v in differ.items() if k not in tuned}
+        label = f"{name}({', '.join(f'{k}={_fmt(v)}' for k, v in fixed.items())})" if fixed else name
+        group = (config["task"], config["budget"], label)
+        if config["seed"] == tuning_seed:
+            trials[group] = trials.get(group, 0) + 1
+            continue
+        shown = {k: v for k, v in differ.items() if k not in fixed}
+        c = configurations.setdefault((*group, canonical_json(hp)), Configuration(*group, hp, shown))
+        c.runs[config["seed"]] = {"config": config, "final": record["final"], "curve": store.epochs(record["key"]),
+                                  "state_bytes": record["state_bytes"]}  # fmt: skip
+    return list(configurations.values()), trials
+
+
+def _validation_value(task: tasks_mod.Task, run: Mapping[str, Any]) -> float:
+    if run["final"].get("diverged"):
+        return math.nan
+    last = run["curve"][-1]
+    return float(last[metric_key(task.metric, last)])
+
+
+def _final_value(task: tasks_mod.Task, run: Mapping[str, Any]) -> float:
+    return float(run["final"][metric_key(task.metric, run["final"])])
+
+
+# ---------------------------------------------------------------------------------------------
+# Figures
+# ---------------------------------------------------------------------------------------------
+
+
+def _save(fig: Any, path: Path, rows: list[dict[str, Any]], config: dict[str, Any]) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, format="png")
+    write_table(rows, path.with_suffix(".csv"))
+    write_config(config, path.with_suffix(".json"))
+    return path
+
+
+def _quantities(configurations: Sequence[Configuration]) -> list[str]:
+    """The plotted quantities, in first-seen order: ``loss``, ``accuracy``, ``d_loss``..."""
+    names: dict[str, None] = {}
+    for c in configurations:
+        for run in c.runs.values():
+            for point in run["curve"]:
+                for k in point:
+                    if k not in _NOT_PLOTTED:
+                        names[k.split("_", 1)[1]] = None
+    return list(names)
+
+
+def curves_figure(configurations: Sequence[Configuration], path: str | os.PathLike[str]) -> Path:
+    """Training curves of ``configurations`` (one task and budget): see the module docstring.
+
+    The CSV has one row per (configuration, quantity, split, curve point): the mean, minimum and
+    maximum over the seeds that reached that point, and their number.
+    """
+    if not configurations:
+        raise ValueError("curves_figure: invalid configurations=[]: expected at least one")
+    quantities = _quantities(configurations)
+    task, budget = configurations[0].task, configurations[0].budget
+    fig = _figure((max(7.0, 4.2 * len(quantities)), 4.4 + 0.22 * (len(configurations) + 3) // 2))
+    axes = fig.subplots(1, len(quantities), squeeze=False)[0]
+    colours = _palette(len(configurations))
+    rows = []
+    splits_seen: dict[str, str] = {}
+    for i, (c, colour) in enumerate(zip(configurations, colours)):
+        width = 2.6 - 1.4 * i / max(1, len(configurations) - 1)  # thinner on top: equal curves stay visible
+        for ax, quantity in zip(axes, quantities):
+            keys = {k for run in c.runs.values() for p in run["curve"] for k in p if k not in _NOT_PLOTTED}
+            for split in sorted({k.split("_", 1)[0] for k in keys if k.split("_", 1)[1] == quantity}, key=lambda s: s != "train"):
+                key = f"{split}_{quantity}"
+                style = _SPLIT_STYLES[split == "train"]
+                splits_seen[split] = style
+                by_point: dict[float, list[float]] = {}
+                for run in c.runs.values():
+                    for p in run["curve"]:
+                        if key in p and math.isfinite(p[key]):
+                            by_point.setdefault(p["epochs"], []).append(p[key])
+                if not by_point:
+                    continue
+                x = np.array(sorted(by_point))
+                ys = [np.array(by_point[e]) for e in x]
+                mean = np.array([v.mean() for v in ys])
+                low = np.array([v.min() for v in ys])
+                high = np.array([v.max() for v in ys])
+                if len(x) == 1:  # one curve point (a one-epoch budget): the band is an error bar
+                    ax.errorbar(x, mean, yerr=[mean - low, high - mean], fmt=style[1], color=colour, capsize=4, ms=3 + width)
+                else:
+                    ax.plot(x, mean, style[0], color=colour, lw=width, marker=style[1] if len(x) < 4 else None, ms=2 + width)
+                    ax.fill_between(x, low, high, color=colour, alpha=0.18, lw=0)
+                rows += [
+                    {"task": task, "budget": budget, "optimizer": c.name, "quantity": quantity, "split": split,
+                     "epochs": float(e), "mean": float(m), "min": float(lo), "max": float(hi), "seeds": len(v)}
+                    for e, m, lo, hi, v in zip(x, mean, low, high, ys)
+                ]  # fmt: skip
+    for ax, quantity in zip(axes, quantities):
+        ax.set_title(quantity.replace("_", " "), fontsize=10)
+        ax.set_xlabel("epochs")
+        if len({r["epochs"] for r in rows if r["quantity"] == quantity}) == 1:  # one point: show it against 0 epochs
+            ax.set_xlim(left=0)
+        ax.grid(alpha=0.3)
+        drawn = [v for r in rows if r["quantity"] == quantity for v in (r["min"], r["max"])]
+        if drawn and min(drawn) > 0 and max(drawn) > 10 * min(drawn):  # log only where values span decades
+            ax.set_yscale("log")
+    from matplotlib.lines import Line2D
+
+    handles = [Line2D([], [], color=colour, lw=2, label=f"{c.name}, {len(c.runs)} seeds") for c, colour in zip(configurations, colours)]
+    handles += [
+        Line2D([], [], color="black", ls=style[0], marker=style[1], ms=4,
+               label="train (mean minibatch loss)" if split == "train" else f"{split} split (evaluated)")  # fmt: skip
+        for split, style in splits_seen.items()
+    ]
+    fig.legend(handles=handles, loc="outside lower center", ncols=2, fontsize=8, frameon=False)
+    fig.suptitle(f"{task}, {budget} budget\nline: mean over seeds; band: min to max over seeds", fontsize=10)
+    config = {
+        "figure": "curves",
+        "task": task,
+        "budget": budget,
+        "band": "min-max over seeds",
+        "configurations": [{"optimizer": c.name, "hyperparameters": c.hyperparameters, "seeds": sorted(c.runs)} for c in configurations],
+    }
+    return _save(fig, Path(path), rows, config)
+
+
+def lr_figure(rows: Sequence[Mapping[str, Any]], path: str | os.PathLike[str], *, task: str, budget: str, metric: str) -> Path:
+    """Final validation metric against learning rate: rows of ``optimizer, lr, seed, value, diverged``
+    (as :func:`optimlab.protocol.lr_sensitivity` returns); mean line, min-max band, ✕ where a seed diverged."""
+    if not rows:
+        raise ValueError("lr_figure: invalid rows=[]: expected at least one row")
+    fig = _figure((6.4, 4.6))
+    ax = fig.subplots()
+    optimizers = list(dict.fromkeys(r["optimizer"] for r in rows))
+    table = []
+    for name, colour in zip(optimizers, _palette(len(optimizers))):
+        lrs = sorted({r["lr"] for r in rows if r["optimizer"] == name})
+        stats = []
+        for lr in lrs:
+            values = [r["value"] for r in rows if r["optimizer"] == name and r["lr"] == lr]
+            finite = [v for v in values if math.isfinite(v)]
+            stats.append((lr, finite, len(values) - len(finite)))
+            table.append({"task": task, "budget": budget, "optimizer": name, "lr": lr, "seeds": len(values),
+                          "diverged": len(values) - len(finite), "mean": float(np.mean(finite)) if finite else math.nan,
+                          "min": min(finite, default=math.nan), "max": max(finite, default=math.nan)})  # fmt: skip
+        ok = [(lr, f) for lr, f, _ in stats if f]
+        if ok:
+            x = np.array([lr for lr, _ in ok])
+            ax.plot(x, [np.mean(f) for _, f in ok], "-o", color=colour, lw=1.6, ms=4, label=name)
+            ax.fill_between(x, [min(f) for _, f in ok], [max(f) for _, f in ok], color=colour, alpha=0.18, lw=0)
+        bad = [lr for lr, _, d in stats if d]
+        if bad:
+            ax.plot(bad, [0.02] * len(bad), "x", color=colour, ms=9, mew=2, transform=ax.get_xaxis_transform(), clip_on=False)
+    ax.set_xscale("log")
+    ax.set_xlabel("learning rate")
+    ax.set_ylabel(f"final {metric.replace('_', ' ')}")
+    ax.grid(alpha=0.3, which="both")
+    if any(r["diverged"] for r in table):
+        ax.plot([], [], "x", color="black", ms=8, mew=2, label="a seed diverged")
+    ax.legend(fontsize=8)
+    ax.set_title(f"{task}, {budget} budget: lr sensitivity\nmean over seeds, band = min to max over seeds", fontsize=10)
+    config = {"figure": "lr_sensitivity", "task": task, "budget": budget, "metric": metric, "band": "min-max over seeds"}
+    return _save(fig, Path(path), table, config)
+
+
+def _lr_rows(task: tasks_mod.Task, configurations: Sequence[Configuration]) -> list[dict[str, Any]]:
+    """Sensitivity rows of the families of configurations that differ only in ``lr`` (3 or more lrs)."""
+    families: dict[tuple[str, str], list[Configuration]] = {}
+    for c in configurations:
+        rest = {k: v for k, v in c.hyperparameters.items() if k != "lr"}
+        families.setdefault((c.optimizer, canonical_json(rest)), []).append(c)
+    rows = []
+    for members in families.values():
+        if len(members) < 3:
+            continue
+        label = members[0].optimizer
+        for c in members:
+            for seed, run in sorted(c.runs.items()):
+                value = _validation_value(task, run)
+                diverged = int(math.isnan(value))
+                rows.append({"optimizer": label, "lr": c.hyperparameters["lr"], "seed": seed, "value": value, "diverged": diverged})
+    return rows
+
+
+# ---------------------------------------------------------------------------------------------
+# Tables and the whole report
+# ---------------------------------------------------------------------------------------------
+
+
+def _summary_rows(
+    task: tasks_mod.Task, configurations: Sequence[Configuration], trials: Mapping[tuple[str, str, str], int]
+) -> tuple[list[dict[str, Any]], str, str]:
+    """One row per configuration, the final metric's name, and the verdict."""
+    final_key = metric_key(task.metric, next(iter(configurations[0].runs.values()))["final"])
+    values = {c.name: [_final_value(task, run) for _, run in sorted(c.runs.items())] for c in configurations}
+    summaries = {s.label: s for s in summarize(values, task.higher_is_better)}
+    rows = []
+    for c in configurations:
+        s = summaries[c.name]
+        runs = list(c.runs.values())
+        rows.append(
+            {
+                "optimizer": c.optimizer,
+                "hyperparameters": ", ".join(f"{k}={_fmt(v)}" for k, v in c.shown.items()),
+                "trials": trials.get((c.task, c.budget, c.optimizer), 0),
+                "metric": final_key,
+                "mean": s.mean,
+                "ci95_half_width": s.half_width,
+                "seeds": len(runs),
+                "diverged": s.diverged,
+                "wall_time_s": float(np.mean([r["final"]["wall_time"] for r in runs])),
+                "state_bytes": int(runs[0]["state_bytes"] or 0),
+                "best": s.best,
+                "welch_p": s.p_value,
+                "within_noise": "" if s.within_noise is None else s.within_noise,
+            }
+        )
+    return rows, final_key, verdict(list(summaries.values()))
+
+
+def _markdown(task: str, budget: str, rows: Sequence[Mapping[str, Any]], final_key: str, higher: bool, text: str) -> str:
+    head = (
+        f"## {task}, {budget} budget\n\n"
+        f"Final `{final_key}` ({'higher' if higher else 'lower'} is better) over evaluation seeds: mean ± 95% CI "
+        "half-width (Student t, n-1 dof). *Within noise*: Welch's t-test against the best mean gives p >= 0.05.\n\n"
+        "| optimizer | hyperparameters | trials | final metric | seeds | wall time / run | optimizer state | within noise of best |\n"
+        "|---|---|---:|---:|---:|---:|---:|---|\n"
+    )
+    lines = []
+    for r in rows:
+        answer = {True: "yes", False: "no"}.get(r["within_noise"])
+        flag = "best" if r["best"] else f"{answer} (p={r['welch_p']:.2g})" if answer else "n/a (fewer than 2 seeds)"
+        ci = "" if math.isnan(r["ci95_half_width"]) else f" ± {r['ci95_half_width']:.3g}"
+        seeds = f"{r['seeds']}" + (f" ({r['diverged']} diverged)" if r["diverged"] else "")
+        lines.append(
+            f"| {r['optimizer']} | {r['hyperparameters'] or '—'} | {r['trials']} | {r['mean']:.4g}{ci} | {seeds} "
+            f"| {r['wall_time_s']:.3g} s | {_bytes(r['state_bytes'])} | {flag} |"
+        )
+    return head + "\n".join(lines) + f"\n\n{text[0].upper()}{text[1:]}.\n"
+
+
+def _bytes(n: int) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    raise AssertionError
+
+
+def report(store: Store, out: str | os.PathLike[str], *, tuning_seed: int = 0) -> list[Path]:
+    """Write the report of every task and budget in ``store`` into ``out``; returns the paths written
+    (``summary.md`` last).  See the module docstring."""
+    out = Path(out)
+    configurations, trials = read_store(store, tuning_seed)
+    evaluated = [c for c in configurations if len(c.runs) >= 2]
+    groups: dict[tuple[str, str], list[Configuration]] = {}
+    for c in evaluated:
+        groups.setdefault((c.task, c.budget), []).append(c)
+    paths: list[Path] = []
+    sections = []
+    for (task_name, budget), members in sorted(groups.items()):
+        task = _base_task(task_name)
+        slug = f"{task_name}-{budget}"
+        rows, final_key, text = _summary_rows(task, members, trials)
+        paths.append(write_table(rows, out / f"summary-{slug}.csv"))
+        sections.append(_markdown(task_name, budget, rows, final_key, task.higher_is_better, text))
+        shown = {}
+        for c in members:  # the best configuration of each optimizer by mean final validation metric
+            finite = [v for v in (_validation_value(task, r) for r in c.runs.values()) if math.isfinite(v)]
+            score = -math.inf if not finite else np.mean(finite) * (1 if task.higher_is_better else -1)
+            if c.optimizer not in shown or score > shown[c.optimizer][0]:
+                shown[c.optimizer] = (score, c)
+        paths.append(curves_figure([c for _, c in shown.values()], out / f"curves-{slug}.png"))
+        lr_rows = _lr_rows(task, members)
+        if lr_rows:
+            val_key = metric_key(task.metric, next(iter(members[0].runs.values()))["curve"][-1])
+            paths.append(lr_figure(lr_rows, out / f"lr-{slug}.png", task=task_name, budget=budget, metric=val_key))
+    out.mkdir(parents=True, exist_ok=True)
+    summary = out / "summary.md"
+    body = "\n".join(sections) if sections else "No configuration has finished runs at 2 or more evaluation seeds yet.\n"
+    summary.write_text(f"# optimlab report: {store.path.name}\n\n{body}", encoding="utf-8")
+    paths.append(summary)
+    return paths

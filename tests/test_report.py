@@ -1,0 +1,100 @@
+"""The report from a store (figures beside CSV/JSON, summary tables) and the run/tune/report commands."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+from pathlib import Path
+
+import pytest
+
+from optimlab import cli
+from optimlab.protocol import compare, lr_sensitivity
+from optimlab.report import read_store, report
+from optimlab.store import Store
+
+DATA = Path(os.environ.get("OPTIMLAB_DATA_DIR") or Path(__file__).resolve().parents[2] / "shared" / "data")
+
+
+@pytest.fixture(autouse=True)
+def _data_dir(monkeypatch: pytest.MonkeyPatch) -> None:
+    if not (DATA / "airfoil").exists():
+        pytest.skip(f"real data not staged under {DATA} (set OPTIMLAB_DATA_DIR)")
+    monkeypatch.setenv("OPTIMLAB_DATA_DIR", str(DATA))
+
+
+def _csv(path: Path) -> list[dict[str, str]]:
+    with path.open(newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def test_report_writes_figures_tables_and_markdown(tmp_path: Path) -> None:
+    store_path = tmp_path / "lab.sqlite"
+    with Store(store_path) as store:
+        result = compare("airfoil-linreg", ["Adam", "Momentum"], "smoke", seeds=3, trials=3, store=store, progress=False)
+        lr_sensitivity("airfoil-linreg", "RAdam", [0.003, 0.03, 0.1, 1e5], seeds=2, store=store, progress=False)
+        paths = report(store, tmp_path / "out")
+    out = tmp_path / "out"
+    names = sorted(p.name for p in out.iterdir())
+    assert names == sorted(
+        ["summary.md", "summary-airfoil-linreg-smoke.csv"]
+        + [f"{kind}-airfoil-linreg-smoke.{ext}" for kind in ("curves", "lr") for ext in ("png", "csv", "json")]
+    )
+    assert paths[-1] == out / "summary.md"
+
+    rows = {(r["optimizer"], r["hyperparameters"]): r for r in _csv(out / "summary-airfoil-linreg-smoke.csv")}
+    by_label = {s.label: s for s in result.summaries}
+    for label in ("Adam", "Momentum"):
+        (row,) = [r for (name, _), r in rows.items() if name == label]
+        s = by_label[label]
+        assert float(row["mean"]) == s.mean and float(row["ci95_half_width"]) == s.half_width  # the protocol's numbers
+        assert row["trials"] == "3" and row["seeds"] == "3" and row["metric"] == "full_loss"
+        assert row["hyperparameters"].startswith("lr=")  # tuned; Momentum's momentum=0.9 is in its name
+        assert int(row["state_bytes"]) == {"Adam": 56, "Momentum": 32}[label]  # 6 parameters: exp_avg+exp_avg_sq+step / buffer
+    radam = [r for (name, _), r in rows.items() if name == "RAdam"]
+    assert len(radam) == 4 and all(r["trials"] == "0" for r in radam)
+
+    md = (out / "summary.md").read_text()
+    assert "## airfoil-linreg, smoke budget" in md and "| optimizer | hyperparameters | trials |" in md
+    assert md.count("| best |") == 1 and ("No winner" in md or " is best: " in md)
+
+    lr_rows = _csv(out / "lr-airfoil-linreg-smoke.csv")
+    assert [float(r["lr"]) for r in lr_rows] == [0.003, 0.03, 0.1, 1e5]
+    assert lr_rows[-1]["diverged"] == "2" and math.isnan(float(lr_rows[-1]["mean"] or "nan"))
+
+    curves = _csv(out / "curves-airfoil-linreg-smoke.csv")
+    assert {r["split"] for r in curves} == {"train", "full"} and {r["quantity"] for r in curves} == {"loss"}
+    finals = {r["optimizer"].split(" ")[0]: r for r in curves if r["split"] == "full" and float(r["epochs"]) == 1.0}
+    assert float(finals["Adam"]["mean"]) == pytest.approx(by_label["Adam"].mean, rel=1e-12)  # airfoil: final split = curve split
+    config = json.loads((out / "curves-airfoil-linreg-smoke.json").read_text())
+    assert config["band"] == "min-max over seeds" and {len(c["seeds"]) for c in config["configurations"]} >= {2}
+
+
+def test_report_of_a_store_without_evaluated_runs(tmp_path: Path) -> None:
+    with Store(tmp_path / "lab.sqlite") as store:
+        report(store, tmp_path / "out")
+        assert read_store(store) == ([], {})
+    assert "No configuration" in (tmp_path / "out" / "summary.md").read_text()
+
+
+def test_cli_run_tune_report_produce_files(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    store = str(tmp_path / "lab.sqlite")
+    common = ["--task", "airfoil-linreg", "--budget", "smoke", "--store", store, "--data-dir", str(DATA), "--seeds", "2"]
+    assert cli.main(["run", *common, "--opt", "Adam(lr=0.01)", "--opt", "NAG(lr=0.01)"]) == 0
+    err = capsys.readouterr().err
+    assert "full_loss over seeds" in err and "Adam(lr=0.01)" in err and "NAG(lr=0.01)" in err
+    assert cli.main(["tune", *common, "--opt", "Adam", "--opt", "AdamW(weight_decay=0.1)", "--trials", "2"]) == 0
+    err = capsys.readouterr().err
+    assert "2 trials" in err and "tune Adam" in err  # the progress bar went to stderr
+    out = tmp_path / "report"
+    assert cli.main(["report", "--store", store, "--out", str(out)]) == 0
+    assert (out / "summary.md").exists() and (out / "curves-airfoil-linreg-smoke.png").stat().st_size > 10_000
+    labels = {r["optimizer"] for r in _csv(out / "summary-airfoil-linreg-smoke.csv")}
+    assert labels == {"Adam", "NAG", "AdamW(weight_decay=0.1)"}
+    with Store(store) as s:
+        assert len(s.runs()) == 2 * 2 + 2 * 2 + 2 * 2  # run: 2 x 2 seeds; tune: 2 x 2 trials + 2 x 2 seeds
+    assert cli.main(["tune", *common, "--opt", "Adam", "--trials", "0"]) == 2
+    assert "trials" in capsys.readouterr().err
+    assert cli.main(["report", "--store", str(tmp_path / "missing.sqlite"), "--out", str(out)]) == 2
