@@ -27,6 +27,7 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor
 
+from . import _compiled
 from ._tensorlist import TensorList
 
 State = dict[str, Tensor]
@@ -44,6 +45,12 @@ class RuleOptimizer(torch.optim.Optimizer):
         CPU, as torch.optim does; ``True``/``False`` force it.
     maximize:
         maximize the objective (the rule sees ``-grad``; ``p.grad`` itself is never modified).
+    fast:
+        the compiled path (:mod:`optimlab.optim._compiled`): the same rule fused by
+        ``torch.compile``.  ``None`` (default) takes it for groups of float32/float64 CPU
+        parameters with at least ``_compiled.MIN_AUTO_NUMEL`` elements in all, ``True`` for
+        every group, ``False`` never.  Like ``foreach``, it is a param-group entry, so it can be
+        changed per group at any time (``group["fast"] = False``).
 
     Policies that hold for every optimizer of the library:
 
@@ -67,8 +74,9 @@ class RuleOptimizer(torch.optim.Optimizer):
         *,
         foreach: bool | None = None,
         maximize: bool = False,
+        fast: bool | None = None,
     ) -> None:
-        defaults = dict(defaults, foreach=foreach, maximize=maximize)
+        defaults = dict(defaults, foreach=foreach, maximize=maximize, fast=fast)
         super().__init__(params, defaults)
 
     # -- what a subclass defines -------------------------------------------------------------
@@ -112,7 +120,9 @@ class RuleOptimizer(torch.optim.Optimizer):
             foreach = group["foreach"]
             if foreach is None:
                 foreach = all(p.is_cuda for p in params)
-            if foreach and self.elementwise:
+            if _compiled.wanted(self, group, params):
+                _compiled.step_group(self, group, params, kwargs)
+            elif foreach and self.elementwise:
                 self._step_foreach(group, params, kwargs)
             else:
                 for p in params:

@@ -1,0 +1,208 @@
+"""Optimizer step time, bandwidth and first-step (compilation) time, for every optimizer of optimlab.optim.
+
+Run by hand; prints one table per layout::
+
+    python benchmarks/step.py                                       # everything (tens of minutes)
+    python benchmarks/step.py --layouts tiny many-small --optimizers Adam SGD --reps 5 --first-step
+
+Layouts: ``large`` (8 tensors of 2**23 float32, 67M parameters), ``many-small`` (387 tensors
+shaped like a 32-layer transformer of width 256, 25.3M parameters) and ``tiny`` (one 2-element
+tensor).  Every optimizer runs with its defaults (``fast=None``: the automatic choice of path) on
+the same parameters and fixed random gradients; the time is the median of ``--reps`` steps after
+``--warmup`` steps (the first of which compiles).
+
+Byte model: a step reads each parameter, gradient and state element once and writes each
+parameter and state element once, so it moves ``(3 + 2 S) * 4`` bytes per float32 parameter,
+where ``S`` is the optimizer's state in floats per parameter, measured after one step (Adam: S = 2,
+28 B; SGD: S = 0, 12 B; AMSGrad: S = 3, 36 B; Adafactor's factored second moment: S ~ 0).
+GB/s is that byte count over the median step time: work done, not traffic measured, so an
+implementation that makes several passes shows as slower.
+
+Columns: ``path`` (``compiled`` or ``reference``), ``ms`` (median step), ``B/param`` (the byte
+model), ``GB/s``, ``vs fused`` (GB/s over torch.optim.Adam(fused=True)'s, measured in the same
+run; on ``tiny``, µs per step over torch.optim.Adam(foreach=False)'s instead), ``vs po`` (the
+pytorch_optimizer implementation's step time over ours, where it implements the same algorithm;
+> 1 means ours is faster), ``first cold``/``first warm`` (seconds for the first step in a fresh
+process, compilation included, with an empty and then a filled Inductor cache) and ``state
+B/param`` (optimizer state bytes per parameter, ``step`` counters excluded).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+
+import torch
+
+from optimlab.optim import PRESETS, RuleOptimizer
+
+Shapes = list[tuple[int, ...]]
+
+
+def _transformer(layers: int = 32, width: int = 256, vocab: int = 1000) -> Shapes:
+    block = [
+        (width, 3 * width), (3 * width,), (width, width), (width,), (width,), (width,),
+        (width, 4 * width), (4 * width,), (4 * width, width), (width,), (width,), (width,),
+    ]  # fmt: skip
+    return [(vocab, width)] + block * layers + [(width,), (width,)]
+
+
+LAYOUTS: dict[str, Callable[[], Shapes]] = {
+    "large": lambda: [(1 << 23,)] * 8,
+    "many-small": _transformer,
+    "tiny": lambda: [(2,)],
+}
+
+#: preset -> (pytorch_optimizer class name, options), where that package implements the algorithm
+#: itself (its Adam, SGD, RMSprop and NAdam are torch.optim's classes)
+PYTORCH_OPTIMIZER = {
+    "Adadelta": ("AdaDelta", {}),
+    "Adamax": ("AdaMax", {}),
+    "Yogi": ("Yogi", {}),
+    "RAdam": ("RAdam", {}),
+    "AdaBound": ("AdaBound", {}),
+    "AMSBound": ("AdaBound", {"amsbound": True}),
+    "AdaMod": ("AdaMod", {}),
+    "Adafactor": ("AdaFactor", {}),
+    "AdaBelief": ("AdaBelief", {}),
+}
+
+
+def make_params(shapes: Shapes, seed: int = 0) -> list[torch.Tensor]:
+    gen = torch.Generator().manual_seed(seed)
+    params = [torch.randn(s, generator=gen) for s in shapes]
+    for p in params:
+        p.grad = torch.randn(p.shape, generator=gen) * 1e-2
+    return params
+
+
+def ours(name: str) -> Callable[[list[torch.Tensor]], torch.optim.Optimizer]:
+    cls, options = PRESETS[name]
+    return lambda params: cls(params, **options)
+
+
+def reference(name: str) -> Callable[[list[torch.Tensor]], torch.optim.Optimizer] | None:
+    if name not in PYTORCH_OPTIMIZER:
+        return None
+    import pytorch_optimizer
+
+    cls_name, options = PYTORCH_OPTIMIZER[name]
+    cls = getattr(pytorch_optimizer, cls_name)
+    return lambda params: cls(params, lr=1e-3, **options)
+
+
+def median_step(opt: torch.optim.Optimizer, warmup: int, reps: int) -> float:
+    for _ in range(warmup):
+        opt.step()
+    times = []
+    for _ in range(reps):
+        start = time.perf_counter()
+        opt.step()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def state_bytes(opt: torch.optim.Optimizer) -> int:
+    return sum(
+        v.numel() * v.element_size()
+        for state in opt.state.values()
+        for k, v in state.items()
+        if torch.is_tensor(v) and k != "step"
+    )
+
+
+def path(opt: torch.optim.Optimizer, params: list[torch.Tensor]) -> str:
+    from optimlab.optim import _compiled
+
+    if isinstance(opt, RuleOptimizer) and _compiled.wanted(opt, opt.param_groups[0], params):
+        return "compiled"
+    return "reference"
+
+
+def first_step(layout: str, name: str, cache: str) -> float:
+    """Seconds for the first step of ``name`` in a fresh process whose Inductor cache is ``cache``."""
+    env = dict(os.environ, TORCHINDUCTOR_CACHE_DIR=cache)
+    out = subprocess.run(
+        [sys.executable, __file__, "--child", layout, name], env=env, check=True, capture_output=True, text=True
+    ).stdout
+    return json.loads(out.splitlines()[-1])["first_step_s"]
+
+
+def child(layout: str, name: str) -> None:
+    params = make_params(LAYOUTS[layout]())
+    opt = ours(name)(params)
+    start = time.perf_counter()
+    opt.step()
+    print(json.dumps({"first_step_s": time.perf_counter() - start}))
+
+
+def bench_layout(layout: str, names: list[str], args: argparse.Namespace) -> None:
+    shapes = LAYOUTS[layout]()
+    params = make_params(shapes)
+    n = sum(p.numel() for p in params)
+    tiny = layout == "tiny"
+    base_make = (lambda ps: torch.optim.Adam(ps, foreach=False)) if tiny else (lambda ps: torch.optim.Adam(ps, fused=True))
+    base = median_step(base_make(params), args.warmup, args.reps)
+    base_gbs = 28 * n / base / 1e9
+    base_name = "torch Adam(foreach=False)" if tiny else "torch Adam(fused=True)"
+    print(f"\n## {layout}: {len(shapes)} tensors, {n:,} parameters; {base_name}: {base * 1e3:.3f} ms, {base_gbs:.2f} GB/s")
+    header = ["optimizer", "path", "ms", "B/param", "GB/s", "vs µs" if tiny else "vs fused", "vs po", "first cold", "first warm", "state B/param"]
+    print("| " + " | ".join(header) + " |")
+    print("|" + "---|" * len(header))
+    for name in names:
+        opt = ours(name)(params)
+        t = median_step(opt, args.warmup, args.reps)
+        state = state_bytes(opt) / n
+        model = 3 * 4 + 2 * state
+        gbs = model * n / t / 1e9
+        versus = t / base if tiny else gbs / base_gbs
+        route = path(opt, params)
+        del opt
+        po = "-"
+        make_ref = reference(name)
+        if make_ref is not None:
+            ref_params = [p.detach().clone() for p in params]
+            for p, q in zip(ref_params, params):
+                p.grad = q.grad
+            po = f"{median_step(make_ref(ref_params), args.warmup, args.reps) / t:.2f}"
+            del ref_params
+        cold = warm = "-"
+        if layout in args.first_step:
+            with tempfile.TemporaryDirectory() as cache:
+                cold = f"{first_step(layout, name, cache):.2f}"
+                warm = f"{first_step(layout, name, cache):.2f}"
+        row = [name, route, f"{t * 1e3:.3f}", f"{model:.0f}", f"{gbs:.2f}", f"{versus:.2f}", po, cold, warm, f"{state:.2f}"]
+        print("| " + " | ".join(row) + " |", flush=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--layouts", nargs="+", choices=list(LAYOUTS), default=list(LAYOUTS))
+    parser.add_argument("--optimizers", nargs="+", choices=list(PRESETS), default=list(PRESETS), metavar="NAME")
+    parser.add_argument("--warmup", type=int, default=3, help="steps before timing (the first compiles)")
+    parser.add_argument("--reps", type=int, default=10, help="timed steps; the median is reported")
+    parser.add_argument(
+        "--first-step", nargs="*", choices=list(LAYOUTS), default=["many-small"],
+        help="layouts whose first step is timed in fresh processes, cold and warm cache (give none to skip)",
+    )  # fmt: skip
+    parser.add_argument("--child", nargs=2, metavar=("LAYOUT", "NAME"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        child(*args.child)
+        return
+    load = os.getloadavg()[0]
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, load average {load:.2f} at start")
+    for layout in args.layouts:
+        bench_layout(layout, args.optimizers, args)
+    print(f"\nload average {os.getloadavg()[0]:.2f} at end")
+
+
+if __name__ == "__main__":
+    main()
