@@ -46,11 +46,9 @@ class RuleOptimizer(torch.optim.Optimizer):
     maximize:
         maximize the objective (the rule sees ``-grad``; ``p.grad`` itself is never modified).
     fast:
-        the compiled path (:mod:`optimlab.optim._compiled`): the same rule fused by
-        ``torch.compile``.  ``None`` (default) takes it for groups of float32/float64 CPU
-        parameters with at least ``_compiled.MIN_AUTO_NUMEL`` elements in all, ``True`` for
-        every group, ``False`` never.  Like ``foreach``, it is a param-group entry, so it can be
-        changed per group at any time (``group["fast"] = False``).
+        ``True`` takes the experimental compiled path (:mod:`optimlab.optim._compiled`): the same
+        rule fused by ``torch.compile``, opt-in until it beats the reference path including its
+        compile time.  Like ``foreach``, it is a param-group entry: set ``group["fast"] = True``.
 
     Policies that hold for every optimizer of the library:
 
@@ -74,7 +72,7 @@ class RuleOptimizer(torch.optim.Optimizer):
         *,
         foreach: bool | None = None,
         maximize: bool = False,
-        fast: bool | None = None,
+        fast: bool = False,
     ) -> None:
         defaults = dict(defaults, foreach=foreach, maximize=maximize, fast=fast)
         super().__init__(params, defaults)

@@ -26,6 +26,13 @@ Compiled graphs persist in Inductor's FX graph cache, under ``$TORCHINDUCTOR_CAC
 (default ``/tmp/torchinductor_$USER``); set that variable to move it, e.g. to a directory that
 survives reboots.  A warm cache skips the C++ compilation; Dynamo still traces once per process.
 
+Status: opt-in and experimental.  It is exact (the tests compare it with the reference path) and
+about 4x faster than the reference path on many small tensors, but measured on a 2-core CPU it
+reaches only ~0.15-0.4x the bandwidth of torch's fused Adam and compiles for tens of seconds on a
+cold cache: Inductor keeps the scalar hyperparameter arithmetic (``beta**step``, ``lr/bias``)
+inside the vectorised loop, and with symbolic sizes the loops need ``dynamic_threads``.  Until it
+beats the reference path including its compile time it is never chosen automatically.
+
 If no C++ compiler is found, or a compilation fails, a warning is given once and every
 optimizer takes the reference path for the rest of the process.
 """
@@ -50,7 +57,6 @@ if TYPE_CHECKING:
 BUCKET = 8
 #: with ``fast=None``, a parameter group is compiled only from this many elements on: below it,
 #: the compilation (seconds, once) costs more than a training run saves
-MIN_AUTO_NUMEL = 1 << 20
 _DTYPES = (torch.float32, torch.float64)
 #: sizes are symbolic, so Inductor cannot tell at compile time that a loop is long enough to
 #: split over threads: decide at run time instead (without it every kernel runs on one thread)
@@ -104,16 +110,8 @@ def _compiled_apply(key: Hashable) -> Callable[..., None]:
 
 
 def wanted(opt: RuleOptimizer, group: dict[str, Any], params: list[Tensor]) -> bool:
-    """Whether ``group`` takes the fast path: ``group["fast"]`` and, for ``None``, a large group."""
-    fast = group["fast"]
-    if fast is False or not type(opt).elementwise:
-        return False
-    if fast is None:
-        if not all(p.device.type == "cpu" and p.dtype in _DTYPES for p in params):
-            return False
-        if sum(p.numel() for p in params) < MIN_AUTO_NUMEL:
-            return False
-    return available()
+    """Whether ``group`` takes the fast path: only when asked for (``group["fast"]`` true)."""
+    return bool(group["fast"]) and type(opt).elementwise and available()
 
 
 def _split(kwargs: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Tensor]]:
