@@ -13,6 +13,9 @@ INVALID = [
 ]
 
 
+SOLVE = dict(lr=0.03, rho=0.5, eps=1e-6)
+
+
 def _case(id, solves=True, **kw):
     """``kw`` configures both sides; the convergence run (if ``solves``) drops weight decay (it
     moves the minimiser)."""
@@ -22,7 +25,7 @@ def _case(id, solves=True, **kw):
         reference=lambda p: torch.optim.Adadelta(p, **kw),
         # Adadelta's first steps are ~lr * sqrt(eps) and grow slowly: Rosenbrock's valley takes
         # ~10000 steps (no lr, rho, eps of a grid around these did it within 8000)
-        solver=None if not solves else lambda p: Adadelta(p, **{**kw, "weight_decay": 0.0, "lr": 0.03, "rho": 0.5, "eps": 1e-6}),
+        solver=None if not solves else lambda p: Adadelta(p, **{**kw, "weight_decay": 0.0, **SOLVE}),
         solve_steps=12000,
         invalid=INVALID,
     )

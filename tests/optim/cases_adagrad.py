@@ -8,7 +8,10 @@ INVALID = [
     (dict(lr=-1.0), r"Adagrad: invalid lr=-1.0: expected 0 <= lr"),
     (dict(lr_decay=-0.1), r"Adagrad: invalid lr_decay=-0.1: expected 0 <= lr_decay"),
     (dict(weight_decay=-0.1), r"Adagrad: invalid weight_decay=-0.1: expected 0 <= weight_decay"),
-    (dict(initial_accumulator_value=-1.0), r"Adagrad: invalid initial_accumulator_value=-1.0: expected 0 <= initial_accumulator_value"),
+    (
+        dict(initial_accumulator_value=-1.0),
+        r"Adagrad: invalid initial_accumulator_value=-1.0: expected 0 <= initial_accumulator_value",
+    ),
     (dict(eps=float("nan")), r"Adagrad: invalid eps=nan"),
 ]
 

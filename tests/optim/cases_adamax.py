@@ -13,6 +13,9 @@ INVALID = [
 ]
 
 
+SOLVE = dict(lr=0.01, betas=(0.9, 0.99))
+
+
 def _case(id, solves=True, **kw):
     """``kw`` configures both sides; the convergence run (if ``solves``) drops weight decay (it
     moves the minimiser)."""
@@ -20,7 +23,7 @@ def _case(id, solves=True, **kw):
         id,
         make=lambda p, **o: Adamax(p, **{**kw, **o}),
         reference=lambda p: torch.optim.Adamax(p, **kw),
-        solver=None if not solves else lambda p: Adamax(p, **{**kw, "weight_decay": 0.0, "lr": 0.01, "betas": (0.9, 0.99)}),
+        solver=None if not solves else lambda p: Adamax(p, **{**kw, "weight_decay": 0.0, **SOLVE}),
         solve_steps=3000,
         invalid=INVALID,
     )

@@ -32,6 +32,9 @@ class TorchNAdam(torch.optim.NAdam):
             torch.set_default_dtype(default)
 
 
+SOLVE = dict(lr=1e-3, betas=(0.9, 0.99))
+
+
 def _case(id, solves=True, **kw):
     """``kw`` configures both sides; the convergence run (if ``solves``) drops weight decay (it
     moves the minimiser)."""
@@ -39,7 +42,7 @@ def _case(id, solves=True, **kw):
         id,
         make=lambda p, **o: NAdam(p, **{**kw, **o}),
         reference=lambda p: TorchNAdam(p, **kw),
-        solver=None if not solves else lambda p: NAdam(p, **{**kw, "weight_decay": 0.0, "lr": 1e-3, "betas": (0.9, 0.99)}),
+        solver=None if not solves else lambda p: NAdam(p, **{**kw, "weight_decay": 0.0, **SOLVE}),
         solve_steps=6000,
         invalid=INVALID,
     )

@@ -27,6 +27,8 @@ def _case(id, solve, solve_steps, **kw):
     )
 
 
+CENTERED_MOMENTUM_L2 = dict(lr=0.01, alpha=0.9, momentum=0.9, centered=True, weight_decay=0.1)
+
 # With a constant lr RMSprop ends in a limit cycle of size ~lr around the minimum (its steps are
 # ~lr * sign(g)), so the convergence runs use a small lr; momentum damps the cycle.
 # Cases whose convergence run would repeat another's exactly (their option is weight decay, which
@@ -36,5 +38,5 @@ CASES = [
     _case("RMSprop-l2", None, 0, lr=0.01, weight_decay=0.1),
     _case("RMSprop-momentum", dict(lr=3e-4), 4000, lr=0.01, momentum=0.9),
     _case("RMSprop-centered", dict(lr=3e-4, alpha=0.9), 8000, lr=0.01, centered=True),
-    _case("RMSprop-centered-momentum-l2", dict(lr=1e-4), 4000, lr=0.01, alpha=0.9, momentum=0.9, centered=True, weight_decay=0.1),
+    _case("RMSprop-centered-momentum-l2", dict(lr=1e-4), 4000, **CENTERED_MOMENTUM_L2),
 ]

@@ -4,7 +4,10 @@ from optimlab.optim.sgd import SGD
 
 from .harness import Case
 
-NESTEROV = r"SGD: invalid nesterov=True with momentum={} and dampening={}: Nesterov momentum requires momentum > 0 and dampening = 0"
+NESTEROV = (
+    r"SGD: invalid nesterov=True with momentum={} and dampening={}: "
+    r"Nesterov momentum requires momentum > 0 and dampening = 0"
+)
 INVALID = [
     (dict(lr=-1.0), r"SGD: invalid lr=-1.0: expected 0 <= lr"),
     (dict(momentum=-0.9), r"SGD: invalid momentum=-0.9: expected 0 <= momentum"),

@@ -136,7 +136,8 @@ def test_mu_product_is_state_under_vmap_with_tensor_hyperparameters():
         p, state = torch.vmap(lambda p_, s_, h_: nadam(p_, g, s_, float(t), beta2=0.999, eps=1e-8, **h_))(p, state, hp)
     for row in range(3):
         q = start[row].clone()
-        opt = NAdam([q], lr=hp["lr"][row].item(), betas=(hp["beta1"][row].item(), 0.999), momentum_decay=hp["momentum_decay"][row].item())
+        lr, beta1, decay = (hp[k][row].item() for k in ("lr", "beta1", "momentum_decay"))
+        opt = NAdam([q], lr=lr, betas=(beta1, 0.999), momentum_decay=decay)
         for g in grads:
             q.grad = g.clone()
             opt.step()

@@ -41,7 +41,7 @@ def test_centered_momentum_steps_by_hand():
         assert math.isclose(got, x, rel_tol=1e-14)
 
 
-@pytest.mark.parametrize("kw", [dict(momentum=0.9), dict(momentum=0.9, centered=True)], ids=["momentum", "centered-momentum"])
+@pytest.mark.parametrize("kw", [dict(momentum=0.9), dict(momentum=0.9, centered=True)], ids=["momentum", "centered"])
 def test_torch_state_dict_loads_into_ours(kw):
     kw = dict(lr=0.01, alpha=0.9, **kw)
     p, q = torch.ones(3, dtype=torch.float64), torch.ones(3, dtype=torch.float64)

@@ -55,23 +55,23 @@ def test_nesterov_by_hand():
 def test_rule_under_vmap_with_tensor_step_and_hyperparameters():
     # The sweep's call: one configuration per row, every swept value a tensor, step a tensor.
     # momentum = 0 must ignore dampening as torch does (it keeps no buffer at all).
-    configs = [dict(momentum=0.0, nesterov=False), dict(momentum=0.5, nesterov=False), dict(momentum=0.9, nesterov=False)]
+    momenta = [0.0, 0.5, 0.9]
     start = h.make_params([(3, 2)], torch.float64)[0]
     grads = [g for (g,) in h.gradient_stream([(2,)], 12, torch.float64)]
     probe = SGD([torch.zeros(2)], momentum=0.9)
     p = start.clone()
     state = torch.vmap(lambda q: probe.init_state(q, probe.param_groups[0]))(p)
-    hp = dict(lr=torch.tensor([0.1, 0.05, 0.02], dtype=torch.float64), momentum=torch.tensor([c["momentum"] for c in configs], dtype=torch.float64))
+    hp = {k: torch.tensor(v, dtype=torch.float64) for k, v in (("lr", [0.1, 0.05, 0.02]), ("momentum", momenta))}
     for t, g in enumerate(grads, 1):
         step = torch.tensor(float(t), dtype=torch.float64)
         p, state = torch.vmap(lambda p_, s_, h_: sgd(p_, g, s_, step, dampening=0.3, **h_))(p, state, hp)
-    for row, (c, lr) in enumerate(zip(configs, hp["lr"].tolist())):
+    for row, (momentum, lr) in enumerate(zip(momenta, hp["lr"].tolist())):
         q = start[row].clone()
-        opt = SGD([q], lr=lr, dampening=0.3, **c)
+        opt = SGD([q], lr=lr, momentum=momentum, dampening=0.3)
         for g in grads:
             q.grad = g.clone()
             opt.step()
-        assert torch.allclose(p[row], q, rtol=0, atol=1e-15), c
+        assert torch.allclose(p[row], q, rtol=0, atol=1e-15), momentum
 
 
 @pytest.mark.parametrize("nesterov", [False, True])
