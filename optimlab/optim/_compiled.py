@@ -142,7 +142,9 @@ def step_group(opt: RuleOptimizer, group: dict[str, Any], params: list[Tensor], 
         if static_key is None or layout is None:
             _apply(rule, kwargs, [p], [grad], {k: [v] for k, v in tensors.items()}, step, {})
             continue
-        flat = {k: _flat(v) if flat else v for (k, flat), v in zip(layout, tensors.values())}
+        # 0-dim state (NAdam's mu_product) goes in as shape (1,) too: torch.compile drops in-place
+        # writes to 0-dim float64 CPU inputs (torch 2.13), which would freeze it.
+        flat = {k: _flat(v) for (k, _), v in zip(layout, tensors.values())}
         buckets[(p.dtype, step, layout)].append((_flat(p), _flat(grad.contiguous()), flat))
     for (dtype, step, layout), items in buckets.items():
         key = (rule, static_key, dtype, layout, BUCKET)
@@ -182,7 +184,7 @@ def _dummy(opt: RuleOptimizer, group: dict[str, Any], dtype: torch.dtype, layout
     # Two elements: Dynamo specialises sizes 0 and 1, which would compile a second graph.
     p = torch.zeros(2, dtype=dtype)
     state = opt.init_state(p, group)
-    return p, torch.zeros_like(p), {k: state[k] for k, _ in layout}
+    return p, torch.zeros_like(p), {k: _flat(state[k]) for k, _ in layout}
 
 
 def _flat(t: Tensor) -> Tensor:

@@ -158,3 +158,15 @@ def test_failed_compilation_warns_once_and_loses_no_step(monkeypatch: pytest.Mon
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert all(torch.equal(a, b) for a, b in zip(ps, _steps(fast=False)))
+
+
+def test_zero_dim_float64_state_is_updated() -> None:
+    # torch.compile (2.13) drops in-place writes to 0-dim float64 CPU inputs: NAdam's mu_product
+    # would stay frozen on the fast path unless it goes in as shape (1,).
+    from optimlab.optim.nadam import NAdam
+
+    start = h.make_params([(6,), (3, 2)], torch.float64)
+    grads = h.gradient_stream([(6,), (3, 2)], 20, torch.float64)
+    fast = h.run(_with_fast(NAdam, True), [p.clone() for p in start], grads, groups=False)
+    ref = h.run(_with_fast(NAdam, False), [p.clone() for p in start], grads, groups=False)
+    assert h.relative_gap(fast, ref, start) <= 1e-12
