@@ -7,8 +7,11 @@ BIN    := $(VENV)/bin
 # torch is installed first and pinned: an unpinned torch pulls the CUDA build on Linux.
 TORCH  ?= torch==2.13.0
 PYTEST_ARGS ?=
+# What `make run` runs (any optimlab command line); the data directory for the real-task commands.
+ARGS   ?= study adam-saddle --out results/adam-saddle
+DATA   ?= $(firstword $(wildcard ../shared/data) $(HOME)/.cache/optimlab/data)
 
-.PHONY: setup run test test-all bench clean
+.PHONY: setup run test test-all clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -18,6 +21,9 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 setup: $(VENV)/.installed
+
+run: setup
+	OPTIMLAB_DATA_DIR=$${OPTIMLAB_DATA_DIR:-$(DATA)} $(BIN)/optimlab $(ARGS)
 
 test: setup
 	$(BIN)/python -m pytest -n 2 -m "not slow" $(PYTEST_ARGS)

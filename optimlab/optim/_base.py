@@ -20,6 +20,8 @@ Hyperparameters may therefore be Python numbers or tensors that broadcast.  ``st
 
 from __future__ import annotations
 
+import functools
+import inspect
 from collections import defaultdict
 from collections.abc import Callable, Iterable
 from typing import Any, ClassVar
@@ -87,8 +89,16 @@ class RuleOptimizer(torch.optim.Optimizer):
         raise NotImplementedError
 
     def rule_kwargs(self, group: dict[str, Any]) -> dict[str, Any]:
-        """The keyword arguments of :attr:`rule` for the hyperparameters of ``group``."""
-        raise NotImplementedError
+        """The keyword arguments of :attr:`rule` for the hyperparameters of ``group``.
+
+        By default the group's entries that the rule takes, under their own names, with torch's
+        ``betas=(beta1, beta2)`` split in two; a class whose rule names differ overrides this.
+        """
+        group = dict(group)
+        if "betas" in group:
+            group["beta1"], group["beta2"] = group.pop("betas")
+        names = _keyword_names(type(self).rule)
+        return {k: v for k, v in group.items() if k in names}
 
     # -- torch.optim.Optimizer ------------------------------------------------------------------
     def add_param_group(self, param_group: dict[str, Any]) -> None:
@@ -170,3 +180,8 @@ class RuleOptimizer(torch.optim.Optimizer):
             ps.copy_(new_p)
             for k, v in new_state.items():
                 tensors[k].copy_(v)
+
+
+@functools.cache
+def _keyword_names(rule: Rule) -> frozenset[str]:
+    return frozenset(n for n, p in inspect.signature(rule).parameters.items() if p.kind is p.KEYWORD_ONLY)

@@ -40,6 +40,16 @@ def check_range(
         raise ValueError(f"{owner}: invalid {name}={value!r}: expected {allowed}")
 
 
+def check_adam_family(owner: str, group: dict[str, Any]) -> None:
+    """The checks every Adam-like optimizer shares: ``lr``, ``eps``, ``weight_decay`` >= 0, betas in [0, 1)."""
+    check_range(owner, "lr", group["lr"], 0.0)
+    beta1, beta2 = group["betas"]
+    check_range(owner, "betas[0]", beta1, 0.0, 1.0, high_open=True)
+    check_range(owner, "betas[1]", beta2, 0.0, 1.0, high_open=True)
+    check_range(owner, "eps", group["eps"], 0.0)
+    check_range(owner, "weight_decay", group["weight_decay"], 0.0)
+
+
 def check_int(owner: str, name: str, value: Any, low: int) -> None:
     """Raise ``ValueError`` unless ``value`` is an integer ``>= low``."""
     if isinstance(value, bool) or not isinstance(value, int) or value < low:

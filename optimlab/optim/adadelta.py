@@ -75,6 +75,3 @@ class Adadelta(RuleOptimizer):
 
     def init_state(self, param: Tensor, group: dict[str, Any]) -> State:
         return {k: torch.zeros_like(param, memory_format=torch.preserve_format) for k in ("square_avg", "acc_delta")}
-
-    def rule_kwargs(self, group: dict[str, Any]) -> dict[str, Any]:
-        return dict(lr=group["lr"], rho=group["rho"], eps=group["eps"], weight_decay=group["weight_decay"])

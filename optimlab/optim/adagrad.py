@@ -90,6 +90,3 @@ class Adagrad(RuleOptimizer):
 
     def init_state(self, param: Tensor, group: dict[str, Any]) -> State:
         return {"sum": torch.full_like(param, group["initial_accumulator_value"], memory_format=torch.preserve_format)}
-
-    def rule_kwargs(self, group: dict[str, Any]) -> dict[str, Any]:
-        return dict(lr=group["lr"], lr_decay=group["lr_decay"], weight_decay=group["weight_decay"], eps=group["eps"])

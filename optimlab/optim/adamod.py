@@ -92,10 +92,3 @@ class AdaMod(RuleOptimizer):
     def init_state(self, param: Tensor, group: dict[str, Any]) -> State:
         keys = ("exp_avg", "exp_avg_sq", "exp_avg_lr")
         return {k: torch.zeros_like(param, memory_format=torch.preserve_format) for k in keys}
-
-    def rule_kwargs(self, group: dict[str, Any]) -> dict[str, Any]:
-        beta1, beta2 = group["betas"]
-        return dict(
-            lr=group["lr"], beta1=beta1, beta2=beta2, beta3=group["beta3"], eps=group["eps"],
-            weight_decay=group["weight_decay"],
-        )

@@ -30,7 +30,7 @@ from torch import Tensor
 
 from ._base import RuleOptimizer, State
 from ._math import is_zero
-from ._validate import check_range
+from ._validate import check_adam_family, check_range
 
 
 def nadam(
@@ -102,12 +102,7 @@ class NAdam(RuleOptimizer):
 
     def validate(self, group: dict[str, Any]) -> None:
         name = type(self).__name__
-        check_range(name, "lr", group["lr"], 0.0)
-        beta1, beta2 = group["betas"]
-        check_range(name, "betas[0]", beta1, 0.0, 1.0, high_open=True)
-        check_range(name, "betas[1]", beta2, 0.0, 1.0, high_open=True)
-        check_range(name, "eps", group["eps"], 0.0)
-        check_range(name, "weight_decay", group["weight_decay"], 0.0)
+        check_adam_family(name, group)
         check_range(name, "momentum_decay", group["momentum_decay"], 0.0)
 
     def init_state(self, param: Tensor, group: dict[str, Any]) -> State:
@@ -116,15 +111,3 @@ class NAdam(RuleOptimizer):
             "exp_avg": torch.zeros_like(param, memory_format=torch.preserve_format),
             "exp_avg_sq": torch.zeros_like(param, memory_format=torch.preserve_format),
         }
-
-    def rule_kwargs(self, group: dict[str, Any]) -> dict[str, Any]:
-        beta1, beta2 = group["betas"]
-        return dict(
-            lr=group["lr"],
-            beta1=beta1,
-            beta2=beta2,
-            eps=group["eps"],
-            weight_decay=group["weight_decay"],
-            momentum_decay=group["momentum_decay"],
-            decoupled_weight_decay=group["decoupled_weight_decay"],
-        )

@@ -48,7 +48,7 @@ from torch import Tensor
 
 from ._base import RuleOptimizer, State
 from ._math import is_zero, where
-from ._validate import check_range
+from ._validate import check_adam_family
 
 
 def rectification(beta2: Any, step: Any, *, inclusive_threshold: bool = False) -> tuple[Any, Any]:
@@ -175,25 +175,7 @@ class RAdam(RuleOptimizer):
 
     def validate(self, group: dict[str, Any]) -> None:
         name = type(self).__name__
-        check_range(name, "lr", group["lr"], 0.0)
-        beta1, beta2 = group["betas"]
-        check_range(name, "betas[0]", beta1, 0.0, 1.0, high_open=True)
-        check_range(name, "betas[1]", beta2, 0.0, 1.0, high_open=True)
-        check_range(name, "eps", group["eps"], 0.0)
-        check_range(name, "weight_decay", group["weight_decay"], 0.0)
+        check_adam_family(name, group)
 
     def init_state(self, param: Tensor, group: dict[str, Any]) -> State:
         return {k: torch.zeros_like(param, memory_format=torch.preserve_format) for k in ("exp_avg", "exp_avg_sq")}
-
-    def rule_kwargs(self, group: dict[str, Any]) -> dict[str, Any]:
-        beta1, beta2 = group["betas"]
-        return dict(
-            lr=group["lr"],
-            beta1=beta1,
-            beta2=beta2,
-            eps=group["eps"],
-            weight_decay=group["weight_decay"],
-            decoupled_weight_decay=group["decoupled_weight_decay"],
-            degenerated_to_sgd=group["degenerated_to_sgd"],
-            inclusive_threshold=group["inclusive_threshold"],
-        )

@@ -100,13 +100,3 @@ class RMSprop(RuleOptimizer):
         keys += [] if is_zero(group["momentum"]) else ["momentum_buffer"]
         keys += ["grad_avg"] if group["centered"] else []
         return {k: torch.zeros_like(param, memory_format=torch.preserve_format) for k in keys}
-
-    def rule_kwargs(self, group: dict[str, Any]) -> dict[str, Any]:
-        return dict(
-            lr=group["lr"],
-            alpha=group["alpha"],
-            eps=group["eps"],
-            weight_decay=group["weight_decay"],
-            momentum=group["momentum"],
-            centered=group["centered"],
-        )

@@ -115,15 +115,6 @@ class SGD(RuleOptimizer):
             return {}
         return {"momentum_buffer": torch.zeros_like(param, memory_format=torch.preserve_format)}
 
-    def rule_kwargs(self, group: dict[str, Any]) -> dict[str, Any]:
-        return dict(
-            lr=group["lr"],
-            momentum=group["momentum"],
-            dampening=group["dampening"],
-            weight_decay=group["weight_decay"],
-            nesterov=group["nesterov"],
-        )
-
     def __setstate__(self, state: dict[str, Any]) -> None:
         super().__setstate__(state)
         # torch.optim.SGD keeps only the buffer, and the base class needs a step count: any

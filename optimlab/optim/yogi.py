@@ -130,16 +130,3 @@ class Yogi(RuleOptimizer):
         v0 = torch.full_like(param, group["initial_accumulator"], memory_format=torch.preserve_format)
         m0 = torch.zeros_like(param, memory_format=torch.preserve_format) if group["zero_exp_avg"] else v0.clone()
         return {"exp_avg": m0, "exp_avg_sq": v0}
-
-    def rule_kwargs(self, group: dict[str, Any]) -> dict[str, Any]:
-        beta1, beta2 = group["betas"]
-        return dict(
-            lr=group["lr"],
-            beta1=beta1,
-            beta2=beta2,
-            eps=group["eps"],
-            weight_decay=group["weight_decay"],
-            eps_root=group["eps_root"],
-            bias_correction=group["bias_correction"],
-            eps_before_bias_correction=group["eps_before_bias_correction"],
-        )
