@@ -302,12 +302,14 @@ def _print_comparison(result: Any) -> None:
 
 
 def _run_spec(surface: Any, spec: str, grid: dict[str, list[float]], args: argparse.Namespace, target: float | None = None) -> Any:
+    import torch
+
     from .optim import get
     from .sweep import sweep
 
     name, kwargs = parse_spec(spec)
     cls, options = get(name)
-    probe = cls([__import__("torch").zeros(2)], **options)
+    probe = cls([torch.zeros(2)], **options)
     rule_names = probe.rule_kwargs(probe.param_groups[0])
     single = {k: [v] for k, v in kwargs.items() if k in rule_names and isinstance(v, (int, float)) and not isinstance(v, bool)}
     options.update({k: v for k, v in kwargs.items() if k not in single})

@@ -473,14 +473,26 @@ def _lines(results: list[SweepResult]) -> list[_Line]:
         if line.status == "stuck":
             line.ring = stuck_at.setdefault(line.params["start"], 0)
             stuck_at[line.params["start"]] += 1
-        parts = [_describe(k, line.params[k]) for k in varying if k in line.params]
-        label = ", ".join(parts) or line.params["optimizer"]
+        label = _label(line.params, varying)
         if line.status == "diverged":
             label += f" — ✕ diverged at step {line.first_bad_step}"
         elif line.status in ("stuck", "converged"):
             label += f" — {line.status}"
         line.label, line.color = label, color
     return lines
+
+
+def _label(params: dict[str, Any], varying: list[str]) -> str:
+    """A line's legend label: the settings that tell it from the others.
+
+    Between different optimizers the name says most; of their settings only a varying learning
+    rate is named (the JSON beside the figure has every setting).
+    """
+    keys = ["optimizer"] + (["lr"] if "lr" in varying else []) if "optimizer" in varying else varying
+    keys = [k for k in keys if k in params]
+    # an "off" switch is named only when nothing else tells the line apart ("no amsgrad")
+    parts = [_describe(k, params[k]) for k in keys if not _is_off(k, params[k])] or [_describe(k, params[k]) for k in keys]
+    return ", ".join(parts) or str(params["optimizer"])
 
 
 def _split(params: list[dict[str, Any]]) -> tuple[list[str], dict[str, Any]]:

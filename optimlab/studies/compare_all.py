@@ -57,7 +57,8 @@ def run(
     for label, cls, opts, la in entries():
         log(f"{label}: defaults, then {lr_trials} learning rates")
         d = sweep(surf, cls, options=opts, steps=steps, lookahead=la, target=target)
-        tune_opts = {**opts, "relative_step": False} if cls.__name__ == "Adafactor" else opts
+        # Adafactor's default ignores lr; tuned, it takes the lr of the grid (the lr here is a placeholder)
+        tune_opts = {**opts, "relative_step": False, "lr": lrs[0]} if cls.__name__ == "Adafactor" else opts
         grid = sweep(surf, cls, {"lr": lrs}, options=tune_opts, steps=steps, lookahead=la, target=target)
         final = [_objective(grid, c) for c in range(len(grid))]
         best = int(np.argmin(final))
