@@ -177,3 +177,64 @@ def test_solves(case: h.Case, problem: str) -> None:
         opt.step()
     dist = (x.detach() - target).norm().item()
     assert math.isfinite(dist) and dist <= tol, f"{case.id}: |x - x*| = {dist:.3g} after {case.solve_steps} steps"
+
+
+@params
+def test_non_finite_gradients_propagate_without_error(case: h.Case) -> None:
+    # The documented policy (as torch.optim): no check, no skip, no hang; NaN reaches the parameter.
+    p, q = torch.ones(4), torch.ones(4)
+    opt = case.make([p, q])
+    p.grad = torch.tensor([1.0, float("nan"), 1.0, 1.0])
+    q.grad = torch.tensor([1.0, float("inf"), 1.0, 1.0])
+    for _ in range(6):  # RAdam's authors' variant takes no step while rho_t <= 5
+        opt.step()
+    assert torch.isnan(p).any() or torch.isinf(p).any()
+    assert not torch.isfinite(q).all()
+
+
+FRESH_PROCESS = """
+import sys, torch
+sys.path.insert(0, {root!r})
+from tests.optim.test_standard import CASES
+case = next(c for c in CASES if c.id == {case!r})
+saved = torch.load({path!r}, weights_only=True)
+ps = saved["params"]
+opt = case.make([{{"params": ps[: len(ps) // 2]}}, {{"params": ps[len(ps) // 2 :]}}])
+sched = torch.optim.lr_scheduler.MultiplicativeLR(opt, lambda _: 0.99)
+opt.load_state_dict(saved["optimizer"])
+sched.load_state_dict(saved["scheduler"])
+for step_grads in saved["grads"]:
+    for p, g in zip(ps, step_grads):
+        p.grad = g.clone()
+    opt.step()
+    sched.step()
+torch.save(ps, {out!r})
+"""
+
+
+@pytest.mark.parametrize("case_id", ["AdaBound", "Adam-amsgrad", "Lookahead-Adam"])
+def test_resume_in_a_fresh_process_under_a_scheduler(case_id: str, tmp_path) -> None:
+    import subprocess
+    import sys
+
+    case = next(c for c in CASES if c.id == case_id)
+    start = h.make_params(case.shapes, torch.float64)
+    grads = h.gradient_stream(case.shapes, 40, torch.float64)
+    straight = h.run(case.make, [p.clone() for p in start], grads, schedule=True)[-1]
+
+    ps = [p.clone() for p in start]
+    opt = case.make(h.param_groups(ps))
+    sched = torch.optim.lr_scheduler.MultiplicativeLR(opt, lambda _: 0.99)
+    for step_grads in grads[:20]:
+        for p, g in zip(ps, step_grads):
+            p.grad = g.clone()
+        opt.step()
+        sched.step()
+    path, out = tmp_path / "ckpt.pt", tmp_path / "out.pt"
+    torch.save({"params": ps, "optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "grads": grads[20:]}, path)
+    root = str(Path(__file__).resolve().parents[2])
+    code = FRESH_PROCESS.format(root=root, case=case_id, path=str(path), out=str(out))
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=root, timeout=120)
+    resumed = torch.load(out, weights_only=True)
+    for a, b in zip(resumed, straight):
+        assert torch.equal(a, b)
