@@ -7,8 +7,8 @@ Run by hand; prints one table per layout::
 
 Layouts: ``large`` (8 tensors of 2**23 float32, 67M parameters), ``many-small`` (387 tensors
 shaped like a 32-layer transformer of width 256, 25.3M parameters) and ``tiny`` (one 2-element
-tensor).  Every optimizer runs with its defaults (``fast=None``: the automatic choice of path) on
-the same parameters and fixed random gradients; the time is the median of ``--reps`` steps after
+tensor).  Every optimizer runs with its defaults (the reference path; ``--fast`` times the experimental
+compiled path, and the first-step columns always do) on the same parameters and fixed random gradients; the time is the median of ``--reps`` steps after
 ``--warmup`` steps (the first of which compiles).
 
 Byte model: a step reads each parameter, gradient and state element once and writes each
@@ -83,9 +83,9 @@ def make_params(shapes: Shapes, seed: int = 0) -> list[torch.Tensor]:
     return params
 
 
-def ours(name: str) -> Callable[[list[torch.Tensor]], torch.optim.Optimizer]:
+def ours(name: str, fast: bool = False) -> Callable[[list[torch.Tensor]], torch.optim.Optimizer]:
     cls, options = PRESETS[name]
-    return lambda params: cls(params, **options)
+    return lambda params: cls(params, **options, fast=fast)
 
 
 def reference(name: str) -> Callable[[list[torch.Tensor]], torch.optim.Optimizer] | None:
@@ -137,7 +137,7 @@ def first_step(layout: str, name: str, cache: str) -> float:
 
 def child(layout: str, name: str) -> None:
     params = make_params(LAYOUTS[layout]())
-    opt = ours(name)(params)
+    opt = ours(name, fast=True)(params)
     start = time.perf_counter()
     opt.step()
     print(json.dumps({"first_step_s": time.perf_counter() - start}))
@@ -157,7 +157,7 @@ def bench_layout(layout: str, names: list[str], args: argparse.Namespace) -> Non
     print("| " + " | ".join(header) + " |")
     print("|" + "---|" * len(header))
     for name in names:
-        opt = ours(name)(params)
+        opt = ours(name, args.fast)(params)
         t = median_step(opt, args.warmup, args.reps)
         state = state_bytes(opt) / n
         model = 3 * 4 + 2 * state
@@ -192,6 +192,7 @@ def main() -> None:
         "--first-step", nargs="*", choices=list(LAYOUTS), default=["many-small"],
         help="layouts whose first step is timed in fresh processes, cold and warm cache (give none to skip)",
     )  # fmt: skip
+    parser.add_argument("--fast", action="store_true", help="time the experimental compiled path (group['fast'] = True)")
     parser.add_argument("--child", nargs=2, metavar=("LAYOUT", "NAME"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:

@@ -50,7 +50,7 @@ class RuleOptimizer(torch.optim.Optimizer):
     fast:
         ``True`` takes the experimental compiled path (:mod:`optimlab.optim._compiled`): the same
         rule fused by ``torch.compile``, opt-in until it beats the reference path including its
-        compile time.  Like ``foreach``, it is a param-group entry: set ``group["fast"] = True``.
+        compile time.  Like ``foreach``, it is also a param-group entry (``group["fast"]``).
 
     Policies that hold for every optimizer of the library:
 

@@ -125,6 +125,7 @@ class AdaBelief(RuleOptimizer):
         *,
         foreach: bool | None = None,
         maximize: bool = False,
+        fast: bool = False,
     ) -> None:
         del print_change_log  # accepted for drop-in compatibility; this class never prints
         defaults = dict(
@@ -138,7 +139,7 @@ class AdaBelief(RuleOptimizer):
             rectify=rectify,
             degenerated_to_sgd=degenerated_to_sgd,
         )
-        super().__init__(params, defaults, foreach=foreach, maximize=maximize)
+        super().__init__(params, defaults, foreach=foreach, maximize=maximize, fast=fast)
 
     def validate(self, group: dict[str, Any]) -> None:
         name = type(self).__name__

@@ -109,11 +109,12 @@ class AdaBound(RuleOptimizer):
         *,
         foreach: bool | None = None,
         maximize: bool = False,
+        fast: bool = False,
     ) -> None:
         defaults = dict(
             lr=lr, betas=betas, final_lr=final_lr, gamma=gamma, eps=eps, weight_decay=weight_decay, amsbound=amsbound
         )
-        super().__init__(params, defaults, foreach=foreach, maximize=maximize)
+        super().__init__(params, defaults, foreach=foreach, maximize=maximize, fast=fast)
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
         if "base_lr" not in param_group:

@@ -148,6 +148,7 @@ class Adafactor(RuleOptimizer):
         *,
         foreach: bool | None = None,
         maximize: bool = False,
+        fast: bool = False,
     ) -> None:
         defaults = dict(
             lr=lr,
@@ -160,7 +161,7 @@ class Adafactor(RuleOptimizer):
             relative_step=relative_step,
             warmup_init=warmup_init,
         )
-        super().__init__(params, defaults, foreach=foreach, maximize=maximize)
+        super().__init__(params, defaults, foreach=foreach, maximize=maximize, fast=fast)
 
     def validate(self, group: dict[str, Any]) -> None:
         name = type(self).__name__

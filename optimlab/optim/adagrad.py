@@ -70,6 +70,7 @@ class Adagrad(RuleOptimizer):
         foreach: bool | None = None,
         *,
         maximize: bool = False,
+        fast: bool = False,
     ) -> None:
         defaults = dict(
             lr=lr,
@@ -78,7 +79,7 @@ class Adagrad(RuleOptimizer):
             initial_accumulator_value=initial_accumulator_value,
             eps=eps,
         )
-        super().__init__(params, defaults, foreach=foreach, maximize=maximize)
+        super().__init__(params, defaults, foreach=foreach, maximize=maximize, fast=fast)
 
     def validate(self, group: dict[str, Any]) -> None:
         name = type(self).__name__

@@ -94,6 +94,7 @@ class Adam(RuleOptimizer):
         *,
         foreach: bool | None = None,
         maximize: bool = False,
+        fast: bool = False,
         decoupled_weight_decay: bool = False,
         amsgrad_corrected_max: bool = False,
         eps_inside_sqrt: bool = False,
@@ -108,7 +109,7 @@ class Adam(RuleOptimizer):
             amsgrad_corrected_max=amsgrad_corrected_max,
             eps_inside_sqrt=eps_inside_sqrt,
         )
-        super().__init__(params, defaults, foreach=foreach, maximize=maximize)
+        super().__init__(params, defaults, foreach=foreach, maximize=maximize, fast=fast)
 
     def validate(self, group: dict[str, Any]) -> None:
         name = type(self).__name__
@@ -133,6 +134,7 @@ class AdamW(Adam):
         *,
         foreach: bool | None = None,
         maximize: bool = False,
+        fast: bool = False,
         amsgrad_corrected_max: bool = False,
         eps_inside_sqrt: bool = False,
     ) -> None:
@@ -145,6 +147,7 @@ class AdamW(Adam):
             amsgrad,
             foreach=foreach,
             maximize=maximize,
+            fast=fast,
             decoupled_weight_decay=True,
             amsgrad_corrected_max=amsgrad_corrected_max,
             eps_inside_sqrt=eps_inside_sqrt,

@@ -75,9 +75,10 @@ class AdaMod(RuleOptimizer):
         *,
         foreach: bool | None = None,
         maximize: bool = False,
+        fast: bool = False,
     ) -> None:
         defaults = dict(lr=lr, betas=betas, beta3=beta3, eps=eps, weight_decay=weight_decay)
-        super().__init__(params, defaults, foreach=foreach, maximize=maximize)
+        super().__init__(params, defaults, foreach=foreach, maximize=maximize, fast=fast)
 
     def validate(self, group: dict[str, Any]) -> None:
         name = type(self).__name__

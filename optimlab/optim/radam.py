@@ -159,6 +159,7 @@ class RAdam(RuleOptimizer):
         *,
         foreach: bool | None = None,
         maximize: bool = False,
+        fast: bool = False,
         degenerated_to_sgd: bool = True,
         inclusive_threshold: bool = False,
     ) -> None:
@@ -171,7 +172,7 @@ class RAdam(RuleOptimizer):
             degenerated_to_sgd=degenerated_to_sgd,
             inclusive_threshold=inclusive_threshold,
         )
-        super().__init__(params, defaults, foreach=foreach, maximize=maximize)
+        super().__init__(params, defaults, foreach=foreach, maximize=maximize, fast=fast)
 
     def validate(self, group: dict[str, Any]) -> None:
         name = type(self).__name__

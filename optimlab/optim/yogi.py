@@ -96,6 +96,7 @@ class Yogi(RuleOptimizer):
         *,
         foreach: bool | None = None,
         maximize: bool = False,
+        fast: bool = False,
         zero_exp_avg: bool = False,
         bias_correction: bool = True,
         eps_before_bias_correction: bool = False,
@@ -112,7 +113,7 @@ class Yogi(RuleOptimizer):
             eps_before_bias_correction=eps_before_bias_correction,
             eps_root=eps_root,
         )
-        super().__init__(params, defaults, foreach=foreach, maximize=maximize)
+        super().__init__(params, defaults, foreach=foreach, maximize=maximize, fast=fast)
 
     def validate(self, group: dict[str, Any]) -> None:
         name = type(self).__name__
