@@ -33,6 +33,9 @@ from . import _compiled
 from ._tensorlist import TensorList
 
 State = dict[str, Tensor]
+
+#: elements per piece when the per-parameter path splits a large tensor (8 MB of float32)
+CHUNK = 1 << 21
 Rule = Callable[..., tuple[Tensor, State]]
 
 
@@ -159,10 +162,27 @@ class RuleOptimizer(torch.optim.Optimizer):
     def _step_param(self, group: dict[str, Any], p: Tensor, kwargs: dict[str, Any]) -> None:
         grad, state, step = self._prepare(group, p)
         tensors = {k: v for k, v in state.items() if k != "step"}
+        if self.elementwise and p.numel() > CHUNK and _chunkable(p, tensors):
+            # The rule is elementwise, so piece by piece is the same arithmetic; pieces keep its
+            # temporaries small enough for the allocator to reuse, where full-size ones (hundreds
+            # of MB) are fresh pages, faulted in on every step.  A 0-dim state (NAdam's
+            # mu_product) is the same for every piece: each piece starts from its old value.
+            split = [k for k, t in tensors.items() if t.dim()]
+            scalars = [k for k, t in tensors.items() if not t.dim()]
+            pieces = zip(p.view(-1).split(CHUNK), grad.reshape(-1).split(CHUNK), *(tensors[k].view(-1).split(CHUNK) for k in split))
+            for piece, g, *parts in pieces:
+                part_state = dict(zip(split, parts)) | {k: tensors[k].clone() for k in scalars}
+                self._apply(piece, g, part_state, step, kwargs)
+            for k in scalars:
+                tensors[k].copy_(part_state[k])
+        else:
+            self._apply(p, grad, tensors, step, kwargs)
+
+    def _apply(self, p: Tensor, grad: Tensor, tensors: State, step: float, kwargs: dict[str, Any]) -> None:
         new_p, new_state = type(self).rule(p, grad, tensors, step, **kwargs)
         p.copy_(new_p)
         for k, v in new_state.items():
-            state[k].copy_(v)
+            tensors[k].copy_(v)
 
     def _step_foreach(self, group: dict[str, Any], params: list[Tensor], kwargs: dict[str, Any]) -> None:
         # Tensors are batched by device, dtype and step count, so that the step (and with it
@@ -185,3 +205,8 @@ class RuleOptimizer(torch.optim.Optimizer):
 @functools.cache
 def _keyword_names(rule: Rule) -> frozenset[str]:
     return frozenset(n for n, p in inspect.signature(rule).parameters.items() if p.kind is p.KEYWORD_ONLY)
+
+
+def _chunkable(p: Tensor, tensors: State) -> bool:
+    """Whether ``p`` and its state can be split into aligned 1-D pieces (0-dim state is shared)."""
+    return p.is_contiguous() and all(t.dim() == 0 or (t.shape == p.shape and t.is_contiguous()) for t in tensors.values())

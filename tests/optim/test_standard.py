@@ -238,3 +238,15 @@ def test_resume_in_a_fresh_process_under_a_scheduler(case_id: str, tmp_path) -> 
     resumed = torch.load(out, weights_only=True)
     for a, b in zip(resumed, straight):
         assert torch.equal(a, b)
+
+
+@params
+def test_large_tensors_updated_in_pieces_equal_the_whole(case: h.Case, monkeypatch: pytest.MonkeyPatch) -> None:
+    from optimlab.optim import _base
+
+    start = h.make_params(case.shapes, torch.float64)
+    grads = h.gradient_stream(case.shapes, 12, torch.float64)
+    whole = h.run(lambda p: case.make(p, foreach=False), [p.clone() for p in start], grads)
+    monkeypatch.setattr(_base, "CHUNK", 5)  # every tensor above 5 elements is split, unevenly
+    pieces = h.run(lambda p: case.make(p, foreach=False), [p.clone() for p in start], grads)
+    assert all(torch.equal(a, b) for xs, ys in zip(whole, pieces) for a, b in zip(xs, ys))
