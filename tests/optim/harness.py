@@ -97,3 +97,26 @@ def roundtrip(state_dict: dict[str, Any]) -> dict[str, Any]:
     torch.save(state_dict, buf)
     buf.seek(0)
     return torch.load(buf, weights_only=True)
+
+
+BEFORE = ([1.0, -2.0, 3.0], [0.5, 0.5, -1.0])
+
+
+def reference_checkpoint_continues(theirs_cls: Make, ours_cls: Make, before: Sequence[list[float]] = BEFORE, **kw: Any) -> dict[str, Any]:
+    """Steps of the reference (one per gradient in ``before``), its state_dict loaded into ours,
+    then one more step of each: equal.  Returns the saved state_dict, for checks of its layout.
+    """
+    p, q = torch.ones(3, dtype=torch.float64), torch.ones(3, dtype=torch.float64)
+    theirs, ours = theirs_cls([p], **kw), ours_cls([q], **kw)
+    for g in before:
+        p.grad = torch.tensor(g, dtype=torch.float64)
+        theirs.step()
+    saved = roundtrip(theirs.state_dict())  # a copy: state_dict() shares tensors
+    ours.load_state_dict(roundtrip(saved))
+    q.copy_(p)
+    for x in (p, q):
+        x.grad = torch.tensor([2.0, 1.0, -1.0], dtype=torch.float64)
+    theirs.step()
+    ours.step()
+    assert torch.allclose(p, q, rtol=0, atol=1e-15)
+    return saved

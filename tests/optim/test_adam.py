@@ -86,15 +86,4 @@ def test_corrected_and_raw_max_differ():
 
 
 def test_torch_state_dict_loads_into_ours():
-    p, q = torch.ones(3, dtype=torch.float64), torch.ones(3, dtype=torch.float64)
-    theirs, ours = torch.optim.Adam([p], lr=0.1, amsgrad=True), Adam([q], lr=0.1, amsgrad=True)
-    for g in ([1.0, -2.0, 3.0], [0.5, 0.5, -1.0]):
-        p.grad = torch.tensor(g, dtype=torch.float64)
-        theirs.step()
-    ours.load_state_dict(h.roundtrip(theirs.state_dict()))  # a copy: state_dict() shares tensors
-    q.copy_(p)
-    for x in (p, q):
-        x.grad = torch.tensor([2.0, 1.0, -1.0], dtype=torch.float64)
-    theirs.step()
-    ours.step()
-    assert torch.allclose(p, q, rtol=0, atol=1e-15)
+    h.reference_checkpoint_continues(torch.optim.Adam, Adam, lr=0.1, amsgrad=True)

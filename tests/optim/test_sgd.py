@@ -76,20 +76,7 @@ def test_rule_under_vmap_with_tensor_step_and_hyperparameters():
 
 @pytest.mark.parametrize("nesterov", [False, True])
 def test_torch_state_dict_loads_into_ours(nesterov):
-    kw = dict(lr=0.1, momentum=0.9, nesterov=nesterov)
-    p, q = torch.ones(3, dtype=torch.float64), torch.ones(3, dtype=torch.float64)
-    theirs, ours = torch.optim.SGD([p], **kw), SGD([q], **kw)
-    for g in ([1.0, -2.0, 3.0], [0.5, 0.5, -1.0]):
-        p.grad = torch.tensor(g, dtype=torch.float64)
-        theirs.step()
-    saved = h.roundtrip(theirs.state_dict())  # a copy: state_dict() shares tensors
-    assert set(saved["state"][0]) == {"momentum_buffer"}  # torch counts no steps
-    ours.load_state_dict(saved)
-    q.copy_(p)
-    for x in (p, q):
-        x.grad = torch.tensor([2.0, 1.0, -1.0], dtype=torch.float64)
-    theirs.step()
-    ours.step()
-    # a buffer that restarted at g (step 1) would move q by lr * g instead
-    assert torch.allclose(p, q, rtol=0, atol=1e-15)
+    saved = h.reference_checkpoint_continues(torch.optim.SGD, SGD, lr=0.1, momentum=0.9, nesterov=nesterov)
+    # torch counts no steps; a buffer that restarted at g (step 1) would have moved ours by lr * g
+    assert set(saved["state"][0]) == {"momentum_buffer"}
 
