@@ -7,9 +7,10 @@ Run by hand; prints one table per layout::
 
 Layouts: ``large`` (8 tensors of 2**23 float32, 67M parameters), ``many-small`` (387 tensors
 shaped like a 32-layer transformer of width 256, 25.3M parameters) and ``tiny`` (one 2-element
-tensor).  Every optimizer runs with its defaults (the reference path; ``--fast`` times the experimental
-compiled path, and the first-step columns always do) on the same parameters and fixed random gradients; the time is the median of ``--reps`` steps after
-``--warmup`` steps (the first of which compiles).
+tensor).  Every optimizer runs with its defaults, so each layout takes the path the library
+chooses (``--path native`` or ``--path reference`` forces one), on the same parameters and fixed
+random gradients; the time is the median of ``--reps`` steps after ``--warmup`` steps (the first
+of which may compile).
 
 Byte model: a step reads each parameter, gradient and state element once and writes each
 parameter and state element once, so it moves ``(3 + 2 S) * 4`` bytes per float32 parameter,
@@ -18,12 +19,12 @@ where ``S`` is the optimizer's state in floats per parameter, measured after one
 GB/s is that byte count over the median step time: work done, not traffic measured, so an
 implementation that makes several passes shows as slower.
 
-Columns: ``path`` (``compiled`` or ``reference``), ``ms`` (median step), ``B/param`` (the byte
+Columns: ``path`` (``native`` or ``reference``), ``ms`` (median step), ``B/param`` (the byte
 model), ``GB/s``, ``vs fused`` (GB/s over torch.optim.Adam(fused=True)'s, measured in the same
 run; on ``tiny``, µs per step over torch.optim.Adam(foreach=False)'s instead), ``vs po`` (the
 pytorch_optimizer implementation's step time over ours, where it implements the same algorithm;
 > 1 means ours is faster), ``first cold``/``first warm`` (seconds for the first step in a fresh
-process, compilation included, with an empty and then a filled Inductor cache) and ``state
+process, compilation included, with an empty and then a filled kernel cache) and ``state
 B/param`` (optimizer state bytes per parameter, ``step`` counters excluded).
 """
 
@@ -54,6 +55,7 @@ def _transformer(layers: int = 32, width: int = 256, vocab: int = 1000) -> Shape
     return [(vocab, width)] + block * layers + [(width,), (width,)]
 
 
+PATHS = {"auto": None, "native": True, "reference": False}
 LAYOUTS: dict[str, Callable[[], Shapes]] = {
     "large": lambda: [(1 << 23,)] * 8,
     "many-small": _transformer,
@@ -83,7 +85,7 @@ def make_params(shapes: Shapes, seed: int = 0) -> list[torch.Tensor]:
     return params
 
 
-def ours(name: str, fast: bool = False) -> Callable[[list[torch.Tensor]], torch.optim.Optimizer]:
+def ours(name: str, fast: bool | None = None) -> Callable[[list[torch.Tensor]], torch.optim.Optimizer]:
     cls, options = PRESETS[name]
     return lambda params: cls(params, **options, fast=fast)
 
@@ -119,16 +121,16 @@ def state_bytes(opt: torch.optim.Optimizer) -> int:
 
 
 def path(opt: torch.optim.Optimizer, params: list[torch.Tensor]) -> str:
-    from optimlab.optim import _compiled
+    from optimlab.optim import _native
 
-    if isinstance(opt, RuleOptimizer) and _compiled.wanted(opt, opt.param_groups[0], params):
-        return "compiled"
+    if isinstance(opt, RuleOptimizer) and _native.wanted(opt, opt.param_groups[0], params):
+        return "native"
     return "reference"
 
 
 def first_step(layout: str, name: str, cache: str) -> float:
-    """Seconds for the first step of ``name`` in a fresh process whose Inductor cache is ``cache``."""
-    env = dict(os.environ, TORCHINDUCTOR_CACHE_DIR=cache)
+    """Seconds for the first step of ``name`` in a fresh process whose kernel cache is ``cache``."""
+    env = dict(os.environ, OPTIMLAB_CACHE_DIR=cache)
     out = subprocess.run(
         [sys.executable, __file__, "--child", layout, name], env=env, check=True, capture_output=True, text=True
     ).stdout
@@ -137,7 +139,7 @@ def first_step(layout: str, name: str, cache: str) -> float:
 
 def child(layout: str, name: str) -> None:
     params = make_params(LAYOUTS[layout]())
-    opt = ours(name, fast=True)(params)
+    opt = ours(name)(params)
     start = time.perf_counter()
     opt.step()
     print(json.dumps({"first_step_s": time.perf_counter() - start}))
@@ -157,7 +159,7 @@ def bench_layout(layout: str, names: list[str], args: argparse.Namespace) -> Non
     print("| " + " | ".join(header) + " |")
     print("|" + "---|" * len(header))
     for name in names:
-        opt = ours(name, args.fast)(params)
+        opt = ours(name, PATHS[args.path])(params)
         t = median_step(opt, args.warmup, args.reps)
         state = state_bytes(opt) / n
         model = 3 * 4 + 2 * state
@@ -192,7 +194,10 @@ def main() -> None:
         "--first-step", nargs="*", choices=list(LAYOUTS), default=["many-small"],
         help="layouts whose first step is timed in fresh processes, cold and warm cache (give none to skip)",
     )  # fmt: skip
-    parser.add_argument("--fast", action="store_true", help="time the experimental compiled path (group['fast'] = True)")
+    parser.add_argument(
+        "--path", choices=list(PATHS), default="auto",
+        help="auto: the library's choice (fast=None); native or reference: fast=True or fast=False",
+    )  # fmt: skip
     parser.add_argument("--child", nargs=2, metavar=("LAYOUT", "NAME"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:

@@ -12,7 +12,8 @@ values.  That single definition then serves every path:
   whole parameter group is updated by multi-tensor kernels;
 * the batched sweep engine: the same call under ``torch.vmap`` with one hyperparameter value per
   configuration;
-* compiled fast paths: the same call traced by ``torch.compile``.
+* the native fast path: the same call traced once and translated into a C loop
+  (:mod:`~optimlab.optim._codegen`, :mod:`~optimlab.optim._native`).
 
 Hyperparameters may therefore be Python numbers or tensors that broadcast.  ``step`` is the
 1-based step count of the state being updated (a Python float here, a tensor elsewhere).
@@ -29,7 +30,7 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor
 
-from . import _compiled
+from . import _native
 from ._tensorlist import TensorList
 
 State = dict[str, Tensor]
@@ -51,9 +52,11 @@ class RuleOptimizer(torch.optim.Optimizer):
     maximize:
         maximize the objective (the rule sees ``-grad``; ``p.grad`` itself is never modified).
     fast:
-        ``True`` takes the experimental compiled path (:mod:`optimlab.optim._compiled`): the same
-        rule fused by ``torch.compile``, opt-in until it beats the reference path including its
-        compile time.  Like ``foreach``, it is also a param-group entry (``group["fast"]``).
+        the native fast path (:mod:`optimlab.optim._native`): the same rule compiled into one
+        C loop over all the group's tensors.  ``None`` (default) takes it for float32/float64
+        CPU tensors when the group has at least 65,536 elements and a C compiler is found;
+        ``True`` takes it whatever the size; ``False`` turns it off.  Like ``foreach``, it is
+        also a param-group entry (``group["fast"]``).
 
     Policies that hold for every optimizer of the library:
 
@@ -77,7 +80,7 @@ class RuleOptimizer(torch.optim.Optimizer):
         *,
         foreach: bool | None = None,
         maximize: bool = False,
-        fast: bool = False,
+        fast: bool | None = None,
     ) -> None:
         defaults = dict(defaults, foreach=foreach, maximize=maximize, fast=fast)
         super().__init__(params, defaults)
@@ -131,37 +134,39 @@ class RuleOptimizer(torch.optim.Optimizer):
             foreach = group["foreach"]
             if foreach is None:
                 foreach = all(p.is_cuda for p in params)
-            if _compiled.wanted(self, group, params):
-                _compiled.step_group(self, group, params, kwargs)
+            if _native.wanted(self, group, params):
+                _native.step_group(self, group, params, kwargs)
             elif foreach and self.elementwise:
                 self._step_foreach(group, params, kwargs)
             else:
-                for p in params:
-                    self._step_param(group, p, kwargs)
+                for p, (grad, state, step) in zip(params, self._prepare(group, params)):
+                    self._update(p, grad, {k: v for k, v in state.items() if k != "step"}, step, kwargs)
         return loss
 
     # -- the two paths ------------------------------------------------------------------------
-    def _prepare(self, group: dict[str, Any], p: Tensor) -> tuple[Tensor, State, float]:
-        grad = p.grad
-        if grad.is_sparse:
-            raise RuntimeError(f"{type(self).__name__} does not support sparse gradients")
-        if torch.is_complex(p):
-            raise RuntimeError(f"{type(self).__name__} does not support complex parameters")
-        state = self.state[p]
-        if not state:
-            state["step"] = torch.tensor(0.0)
-            state.update(self.init_state(p, group))
-        elif not torch.is_tensor(state["step"]):
-            # checkpoints of some reference packages (adabound) keep the step as a Python int
-            state["step"] = torch.tensor(float(state["step"]))
-        state["step"] += 1
-        if group["maximize"]:
-            grad = -grad
-        return grad, state, state["step"].item()
+    def _prepare(self, group: dict[str, Any], params: list[Tensor]) -> list[tuple[Tensor, State, float]]:
+        """``(grad, state, step)`` per parameter, each step count advanced by one (one kernel for all)."""
+        prepared = []
+        for p in params:
+            grad = p.grad
+            if grad.is_sparse:
+                raise RuntimeError(f"{type(self).__name__} does not support sparse gradients")
+            if p.is_complex():
+                raise RuntimeError(f"{type(self).__name__} does not support complex parameters")
+            state = self.state[p]
+            if not state:
+                state["step"] = torch.tensor(0.0)
+                state.update(self.init_state(p, group))
+            elif not torch.is_tensor(state["step"]):
+                # checkpoints of some reference packages (adabound) keep the step as a Python int
+                state["step"] = torch.tensor(float(state["step"]))
+            prepared.append((-grad if group["maximize"] else grad, state))
+        counts = [state["step"] for _, state in prepared]
+        torch._foreach_add_(counts, 1)
+        return [(grad, state, count.item()) for (grad, state), count in zip(prepared, counts)]
 
-    def _step_param(self, group: dict[str, Any], p: Tensor, kwargs: dict[str, Any]) -> None:
-        grad, state, step = self._prepare(group, p)
-        tensors = {k: v for k, v in state.items() if k != "step"}
+    def _update(self, p: Tensor, grad: Tensor, tensors: State, step: float, kwargs: dict[str, Any]) -> None:
+        """The reference update of one parameter whose step count is already advanced."""
         if self.elementwise and p.numel() > CHUNK and _chunkable(p, tensors):
             # The rule is elementwise, so piece by piece is the same arithmetic; pieces keep its
             # temporaries small enough for the allocator to reuse, where full-size ones (hundreds
@@ -188,8 +193,7 @@ class RuleOptimizer(torch.optim.Optimizer):
         # Tensors are batched by device, dtype and step count, so that the step (and with it
         # every bias correction) is one number per batch, exactly as in the per-parameter path.
         batches: dict[tuple[Any, ...], list[tuple[Tensor, Tensor, State]]] = defaultdict(list)
-        for p in params:
-            grad, state, step = self._prepare(group, p)
+        for p, (grad, state, step) in zip(params, self._prepare(group, params)):
             batches[(p.device, p.dtype, step)].append((p, grad, state))
         for (_, _, step), batch in batches.items():
             ps = TensorList(p for p, _, _ in batch)

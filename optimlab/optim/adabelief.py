@@ -125,7 +125,7 @@ class AdaBelief(RuleOptimizer):
         *,
         foreach: bool | None = None,
         maximize: bool = False,
-        fast: bool = False,
+        fast: bool | None = None,
     ) -> None:
         del print_change_log  # accepted for drop-in compatibility; this class never prints
         defaults = dict(

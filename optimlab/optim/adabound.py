@@ -109,7 +109,7 @@ class AdaBound(RuleOptimizer):
         *,
         foreach: bool | None = None,
         maximize: bool = False,
-        fast: bool = False,
+        fast: bool | None = None,
     ) -> None:
         defaults = dict(
             lr=lr, betas=betas, final_lr=final_lr, gamma=gamma, eps=eps, weight_decay=weight_decay, amsbound=amsbound

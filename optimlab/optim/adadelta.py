@@ -62,7 +62,7 @@ class Adadelta(RuleOptimizer):
         foreach: bool | None = None,
         *,
         maximize: bool = False,
-        fast: bool = False,
+        fast: bool | None = None,
     ) -> None:
         defaults = dict(lr=lr, rho=rho, eps=eps, weight_decay=weight_decay)
         super().__init__(params, defaults, foreach=foreach, maximize=maximize, fast=fast)

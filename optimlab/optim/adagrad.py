@@ -70,7 +70,7 @@ class Adagrad(RuleOptimizer):
         foreach: bool | None = None,
         *,
         maximize: bool = False,
-        fast: bool = False,
+        fast: bool | None = None,
     ) -> None:
         defaults = dict(
             lr=lr,

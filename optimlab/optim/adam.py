@@ -94,7 +94,7 @@ class Adam(RuleOptimizer):
         *,
         foreach: bool | None = None,
         maximize: bool = False,
-        fast: bool = False,
+        fast: bool | None = None,
         decoupled_weight_decay: bool = False,
         amsgrad_corrected_max: bool = False,
         eps_inside_sqrt: bool = False,
@@ -134,7 +134,7 @@ class AdamW(Adam):
         *,
         foreach: bool | None = None,
         maximize: bool = False,
-        fast: bool = False,
+        fast: bool | None = None,
         amsgrad_corrected_max: bool = False,
         eps_inside_sqrt: bool = False,
     ) -> None:

@@ -63,7 +63,7 @@ class Adamax(RuleOptimizer):
         foreach: bool | None = None,
         *,
         maximize: bool = False,
-        fast: bool = False,
+        fast: bool | None = None,
     ) -> None:
         defaults = dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay)
         super().__init__(params, defaults, foreach=foreach, maximize=maximize, fast=fast)

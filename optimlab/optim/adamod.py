@@ -75,7 +75,7 @@ class AdaMod(RuleOptimizer):
         *,
         foreach: bool | None = None,
         maximize: bool = False,
-        fast: bool = False,
+        fast: bool | None = None,
     ) -> None:
         defaults = dict(lr=lr, betas=betas, beta3=beta3, eps=eps, weight_decay=weight_decay)
         super().__init__(params, defaults, foreach=foreach, maximize=maximize, fast=fast)

@@ -159,7 +159,7 @@ class RAdam(RuleOptimizer):
         *,
         foreach: bool | None = None,
         maximize: bool = False,
-        fast: bool = False,
+        fast: bool | None = None,
         degenerated_to_sgd: bool = True,
         inclusive_threshold: bool = False,
     ) -> None:

@@ -83,7 +83,7 @@ class RMSprop(RuleOptimizer):
         *,
         foreach: bool | None = None,
         maximize: bool = False,
-        fast: bool = False,
+        fast: bool | None = None,
     ) -> None:
         defaults = dict(lr=lr, alpha=alpha, eps=eps, weight_decay=weight_decay, momentum=momentum, centered=centered)
         super().__init__(params, defaults, foreach=foreach, maximize=maximize, fast=fast)

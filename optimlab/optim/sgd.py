@@ -93,7 +93,7 @@ class SGD(RuleOptimizer):
         nesterov: bool = False,
         *,
         maximize: bool = False,
-        fast: bool = False,
+        fast: bool | None = None,
         foreach: bool | None = None,
     ) -> None:
         defaults = dict(lr=lr, momentum=momentum, dampening=dampening, weight_decay=weight_decay, nesterov=nesterov)

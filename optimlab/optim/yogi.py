@@ -96,7 +96,7 @@ class Yogi(RuleOptimizer):
         *,
         foreach: bool | None = None,
         maximize: bool = False,
-        fast: bool = False,
+        fast: bool | None = None,
         zero_exp_avg: bool = False,
         bias_correction: bool = True,
         eps_before_bias_correction: bool = False,

@@ -1,0 +1,237 @@
+"""The native fast path: each optimizer's rule as one compiled C loop over all of a group's tensors.
+
+An optimizer step is memory traffic.  The reference paths run the rule one tensor operation at a
+time, so every intermediate makes a round trip through memory; here the rule, translated by
+:mod:`~optimlab.optim._codegen`, reads each parameter, gradient and state element once and writes
+the parameter and state once, on every thread (OpenMP), for all the tensors of a group in one call.
+Hyperparameters and the step count are arguments of the call: a scheduler never recompiles.
+
+When it is used (``fast`` is a constructor option and a param-group entry):
+
+* ``fast=None`` (the default): for float32/float64 CPU tensors when the group holds at least
+  :data:`AUTO_MIN_ELEMENTS` elements (below that a one-off compilation outweighs the steps it
+  saves) and a C compiler is found;
+* ``fast=True``: for every float32/float64 CPU tensor, whatever the size;
+* ``fast=False``: never; the reference path.
+
+Other tensors (CUDA, 16-bit, non-contiguous, state of another layout) take the reference path.
+
+Compiled kernels are cached on disk, keyed by their source, the compiler and the machine, under
+``$OPTIMLAB_CACHE_DIR/kernels`` (default ``~/.cache/optimlab/kernels``): a warm cache costs one
+trace of the rule (tens of ms) per configuration and process.  The compiler is ``$CC`` or the
+first of ``cc``, ``gcc``, ``clang`` on the ``PATH``.  If none is found, or a compilation fails,
+a warning is given once and the reference path is used.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import os
+import platform
+import shutil
+import subprocess
+import tempfile
+import threading
+import warnings
+from collections import defaultdict
+from collections.abc import Hashable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+from torch import Tensor
+
+from . import _codegen
+
+if TYPE_CHECKING:
+    from ._base import RuleOptimizer, State
+
+#: with ``fast=None``, groups of fewer elements keep the reference path
+AUTO_MIN_ELEMENTS = 1 << 16
+_DTYPES = (torch.float32, torch.float64)
+# ISO C (no GNU extensions) keeps a*b + c as two roundings: no FMA contraction.  Neither
+# -fno-math-errno nor -fno-trapping-math changes a result; they let sqrt and selects vectorise.
+_FLAGS = ["-std=c11", "-O3", "-ffp-contract=off", "-fno-math-errno", "-fno-trapping-math", "-fPIC", "-shared"]
+_NATIVE = ["-march=native"]
+_OPENMP = ["-fopenmp"]
+
+_lock = threading.Lock()
+_disabled: str | None = None
+_compiler: tuple[str, str] | None = None  # (path, identity)
+_kernels: dict[Hashable, Any] = {}  # configuration -> C function, or None when unsupported
+
+
+def cache_dir() -> Path:
+    """Where compiled kernels are kept: ``$OPTIMLAB_CACHE_DIR/kernels`` or ``~/.cache/optimlab/kernels``."""
+    root = os.environ.get("OPTIMLAB_CACHE_DIR") or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "optimlab"
+    return Path(root) / "kernels"
+
+
+def available() -> bool:
+    """Whether a C compiler was found (and no compilation has failed in this process)."""
+    return _find_compiler() is not None
+
+
+def wanted(opt: RuleOptimizer, group: dict[str, Any], params: list[Tensor]) -> bool:
+    """Whether ``group`` takes the native path (see the module docstring)."""
+    fast = group.get("fast")
+    if fast is False or not type(opt).elementwise:
+        return False
+    if fast is None and sum(p.numel() for p in params) < AUTO_MIN_ELEMENTS:
+        return False
+    return available()
+
+
+def _find_compiler() -> tuple[str, str] | None:
+    global _compiler
+    if _disabled is not None:
+        return None
+    if _compiler is None:
+        names = [os.environ["CC"]] if os.environ.get("CC") else ["cc", "gcc", "clang"]
+        path = next((p for p in map(shutil.which, names) if p), None)
+        if path is None:
+            _disable(f"no C compiler found (tried {', '.join(names)}; set CC)")
+            return None
+        try:
+            version = subprocess.run([path, "--version"], capture_output=True, text=True, timeout=60).stdout
+        except (OSError, subprocess.SubprocessError) as exc:
+            _disable(f"the C compiler {path} does not run ({exc})")
+            return None
+        _compiler = (path, version)
+    return _compiler
+
+
+def _disable(reason: str) -> None:
+    global _disabled
+    _disabled = reason
+    warnings.warn(f"optimlab: native optimizer steps are off, the reference path is used: {reason}", RuntimeWarning, stacklevel=5)
+
+
+def _machine() -> str:
+    # -march=native code runs only where the same instructions exist
+    try:
+        with open("/proc/cpuinfo") as f:
+            return "".join(line for line in f if line.startswith(("model name", "flags")))[:100_000]
+    except OSError:
+        return platform.processor() + platform.machine()
+
+
+def _build(source: str) -> Any:
+    """The C function of ``source``, compiled or taken from the disk cache."""
+    path, identity = _compiler  # type: ignore[misc]
+    key = hashlib.sha256("\0".join([source, identity, " ".join(_FLAGS), _machine()]).encode()).hexdigest()[:32]
+    directory = cache_dir()
+    lib = directory / f"{key}.so"
+    if not lib.exists():
+        directory.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=directory) as tmp:
+            src = Path(tmp) / "kernel.c"
+            src.write_text(source)
+            errors = ""
+            # -march=native and OpenMP where the compiler has them, plain C11 otherwise
+            for extra in (_NATIVE + _OPENMP, _OPENMP, []):
+                out = Path(tmp) / "kernel.so"
+                done = subprocess.run([path, *_FLAGS, *extra, str(src), "-o", str(out), "-lm"], capture_output=True, text=True)
+                if done.returncode == 0:
+                    os.replace(out, lib)  # atomic: a concurrent process sees all of it or nothing
+                    break
+                errors = done.stderr
+            else:
+                raise RuntimeError(f"{path} failed: {errors.strip()[-2000:]}")
+    fn = ctypes.CDLL(str(lib)).optimlab_step
+    fn.restype = None
+    fn.argtypes = [ctypes.c_int64, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int]
+    return fn
+
+
+def _split(kwargs: dict[str, Any]) -> tuple[dict[str, Any], dict[str, float]]:
+    """Rule keyword arguments -> (constants the kernel specialises on, run-time numbers).
+
+    A number equal to 0 is a constant, because rules skip its term (``_math.is_zero``) exactly
+    as the reference path does: crossing 0 builds one more kernel, once.
+    """
+    static, hyper = {}, {}
+    for k, v in kwargs.items():
+        if isinstance(v, (int, float)) and not isinstance(v, bool) and v != 0:
+            hyper[k] = float(v)
+        elif isinstance(v, Tensor) and v.numel() == 1 and v.item() != 0:
+            hyper[k] = float(v.item())
+        else:
+            static[k] = v
+    return static, hyper
+
+
+def _kernel(rule: Any, static_key: Hashable, hyper: tuple[str, ...], layout: tuple[tuple[str, bool], ...], dtype: torch.dtype) -> Any:
+    """``(Kernel, C function)`` for this configuration, or None if it has no native form."""
+    key = (rule, static_key, hyper, layout, dtype)
+    with _lock:
+        if key not in _kernels:
+            try:
+                kernel = _codegen.generate(rule, dict(static_key), hyper, dict(layout), dtype)
+            except _codegen.Unsupported:
+                _kernels[key] = None
+                return None
+            try:
+                _kernels[key] = (kernel, _build(kernel.source))
+            except Exception as exc:  # noqa: BLE001 - a failed build must not lose the step
+                _disable(f"compilation failed ({type(exc).__name__}: {exc})")
+                return None
+        return _kernels[key]
+
+
+def step_group(opt: RuleOptimizer, group: dict[str, Any], params: list[Tensor], kwargs: dict[str, Any]) -> None:
+    """One step of ``group``'s parameters with a gradient: native where possible, else reference."""
+    static, numbers = _split(kwargs)
+    hyper = tuple(numbers)
+    try:
+        static_key: Hashable = tuple(sorted(static.items()))
+        hash(static_key)
+    except TypeError:
+        static_key = None  # an unhashable option: no kernel can be keyed on it
+    rule = type(opt).rule
+    batches: dict[tuple[Any, ...], list[tuple[Tensor, Tensor, State]]] = defaultdict(list)
+    kernels: dict[tuple[Any, ...], Any] = {}
+    for p, (grad, state, step) in zip(params, opt._prepare(group, params)):
+        tensors = {k: v for k, v in state.items() if k != "step"}
+        layout = _layout(p, grad, tensors) if static_key is not None else None
+        if (layout, p.dtype) not in kernels:
+            kernels[layout, p.dtype] = _kernel(rule, static_key, hyper, layout, p.dtype) if layout is not None else None
+        if kernels[layout, p.dtype] is None:
+            opt._update(p, grad, tensors, step, kwargs)
+        else:
+            batches[(layout, p.dtype, step)].append((p, grad.contiguous(), tensors))
+    for (layout, dtype, step), batch in batches.items():
+        k, fn = kernels[layout, dtype]
+        vec = [p for p, _, _ in batch] + [g for _, g, _ in batch]
+        vec += [s[name] for name in k.vector[2:] for _, _, s in batch]
+        sca = [s[name] for name in k.scalar for _, _, s in batch]
+        numel = torch.tensor([p.numel() for p, _, _ in batch], dtype=torch.int64)
+        vptr = torch.tensor([t.data_ptr() for t in vec], dtype=torch.int64)
+        sptr = torch.tensor([t.data_ptr() for t in sca] or [0], dtype=torch.int64)
+        h = torch.tensor([step, *(numbers[name] for name in k.hyper)], dtype=torch.float64)
+        _launch(fn, len(batch), numel, vptr, sptr, h)
+
+
+def _launch(fn: Any, n: int, numel: Tensor, vptr: Tensor, sptr: Tensor, h: Tensor) -> None:
+    """Run a kernel over ``n`` tensors (its arguments are described in :class:`_codegen.Kernel`)."""
+    fn(n, numel.data_ptr(), vptr.data_ptr(), sptr.data_ptr(), h.data_ptr(), torch.get_num_threads())
+
+
+def _layout(p: Tensor, grad: Tensor, state: State) -> tuple[tuple[str, bool], ...] | None:
+    """``(name, full-size)`` per state tensor, or None if ``p`` must take the reference path."""
+    # run for every parameter at every step: the cheapest checks that make the C loop safe
+    dtype, shape = p.dtype, p.shape
+    if dtype not in _DTYPES or not p.is_cpu or not p.is_contiguous() or grad.dtype != dtype or grad.shape != shape:
+        return None
+    layout = []
+    for k, v in state.items():
+        if v.dtype != dtype or not v.is_cpu:
+            return None
+        if v.shape == shape and v.is_contiguous():
+            layout.append((k, True))
+        elif not v.dim():
+            layout.append((k, False))
+        else:
+            return None
+    return tuple(layout)
