@@ -47,16 +47,17 @@ class RuleOptimizer(torch.optim.Optimizer):
     :meth:`rule_kwargs`.  Common options, the same as torch.optim's:
 
     foreach:
-        ``None`` (default) uses the multi-tensor path on CUDA and the per-parameter path on the
-        CPU, as torch.optim does; ``True``/``False`` force it.
+        for tensors the native path does not take: ``None`` (default) uses the multi-tensor path
+        on CUDA and the per-parameter path on the CPU, as torch.optim does; ``True``/``False``
+        force it.
     maximize:
         maximize the objective (the rule sees ``-grad``; ``p.grad`` itself is never modified).
     fast:
         the native fast path (:mod:`optimlab.optim._native`): the same rule compiled into one
-        C loop over all the group's tensors.  ``None`` (default) takes it for float32/float64
-        CPU tensors when the group has at least 65,536 elements and a C compiler is found;
-        ``True`` takes it whatever the size; ``False`` turns it off.  Like ``foreach``, it is
-        also a param-group entry (``group["fast"]``).
+        C loop over all the group's tensors, for float32/float64 CPU tensors.  ``None`` (default)
+        takes it when a C compiler is found, ``True`` also warns once when none is, ``False``
+        turns it off (the reference paths below).  Like ``foreach``, it is also a param-group
+        entry (``group["fast"]``).
 
     Policies that hold for every optimizer of the library:
 
@@ -134,7 +135,7 @@ class RuleOptimizer(torch.optim.Optimizer):
             foreach = group["foreach"]
             if foreach is None:
                 foreach = all(p.is_cuda for p in params)
-            if _native.wanted(self, group, params):
+            if _native.wanted(self, group):
                 _native.step_group(self, group, params, kwargs)
             elif foreach and self.elementwise:
                 self._step_foreach(group, params, kwargs)

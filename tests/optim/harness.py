@@ -46,6 +46,19 @@ class Case:
         return self.id
 
 
+def with_fast(make: Make, fast: bool | None) -> Make:
+    """``make`` with ``group["fast"] = fast`` in every group (of Lookahead's inner optimizer too):
+    ``False`` is the reference path, ``True`` the native one."""
+
+    def made(params: Any, **kwargs: Any) -> torch.optim.Optimizer:
+        opt = make(params, **kwargs)
+        for group in getattr(opt, "optimizer", opt).param_groups:
+            group["fast"] = fast
+        return opt
+
+    return made
+
+
 def make_params(shapes: Sequence[tuple[int, ...]], dtype: torch.dtype, seed: int = 0) -> list[Tensor]:
     gen = torch.Generator().manual_seed(seed)
     return [torch.randn(s, generator=gen, dtype=torch.float64).to(dtype) for s in shapes]

@@ -23,10 +23,11 @@ params = pytest.mark.parametrize("case", CASES, ids=str)
 
 @pytest.mark.parametrize("case", with_ref, ids=str)
 @pytest.mark.parametrize(("dtype", "tol"), [(torch.float64, 1e-9), (torch.float32, 1e-5)], ids=["f64", "f32"])
-def test_parity_with_reference(case: h.Case, dtype: torch.dtype, tol: float) -> None:
+@pytest.mark.parametrize("fast", [None, False], ids=["default", "reference-path"])
+def test_parity_with_reference(case: h.Case, dtype: torch.dtype, tol: float, fast: bool | None) -> None:
     start = h.make_params(case.shapes, dtype)
     grads = h.gradient_stream(case.shapes, case.steps, dtype)
-    ours = h.run(case.make, [p.clone() for p in start], grads)
+    ours = h.run(h.with_fast(case.make, fast), [p.clone() for p in start], grads)
     ref = h.run(case.reference, [p.clone() for p in start], grads)
     assert h.relative_gap(ours, ref, start) <= tol
 
@@ -72,8 +73,9 @@ def test_foreach_path_equals_per_parameter_path(case: h.Case) -> None:
         pytest.skip("no multi-tensor path: the rule reduces over each tensor")
     start = h.make_params(case.shapes, torch.float64)
     grads = h.gradient_stream(case.shapes, 50, torch.float64)
-    single = h.run(lambda p: case.make(p, foreach=False), [p.clone() for p in start], grads)
-    multi = h.run(lambda p: case.make(p, foreach=True), [p.clone() for p in start], grads)
+    reference = h.with_fast(case.make, False)
+    single = h.run(lambda p: reference(p, foreach=False), [p.clone() for p in start], grads)
+    multi = h.run(lambda p: reference(p, foreach=True), [p.clone() for p in start], grads)
     assert h.relative_gap(multi, single, start) <= 1e-12
 
 
@@ -246,7 +248,8 @@ def test_large_tensors_updated_in_pieces_equal_the_whole(case: h.Case, monkeypat
 
     start = h.make_params(case.shapes, torch.float64)
     grads = h.gradient_stream(case.shapes, 12, torch.float64)
-    whole = h.run(lambda p: case.make(p, foreach=False), [p.clone() for p in start], grads)
+    reference = h.with_fast(case.make, False)
+    whole = h.run(lambda p: reference(p, foreach=False), [p.clone() for p in start], grads)
     monkeypatch.setattr(_base, "CHUNK", 5)  # every tensor above 5 elements is split, unevenly
-    pieces = h.run(lambda p: case.make(p, foreach=False), [p.clone() for p in start], grads)
+    pieces = h.run(lambda p: reference(p, foreach=False), [p.clone() for p in start], grads)
     assert all(torch.equal(a, b) for xs, ys in zip(whole, pieces) for a, b in zip(xs, ys))
