@@ -123,7 +123,7 @@ def state_bytes(opt: torch.optim.Optimizer) -> int:
 def path(opt: torch.optim.Optimizer, params: list[torch.Tensor]) -> str:
     from optimlab.optim import _native
 
-    if isinstance(opt, RuleOptimizer) and _native.wanted(opt, opt.param_groups[0], params):
+    if isinstance(opt, RuleOptimizer) and _native.wanted(opt, opt.param_groups[0]):
         return "native"
     return "reference"
 

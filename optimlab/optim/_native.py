@@ -12,8 +12,9 @@ When it is used (``fast`` is a constructor option and a param-group entry):
   found.  Without one, ``None`` quietly keeps the reference path and ``True`` warns once.
 * ``fast=False``: never; the reference path.
 
-Other tensors (CUDA, 16-bit, non-contiguous, state of another layout) take the reference path,
-and so does an optimizer whose rule is not elementwise (Adafactor).
+Other tensors (CUDA, 16-bit, non-contiguous, state of another layout) take the reference path.
+Rules that reduce over a tensor (Adafactor) get a loop-nest kernel (:mod:`~optimlab.optim._loopnest`)
+that updates one tensor after another.
 
 The first step of each configuration (rule, options, which hyperparameters are 0, dtype, state
 layout) traces the rule (tens of ms) and compiles it with ``$CC`` or the first of ``cc``,
@@ -31,6 +32,7 @@ from __future__ import annotations
 
 import ctypes
 import hashlib
+import math
 import os
 import platform
 import shutil
@@ -46,7 +48,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import Tensor
 
-from . import _codegen
+from . import _codegen, _loopnest
 
 if TYPE_CHECKING:
     from ._base import RuleOptimizer, State
@@ -79,7 +81,7 @@ def available() -> bool:
 def wanted(opt: RuleOptimizer, group: dict[str, Any]) -> bool:
     """Whether ``group`` takes the native path (see the module docstring)."""
     fast = group.get("fast")
-    if fast is False or not type(opt).elementwise:
+    if fast is False:
         return False
     if not available():
         if fast:
@@ -174,13 +176,21 @@ def _split(kwargs: dict[str, Any]) -> tuple[dict[str, Any], dict[str, float]]:
     return static, hyper
 
 
-def _kernel(rule: Any, static_key: Hashable, hyper: tuple[str, ...], layout: tuple[tuple[str, bool], ...], dtype: torch.dtype) -> Any:
-    """``(Kernel, C function)`` for this configuration, or None if it has no native form."""
+Layout = tuple[tuple[int, ...], tuple[tuple[str, tuple[int, ...]], ...]]
+#: the shape an elementwise rule is traced with (any size works: the graph does not depend on it)
+_FLAT = (4,)
+
+
+def _kernel(rule: Any, static_key: Hashable, hyper: tuple[str, ...], layout: Layout, dtype: torch.dtype) -> Any:
+    """``(Kernel, C function)`` for this configuration, or None if it has no native form.
+
+    ``layout`` is the shape to trace with and the state's names and shapes at that shape.
+    """
     key = (rule, static_key, hyper, layout, dtype)
     with _lock:
         if key not in _kernels:
             try:
-                kernel = _codegen.generate(rule, dict(static_key), hyper, dict(layout), dtype)
+                kernel = _codegen.generate(rule, dict(static_key), hyper, layout[0], dict(layout[1]), dtype)
             except _codegen.Unsupported:
                 _kernels[key] = None
                 return None
@@ -202,15 +212,27 @@ def step_group(opt: RuleOptimizer, group: dict[str, Any], params: list[Tensor], 
         hash(static_key)
     except TypeError:
         static_key = None  # an unhashable option: no kernel can be keyed on it
-    rule = type(opt).rule
+    rule, elementwise = type(opt).rule, type(opt).elementwise
     batches: dict[tuple[Any, ...], list[tuple[Tensor, Tensor, State]]] = defaultdict(list)
     kernels: dict[tuple[Any, ...], Any] = {}
     for p, (grad, state, step) in zip(params, opt._prepare(group, params)):
         tensors = {k: v for k, v in state.items() if k != "step"}
-        layout = _layout(p, grad, tensors) if static_key is not None else None
+        if static_key is None or not _eligible(p, grad):
+            layout = None
+        elif elementwise:
+            layout = _flat_layout(p, tensors)
+        else:  # traced at a fixed rank; the state's shapes at that rank come from init_state
+            traced = _loopnest.MATRIX if p.dim() >= 2 else _loopnest.VECTOR
+            layout = (traced, tuple(tensors))  # type: ignore[assignment]
         if (layout, p.dtype) not in kernels:
-            kernels[layout, p.dtype] = _kernel(rule, static_key, hyper, layout, p.dtype) if layout is not None else None
-        if kernels[layout, p.dtype] is None:
+            if layout is not None and not elementwise:
+                example = opt.init_state(torch.zeros(layout[0], dtype=p.dtype), group)
+                full = (layout[0], tuple((k, tuple(v.shape)) for k, v in example.items()))
+                kernels[layout, p.dtype] = _kernel(rule, static_key, hyper, full, p.dtype) if tuple(example) == layout[1] else None
+            else:
+                kernels[layout, p.dtype] = _kernel(rule, static_key, hyper, layout, p.dtype) if layout is not None else None
+        found = kernels[layout, p.dtype]
+        if found is None or (found[0].dims and not _fits(found[0], p, tensors)):
             opt._update(p, grad, tensors, step, kwargs)
         else:
             batches[(layout, p.dtype, step)].append((p, grad.contiguous(), tensors))
@@ -220,35 +242,56 @@ def step_group(opt: RuleOptimizer, group: dict[str, Any], params: list[Tensor], 
         vec += [s[name] for name in k.vector[2:] for _, _, s in batch]
         sca = [s[name] for name in k.scalar for _, _, s in batch]
         n = len(batch)
+        sizes = [d for p, _, _ in batch for d in _dims(p)] if k.dims else [p.numel() for p, _, _ in batch]
         _launch(
             fn,
             n,
-            (ctypes.c_int64 * n)(*(p.numel() for p, _, _ in batch)),
+            (ctypes.c_int64 * len(sizes))(*sizes),
             (ctypes.c_void_p * len(vec))(*(t.data_ptr() for t in vec)),
             (ctypes.c_void_p * max(1, len(sca)))(*(t.data_ptr() for t in sca)),
             (ctypes.c_double * (1 + len(k.hyper)))(step, *(numbers[name] for name in k.hyper)),
         )
 
 
-def _launch(fn: Any, n: int, numel: ctypes.Array, vec: ctypes.Array, sca: ctypes.Array, h: ctypes.Array) -> None:
+def _launch(fn: Any, n: int, sizes: ctypes.Array, vec: ctypes.Array, sca: ctypes.Array, h: ctypes.Array) -> None:
     """Run a kernel over ``n`` tensors (its arguments are described in :class:`_codegen.Kernel`)."""
-    fn(n, numel, vec, sca, h, torch.get_num_threads())
+    fn(n, sizes, vec, sca, h, torch.get_num_threads())
 
 
-def _layout(p: Tensor, grad: Tensor, state: State) -> tuple[tuple[str, bool], ...] | None:
-    """``(name, full-size)`` per state tensor, or None if ``p`` must take the reference path."""
+def _eligible(p: Tensor, grad: Tensor) -> bool:
+    return p.dtype in _DTYPES and p.is_cpu and p.is_contiguous() and grad.dtype == p.dtype and grad.shape == p.shape
+
+
+def _flat_layout(p: Tensor, state: State) -> Layout | None:
+    """The layout of an elementwise rule's state, or None if ``p`` must take the reference path."""
     # run for every parameter at every step: the cheapest checks that make the C loop safe
     dtype, shape = p.dtype, p.shape
-    if dtype not in _DTYPES or not p.is_cpu or not p.is_contiguous() or grad.dtype != dtype or grad.shape != shape:
-        return None
     layout = []
     for k, v in state.items():
         if v.dtype != dtype or not v.is_cpu:
             return None
         if v.shape == shape and v.is_contiguous():
-            layout.append((k, True))
+            layout.append((k, _FLAT))
         elif not v.dim():
-            layout.append((k, False))
+            layout.append((k, ()))
         else:
             return None
-    return tuple(layout)
+    return _FLAT, tuple(layout)
+
+
+def _dims(p: Tensor) -> tuple[int, int, int]:
+    """``p`` as (batch, rows, columns), the way a loop-nest kernel sees it."""
+    if p.dim() < 2:
+        return 1, 1, p.numel()
+    return p.numel() // (p.shape[-2] * p.shape[-1]) if p.numel() else 0, p.shape[-2], p.shape[-1]
+
+
+def _fits(kernel: _codegen.Kernel, p: Tensor, state: State) -> bool:
+    """Whether ``state`` has the sizes ``kernel`` indexes (it would read out of bounds otherwise)."""
+    b, r, c = _dims(p)
+    sizes = {"b": b, "i": r, "j": c}
+    for name, axes in zip(kernel.vector[2:], kernel.axes[2:]):
+        v = state[name]
+        if v.dtype != p.dtype or not v.is_cpu or not v.is_contiguous() or v.numel() != math.prod(sizes[a] for a in axes):
+            return False
+    return all(state[name].numel() == 1 and state[name].dtype == p.dtype for name in kernel.scalar)

@@ -14,6 +14,7 @@ import torch
 
 from optimlab.optim import _codegen, _native
 from optimlab.optim._base import RuleOptimizer
+from optimlab.optim.adafactor import Adafactor
 from optimlab.optim.adam import Adam
 from optimlab.optim.nadam import NAdam
 
@@ -28,6 +29,8 @@ def _rule_optimizer(case: h.Case) -> RuleOptimizer | None:
 
 
 NATIVE_CASES = [c for c in CASES if (opt := _rule_optimizer(c)) is not None and type(opt).elementwise]
+# rules that reduce over a tensor: summed in another order than torch's, so equal to rounding
+REDUCING_CASES = [c for c in CASES if (opt := _rule_optimizer(c)) is not None and not type(opt).elementwise]
 
 
 def _ieee_sqrt(x: torch.Tensor) -> torch.Tensor:
@@ -124,6 +127,45 @@ def _run_resumed(first: h.Make, then: h.Make, start: list[torch.Tensor], grads: 
             p.grad = g.clone()
         opt.step()
     return [p.detach().clone() for p in ps]
+
+
+@pytest.mark.parametrize("case", REDUCING_CASES, ids=str)
+def test_native_path_of_a_reducing_rule_is_as_accurate_as_the_reference_path(case: h.Case, launched: list[int]) -> None:
+    start64 = h.make_params(case.shapes, torch.float64)
+    grads64 = h.gradient_stream(case.shapes, 100, torch.float64)
+    fast, ref = h.with_fast(case.make, True), h.with_fast(case.make, False)
+    truth = h.run(ref, [p.clone() for p in start64], grads64)
+    assert h.relative_gap(h.run(fast, [p.clone() for p in start64], grads64), truth, start64) <= 1e-12
+    assert sum(launched) == 100 * len(case.shapes)
+    # float32: as close to the float64 trajectory as the reference path is, and near it
+    start = [p.float() for p in start64]
+    grads = [[g.float() for g in gs] for gs in grads64]
+    native, reference = h.run(fast, [p.clone() for p in start], grads), h.run(ref, [p.clone() for p in start], grads)
+    assert h.relative_gap(native, truth, start64) <= 1.1 * h.relative_gap(reference, truth, start64)
+    assert h.relative_gap(native, reference, start) <= 5e-6
+    plain = h.run(ref, [p.clone() for p in start64], grads64)[-1]
+    for first, then in ((fast, ref), (ref, fast)):
+        resumed = _run_resumed(first, then, start64, grads64)
+        assert h.relative_gap([resumed], [plain], start64) <= 1e-12
+
+
+@pytest.mark.parametrize("threads", [1, 2, 3])
+@pytest.mark.parametrize("beta1", [None, 0.9])
+def test_loop_nest_kernels_split_rows_between_threads(threads: int, beta1: float | None, launched: list[int]) -> None:
+    # a batch of matrices and vectors big enough for threads, with rows split between them
+    shapes = [(3, 2, 157, 131), (70001,), (300, 257), (5,), (2, 3)]
+    start = h.make_params(shapes, torch.float64)
+    grads = h.gradient_stream(shapes, 4, torch.float64)
+    make = lambda ps, fast: Adafactor(ps, beta1=beta1, weight_decay=0.1, fast=fast)  # noqa: E731
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        native = h.run(lambda ps: make(ps, True), [p.clone() for p in start], grads, groups=False)
+    finally:
+        torch.set_num_threads(before)
+    assert sum(launched) == len(shapes) * 4  # a matrix kernel and a vector kernel per step
+    reference = h.run(lambda ps: make(ps, False), [p.clone() for p in start], grads, groups=False)
+    assert h.relative_gap(native, reference, start) <= 1e-12
 
 
 @pytest.mark.parametrize("threads", [2, 3])
@@ -267,11 +309,12 @@ def test_a_rule_without_translation_keeps_the_reference_path(fresh: Path) -> Non
     assert torch.equal(p, torch.full((3,), 0.9))
     assert list(_native._kernels.values()) == [None]
     with pytest.raises(_codegen.Unsupported, match="exp"):
-        _codegen.generate(exp_rule, {}, ("lr",), {}, torch.float32)
+        _codegen.generate(exp_rule, {}, ("lr",), (4,), {}, torch.float32)
 
 
 def test_generated_code_computes_hyperparameter_arithmetic_once_per_call() -> None:
     # the point of the three value classes: no pow() inside the element loop
-    kernel = _codegen.generate(Adam.rule, {}, ("lr", "beta1", "beta2", "eps"), {"exp_avg": True, "exp_avg_sq": True}, torch.float32)
+    state = {"exp_avg": (4,), "exp_avg_sq": (4,)}
+    kernel = _codegen.generate(Adam.rule, {}, ("lr", "beta1", "beta2", "eps"), (4,), state, torch.float32)
     loop = kernel.source[kernel.source.index("for (int64_t i = begin"):]
     assert "pow(" in kernel.source and "pow(" not in loop and "double" not in loop
