@@ -15,11 +15,12 @@ of which may compile).
 Byte model: a step reads each parameter, gradient and state element once and writes each
 parameter and state element once, so it moves ``(3 + 2 S) * 4`` bytes per float32 parameter,
 where ``S`` is the optimizer's state in floats per parameter, measured after one step (Adam: S = 2,
-28 B; SGD: S = 0, 12 B; AMSGrad: S = 3, 36 B; Adafactor's factored second moment: S ~ 0).
+28 B; SGD: S = 0, 12 B; AMSGrad: S = 3, 36 B; Adafactor's factored second moment: S ~ 0;
+Lookahead(Adam) adds 16 B every k = 5 steps for its synchronisation, 31.2 B).
 GB/s is that byte count over the median step time: work done, not traffic measured, so an
 implementation that makes several passes shows as slower.
 
-Columns: ``path`` (``native`` or ``reference``), ``ms`` (median step), ``B/param`` (the byte
+Columns: ``path`` (``native`` or ``reference``), ``ms`` (median step; Lookahead: median over cycles of k steps, per step), ``B/param`` (the byte
 model), ``GB/s``, ``vs fused`` (GB/s over torch.optim.Adam(fused=True)'s, measured in the same
 run; on ``tiny``, µs per step over torch.optim.Adam(foreach=False)'s instead), ``vs po`` (the
 pytorch_optimizer implementation's step time over ours, where it implements the same algorithm;
@@ -42,7 +43,7 @@ from collections.abc import Callable
 
 import torch
 
-from optimlab.optim import PRESETS, RuleOptimizer
+from optimlab.optim import PRESETS, Adam, Lookahead, RuleOptimizer
 
 Shapes = list[tuple[int, ...]]
 
@@ -85,15 +86,25 @@ def make_params(shapes: Shapes, seed: int = 0) -> list[torch.Tensor]:
     return params
 
 
+#: Lookahead around Adam (k=5, alpha=0.5): one synchronisation every 5 steps
+LOOKAHEAD = "Lookahead(Adam)"
+NAMES = [*PRESETS, LOOKAHEAD]
+
+
 def ours(name: str, fast: bool | None = None) -> Callable[[list[torch.Tensor]], torch.optim.Optimizer]:
+    if name == LOOKAHEAD:
+        return lambda params: Lookahead(Adam(params, fast=fast))
     cls, options = PRESETS[name]
     return lambda params: cls(params, **options, fast=fast)
 
 
 def reference(name: str) -> Callable[[list[torch.Tensor]], torch.optim.Optimizer] | None:
+    import pytorch_optimizer
+
+    if name == LOOKAHEAD:
+        return lambda params: pytorch_optimizer.Lookahead(torch.optim.Adam(params, foreach=False), k=5, alpha=0.5)
     if name not in PYTORCH_OPTIMIZER:
         return None
-    import pytorch_optimizer
 
     cls_name, options = PYTORCH_OPTIMIZER[name]
     cls = getattr(pytorch_optimizer, cls_name)
@@ -101,18 +112,32 @@ def reference(name: str) -> Callable[[list[torch.Tensor]], torch.optim.Optimizer
 
 
 def median_step(opt: torch.optim.Optimizer, warmup: int, reps: int) -> float:
+    """Median over ``reps`` blocks of one cycle (Lookahead's k steps, else one step), per step."""
+    cycle = getattr(opt, "defaults", {}).get("k", 1)
     for _ in range(warmup):
         opt.step()
     times = []
     for _ in range(reps):
         start = time.perf_counter()
-        opt.step()
-        times.append(time.perf_counter() - start)
+        for _ in range(cycle):
+            opt.step()
+        times.append((time.perf_counter() - start) / cycle)
     return statistics.median(times)
 
 
+def byte_model(opt: torch.optim.Optimizer, n: int) -> float:
+    """Bytes per parameter a step must move (module docstring); Lookahead's synchronisation reads
+    and writes the fast and slow weights once every k steps."""
+    inner = getattr(opt, "optimizer", None)
+    if isinstance(inner, torch.optim.Optimizer):
+        return byte_model(inner, n) + 4 * 4 / opt.defaults["k"]
+    return 3 * 4 + 2 * state_bytes(opt) / n
+
+
 def state_bytes(opt: torch.optim.Optimizer) -> int:
-    return sum(
+    """Optimizer state in bytes, Lookahead's slow weights and its inner optimizer's included."""
+    inner = getattr(opt, "optimizer", None)
+    return (state_bytes(inner) if isinstance(inner, torch.optim.Optimizer) else 0) + sum(
         v.numel() * v.element_size()
         for state in opt.state.values()
         for k, v in state.items()
@@ -123,6 +148,7 @@ def state_bytes(opt: torch.optim.Optimizer) -> int:
 def path(opt: torch.optim.Optimizer, params: list[torch.Tensor]) -> str:
     from optimlab.optim import _native
 
+    opt = getattr(opt, "optimizer", opt)  # Lookahead's inner optimizer
     if isinstance(opt, RuleOptimizer) and _native.wanted(opt, opt.param_groups[0]):
         return "native"
     return "reference"
@@ -162,7 +188,7 @@ def bench_layout(layout: str, names: list[str], args: argparse.Namespace) -> Non
         opt = ours(name, PATHS[args.path])(params)
         t = median_step(opt, args.warmup, args.reps)
         state = state_bytes(opt) / n
-        model = 3 * 4 + 2 * state
+        model = byte_model(opt, n)
         gbs = model * n / t / 1e9
         versus = t / base if tiny else gbs / base_gbs
         route = path(opt, params)
@@ -187,7 +213,7 @@ def bench_layout(layout: str, names: list[str], args: argparse.Namespace) -> Non
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--layouts", nargs="+", choices=list(LAYOUTS), default=list(LAYOUTS))
-    parser.add_argument("--optimizers", nargs="+", choices=list(PRESETS), default=list(PRESETS), metavar="NAME")
+    parser.add_argument("--optimizers", nargs="+", choices=NAMES, default=NAMES, metavar="NAME")
     parser.add_argument("--warmup", type=int, default=3, help="steps before timing (the first compiles)")
     parser.add_argument("--reps", type=int, default=10, help="timed steps; the median is reported")
     parser.add_argument(

@@ -229,6 +229,10 @@ class _Emitter:
             self.define(node, cls, ct, x)
         elif fn in _POW:
             self.power(node)
+        elif fn in (aten.remainder.Scalar, aten.remainder.Tensor) and cls == WEAK:
+            # Python's float %, whose result takes the divisor's sign
+            a, b = (self.operand(x, "double") for x in args[:2])
+            self.define(node, WEAK, "double", f"om_mod({a}, {b})")
         else:
             raise Unsupported(f"operation {fn}")
 
@@ -349,6 +353,7 @@ static inline double om_min_double(double a, double b) {{ return a != a ? a : (b
 #define om_min_f om_min_float
 #define om_max_d om_max_double
 #define om_min_d om_min_double
+static inline double om_mod(double a, double b) {{ const double m = fmod(a, b); return m != 0 && ((m < 0) != (b < 0)) ? m + b : m; }}
 
 void optimlab_step(int64_t n, const int64_t *numel, void **vec, void **sca, const double *h, int nthreads)
 {{

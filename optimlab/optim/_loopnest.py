@@ -308,6 +308,7 @@ static inline double om_min_double(double a, double b) {{ return a != a ? a : (b
 #define om_min_f om_min_float
 #define om_max_d om_max_double
 #define om_min_d om_min_double
+static inline double om_mod(double a, double b) {{ const double m = fmod(a, b); return m != 0 && ((m < 0) != (b < 0)) ? m + b : m; }}
 
 void optimlab_step(int64_t n, const int64_t *dims, void **vec, void **sca, const double *h, int nthreads)
 {{

@@ -237,20 +237,50 @@ def step_group(opt: RuleOptimizer, group: dict[str, Any], params: list[Tensor], 
         else:
             batches[(layout, p.dtype, step)].append((p, grad.contiguous(), tensors))
     for (layout, dtype, step), batch in batches.items():
-        k, fn = kernels[layout, dtype]
-        vec = [p for p, _, _ in batch] + [g for _, g, _ in batch]
-        vec += [s[name] for name in k.vector[2:] for _, _, s in batch]
-        sca = [s[name] for name in k.scalar for _, _, s in batch]
-        n = len(batch)
-        sizes = [d for p, _, _ in batch for d in _dims(p)] if k.dims else [p.numel() for p, _, _ in batch]
-        _launch(
-            fn,
-            n,
-            (ctypes.c_int64 * len(sizes))(*sizes),
-            (ctypes.c_void_p * len(vec))(*(t.data_ptr() for t in vec)),
-            (ctypes.c_void_p * max(1, len(sca)))(*(t.data_ptr() for t in sca)),
-            (ctypes.c_double * (1 + len(k.hyper)))(step, *(numbers[name] for name in k.hyper)),
-        )
+        _run(kernels[layout, dtype], batch, step, numbers)
+
+
+def run(rule: Any, params: list[Tensor], grads: list[Tensor], states: list[State], step: float, kwargs: dict[str, Any]) -> bool:
+    """Apply an elementwise ``rule`` to every parameter in one native call, if it can be done.
+
+    For other code than the optimizers' own step (Lookahead's synchronisation): it returns False,
+    having changed nothing, where the reference path must be taken.
+    """
+    if not params or not available():
+        return False
+    static, numbers = _split(kwargs)
+    try:
+        static_key: Hashable = tuple(sorted(static.items()))
+        hash(static_key)
+    except TypeError:
+        return False
+    dtype = params[0].dtype
+    layouts = {_flat_layout(p, s) if _eligible(p, g) and p.dtype == dtype else None for p, g, s in zip(params, grads, states)}
+    layout = layouts.pop()
+    if layouts or layout is None:
+        return False
+    kernel = _kernel(rule, static_key, tuple(numbers), layout, dtype)
+    if kernel is None:
+        return False
+    _run(kernel, list(zip(params, grads, states)), step, numbers)
+    return True
+
+
+def _run(kernel: tuple[_codegen.Kernel, Any], batch: list[tuple[Tensor, Tensor, State]], step: float, numbers: dict[str, float]) -> None:
+    k, fn = kernel
+    vec = [p for p, _, _ in batch] + [g for _, g, _ in batch]
+    vec += [s[name] for name in k.vector[2:] for _, _, s in batch]
+    sca = [s[name] for name in k.scalar for _, _, s in batch]
+    n = len(batch)
+    sizes = [d for p, _, _ in batch for d in _dims(p)] if k.dims else [p.numel() for p, _, _ in batch]
+    _launch(
+        fn,
+        n,
+        (ctypes.c_int64 * len(sizes))(*sizes),
+        (ctypes.c_void_p * len(vec))(*(t.data_ptr() for t in vec)),
+        (ctypes.c_void_p * max(1, len(sca)))(*(t.data_ptr() for t in sca)),
+        (ctypes.c_double * (1 + len(k.hyper)))(step, *(numbers[name] for name in k.hyper)),
+    )
 
 
 def _launch(fn: Any, n: int, sizes: ctypes.Array, vec: ctypes.Array, sca: ctypes.Array, h: ctypes.Array) -> None:

@@ -54,6 +54,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from . import _native
 from ._math import where
 from ._tensorlist import TensorList
 from ._validate import check_choice, check_int, check_range
@@ -84,6 +85,12 @@ def lookahead_sync(fast: Any, slow: Any, step: Any, *, k: Any, alpha: Any) -> tu
     new_slow = where(alpha <= 0.5, slow + alpha * diff, fast - (1 - alpha) * diff)
     sync = is_sync_step(step, k)
     return where(sync, new_slow, fast), where(sync, new_slow, slow)
+
+
+def _sync_rule(param: Any, grad: Any, state: dict[str, Any], step: Any, *, k: Any, alpha: Any) -> tuple[Any, dict[str, Any]]:
+    """:func:`lookahead_sync` in the form of an update rule, for the native path (``grad`` is unused)."""
+    fast, slow = lookahead_sync(param, state["slow_param"], step, k=k, alpha=alpha)
+    return fast, {"slow_param": slow}
 
 
 def _validate(k: Any, alpha: Any, pullback_momentum: Any) -> None:
@@ -247,8 +254,13 @@ class Lookahead(torch.optim.Optimizer):
                 self._sync_pairs(momenta, [self.state[p]["slow_momentum"] for p in params])
 
     def _sync_pairs(self, fast: list[Tensor], slow: list[Tensor]) -> None:
-        fast_list, slow_list = TensorList(fast), TensorList(slow)
         k, alpha = self.defaults["k"], self.defaults["alpha"]
+        # natively, unless an inner group turned the native path off (fast=False)
+        if all(group.get("fast") is not False for group in self.param_groups):
+            states = [{"slow_param": s} for s in slow]
+            if _native.run(_sync_rule, fast, fast, states, float(self.step_count), dict(k=k, alpha=alpha)):
+                return
+        fast_list, slow_list = TensorList(fast), TensorList(slow)
         new_fast, new_slow = lookahead_sync(fast_list, slow_list, self.step_count, k=k, alpha=alpha)
         fast_list.copy_(new_fast)
         slow_list.copy_(new_slow)

@@ -49,7 +49,7 @@ def correctly_rounded_sqrt() -> Iterator[None]:
 
 @pytest.fixture
 def launched(monkeypatch: pytest.MonkeyPatch) -> list[int]:
-    """The number of tensors of every kernel launch (so that no test passes by falling back)."""
+    """The number of tensors of every kernel launch."""
     calls: list[int] = []
     launch = _native._launch
 
@@ -58,6 +58,20 @@ def launched(monkeypatch: pytest.MonkeyPatch) -> list[int]:
         launch(fn, n, *args)
 
     monkeypatch.setattr(_native, "_launch", spy)
+    return calls
+
+
+@pytest.fixture
+def fallbacks(monkeypatch: pytest.MonkeyPatch) -> list[torch.Tensor]:
+    """The parameters updated by the reference path (so that no test passes by falling back)."""
+    calls: list[torch.Tensor] = []
+    update = RuleOptimizer._update
+
+    def spy(self: RuleOptimizer, p: torch.Tensor, *args: Any) -> None:
+        calls.append(p)
+        update(self, p, *args)
+
+    monkeypatch.setattr(RuleOptimizer, "_update", spy)
     return calls
 
 
@@ -71,15 +85,15 @@ def test_torch_sqrt_is_not_correctly_rounded() -> None:
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=str)
 @pytest.mark.parametrize("case", NATIVE_CASES, ids=str)
-def test_native_path_is_the_reference_path_bit_for_bit(case: h.Case, dtype: torch.dtype, launched: list[int]) -> None:
+def test_native_path_is_the_reference_path_bit_for_bit(case: h.Case, dtype: torch.dtype, fallbacks: list[torch.Tensor]) -> None:
     start = h.make_params(case.shapes, dtype)
     grads = h.gradient_stream(case.shapes, 100, dtype)
     # under a scheduler, so that changing hyperparameters reach the kernel
     native = h.run(h.with_fast(case.make, True), [p.clone() for p in start], grads, schedule=case.scheduled)
-    assert sum(launched) == 100 * len(case.shapes)
+    assert not fallbacks
     with correctly_rounded_sqrt():
         reference = h.run(h.with_fast(case.make, False), [p.clone() for p in start], grads, schedule=case.scheduled)
-    assert sum(launched) == 100 * len(case.shapes)
+    assert len(fallbacks) == 100 * len(case.shapes)
     for step, (ours, ref) in enumerate(zip(native, reference)):
         assert all(torch.equal(a, b) for a, b in zip(ours, ref)), f"differs at step {step}"
 
@@ -95,12 +109,12 @@ SQRT_AMPLIFIED = {"Lookahead-Adam-reset"}
      if c.id in SQRT_AMPLIFIED else c for c in NATIVE_CASES],
     ids=str,
 )  # fmt: skip
-def test_native_path_matches_reference_and_swaps_checkpoints(case: h.Case, launched: list[int]) -> None:
+def test_native_path_matches_reference_and_swaps_checkpoints(case: h.Case, fallbacks: list[torch.Tensor]) -> None:
     fast, ref = h.with_fast(case.make, True), h.with_fast(case.make, False)
     start = h.make_params(case.shapes, torch.float32)
     grads = h.gradient_stream(case.shapes, 100, torch.float32)
     native = h.run(fast, [p.clone() for p in start], grads, schedule=case.scheduled)
-    assert sum(launched) == 100 * len(case.shapes)
+    assert not fallbacks
     reference = h.run(ref, [p.clone() for p in start], grads, schedule=case.scheduled)
     assert h.relative_gap(native, reference, start) <= 1e-6
 
@@ -130,13 +144,13 @@ def _run_resumed(first: h.Make, then: h.Make, start: list[torch.Tensor], grads: 
 
 
 @pytest.mark.parametrize("case", REDUCING_CASES, ids=str)
-def test_native_path_of_a_reducing_rule_is_as_accurate_as_the_reference_path(case: h.Case, launched: list[int]) -> None:
+def test_native_path_of_a_reducing_rule_is_as_accurate_as_the_reference_path(case: h.Case, fallbacks: list[torch.Tensor]) -> None:
     start64 = h.make_params(case.shapes, torch.float64)
     grads64 = h.gradient_stream(case.shapes, 100, torch.float64)
     fast, ref = h.with_fast(case.make, True), h.with_fast(case.make, False)
     truth = h.run(ref, [p.clone() for p in start64], grads64)
     assert h.relative_gap(h.run(fast, [p.clone() for p in start64], grads64), truth, start64) <= 1e-12
-    assert sum(launched) == 100 * len(case.shapes)
+    assert len(fallbacks) == 100 * len(case.shapes), "only the reference run"
     # float32: as close to the float64 trajectory as the reference path is, and near it
     start = [p.float() for p in start64]
     grads = [[g.float() for g in gs] for gs in grads64]
@@ -318,3 +332,20 @@ def test_generated_code_computes_hyperparameter_arithmetic_once_per_call() -> No
     kernel = _codegen.generate(Adam.rule, {}, ("lr", "beta1", "beta2", "eps"), (4,), state, torch.float32)
     loop = kernel.source[kernel.source.index("for (int64_t i = begin"):]
     assert "pow(" in kernel.source and "pow(" not in loop and "double" not in loop
+
+
+def test_lookahead_synchronises_natively_unless_the_inner_optimizer_is_told_not_to(monkeypatch: pytest.MonkeyPatch) -> None:
+    from optimlab.optim import lookahead
+
+    used: list[int] = []
+    tensor_list = lookahead.TensorList
+    monkeypatch.setattr(lookahead, "TensorList", lambda ts: used.append(1) or tensor_list(ts))
+    for fast, reference_syncs in ((None, 0), (False, 2 * 2)):  # two syncs of (fast, slow) lists
+        ps = h.make_params([(5, 3), (4,)], torch.float32)
+        opt = lookahead.Lookahead(Adam(ps, fast=fast), k=3)
+        for grads in h.gradient_stream([(5, 3), (4,)], 6, torch.float32):
+            for p, g in zip(ps, grads):
+                p.grad = g
+            opt.step()
+        assert len(used) == reference_syncs
+        used.clear()
