@@ -10,7 +10,7 @@ shaped like a 32-layer transformer of width 256, 25.3M parameters) and ``tiny`` 
 tensor).  Every optimizer runs with its defaults, so each layout takes the path the library
 chooses (``--path native`` or ``--path reference`` forces one), on the same parameters and fixed
 random gradients; the time is the median of ``--reps`` steps after ``--warmup`` steps (the first
-of which may compile).
+of which may compile; on ``tiny`` at least 200 after 20).
 
 Byte model: a step reads each parameter, gradient and state element once and writes each
 parameter and state element once, so it moves ``(3 + 2 S) * 4`` bytes per float32 parameter,
@@ -21,8 +21,8 @@ GB/s is that byte count over the median step time: work done, not traffic measur
 implementation that makes several passes shows as slower.
 
 Columns: ``path`` (``native`` or ``reference``), ``ms`` (median step; Lookahead: median over cycles of k steps, per step), ``B/param`` (the byte
-model), ``GB/s``, ``vs fused`` (GB/s over torch.optim.Adam(fused=True)'s, measured in the same
-run; on ``tiny``, µs per step over torch.optim.Adam(foreach=False)'s instead), ``vs po`` (the
+model), ``GB/s``, ``baseline ms`` and ``vs fused`` (GB/s over torch.optim.Adam(fused=True)'s,
+timed on the same parameters right before the row; on ``tiny``, µs per step over torch.optim.Adam(foreach=False)'s instead), ``vs po`` (the
 pytorch_optimizer implementation's step time over ours, where it implements the same algorithm;
 > 1 means ours is faster), ``first cold``/``first warm`` (seconds for the first step in a fresh
 process, compilation included, with an empty and then a filled kernel cache) and ``state
@@ -177,16 +177,19 @@ def bench_layout(layout: str, names: list[str], args: argparse.Namespace) -> Non
     n = sum(p.numel() for p in params)
     tiny = layout == "tiny"
     base_make = (lambda ps: torch.optim.Adam(ps, foreach=False)) if tiny else (lambda ps: torch.optim.Adam(ps, fused=True))
-    base = median_step(base_make(params), args.warmup, args.reps)
-    base_gbs = 28 * n / base / 1e9
     base_name = "torch Adam(foreach=False)" if tiny else "torch Adam(fused=True)"
-    print(f"\n## {layout}: {len(shapes)} tensors, {n:,} parameters; {base_name}: {base * 1e3:.3f} ms, {base_gbs:.2f} GB/s")
-    header = ["optimizer", "path", "ms", "B/param", "GB/s", "vs µs" if tiny else "vs fused", "vs po", "first cold", "first warm", "state B/param"]
+    print(f"\n## {layout}: {len(shapes)} tensors, {n:,} parameters; baseline {base_name}, timed before each row")
+    header = ["optimizer", "path", "ms", "B/param", "GB/s", "baseline ms", "vs µs" if tiny else "vs fused", "vs po", "first cold", "first warm", "state B/param"]
     print("| " + " | ".join(header) + " |")
     print("|" + "---|" * len(header))
+    # a tiny step takes tens of microseconds: many more repetitions for a stable median
+    warmup, reps = (max(args.warmup, 20), max(args.reps, 200)) if tiny else (args.warmup, args.reps)
     for name in names:
+        # the baseline right before each row: a drift in the machine's load moves both alike
+        base = median_step(base_make(params), warmup, reps)
+        base_gbs = 28 * n / base / 1e9
         opt = ours(name, PATHS[args.path])(params)
-        t = median_step(opt, args.warmup, args.reps)
+        t = median_step(opt, warmup, reps)
         state = state_bytes(opt) / n
         model = byte_model(opt, n)
         gbs = model * n / t / 1e9
@@ -199,14 +202,14 @@ def bench_layout(layout: str, names: list[str], args: argparse.Namespace) -> Non
             ref_params = [p.detach().clone() for p in params]
             for p, q in zip(ref_params, params):
                 p.grad = q.grad
-            po = f"{median_step(make_ref(ref_params), args.warmup, args.reps) / t:.2f}"
+            po = f"{median_step(make_ref(ref_params), warmup, reps) / t:.2f}"
             del ref_params
         cold = warm = "-"
         if layout in args.first_step:
             with tempfile.TemporaryDirectory() as cache:
                 cold = f"{first_step(layout, name, cache):.2f}"
                 warm = f"{first_step(layout, name, cache):.2f}"
-        row = [name, route, f"{t * 1e3:.3f}", f"{model:.0f}", f"{gbs:.2f}", f"{versus:.2f}", po, cold, warm, f"{state:.2f}"]
+        row = [name, route, f"{t * 1e3:.3f}", f"{model:.0f}", f"{gbs:.2f}", f"{base * 1e3:.3f}", f"{versus:.2f}", po, cold, warm, f"{state:.2f}"]
         print("| " + " | ".join(row) + " |", flush=True)
 
 
