@@ -30,6 +30,7 @@ last place off) and C's is, which is the only difference the tests find.
 
 from __future__ import annotations
 
+import array
 import ctypes
 import hashlib
 import math
@@ -154,8 +155,7 @@ def _build(source: str) -> Any:
                 raise RuntimeError(f"{path} failed: {errors.strip()[-2000:]}")
     fn = ctypes.CDLL(str(lib)).optimlab_step
     fn.restype = None
-    pointers = ctypes.POINTER(ctypes.c_void_p)
-    fn.argtypes = [ctypes.c_int64, ctypes.POINTER(ctypes.c_int64), pointers, pointers, ctypes.POINTER(ctypes.c_double), ctypes.c_int]
+    fn.argtypes = [ctypes.c_int64, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int]
     return fn
 
 
@@ -268,24 +268,19 @@ def run(rule: Any, params: list[Tensor], grads: list[Tensor], states: list[State
 
 def _run(kernel: tuple[_codegen.Kernel, Any], batch: list[tuple[Tensor, Tensor, State]], step: float, numbers: dict[str, float]) -> None:
     k, fn = kernel
-    vec = [p for p, _, _ in batch] + [g for _, g, _ in batch]
-    vec += [s[name] for name in k.vector[2:] for _, _, s in batch]
-    sca = [s[name] for name in k.scalar for _, _, s in batch]
-    n = len(batch)
+    vec = [p.data_ptr() for p, _, _ in batch] + [g.data_ptr() for _, g, _ in batch]
+    vec += [s[name].data_ptr() for name in k.vector[2:] for _, _, s in batch]
+    sca = [s[name].data_ptr() for name in k.scalar for _, _, s in batch] or [0]
     sizes = [d for p, _, _ in batch for d in _dims(p)] if k.dims else [p.numel() for p, _, _ in batch]
-    _launch(
-        fn,
-        n,
-        (ctypes.c_int64 * len(sizes))(*sizes),
-        (ctypes.c_void_p * len(vec))(*(t.data_ptr() for t in vec)),
-        (ctypes.c_void_p * max(1, len(sca)))(*(t.data_ptr() for t in sca)),
-        (ctypes.c_double * (1 + len(k.hyper)))(step, *(numbers[name] for name in k.hyper)),
-    )
+    h = [step, *(numbers[name] for name in k.hyper)]
+    # array.array: the cheapest C arrays to build from Python (a tiny step is all overhead)
+    _launch(fn, len(batch), array.array("q", sizes), array.array("Q", vec), array.array("Q", sca), array.array("d", h))
 
 
-def _launch(fn: Any, n: int, sizes: ctypes.Array, vec: ctypes.Array, sca: ctypes.Array, h: ctypes.Array) -> None:
+def _launch(fn: Any, n: int, sizes: array.array, vec: array.array, sca: array.array, h: array.array) -> None:
     """Run a kernel over ``n`` tensors (its arguments are described in :class:`_codegen.Kernel`)."""
-    fn(n, sizes, vec, sca, h, torch.get_num_threads())
+    address = [a.buffer_info()[0] for a in (sizes, vec, sca, h)]
+    fn(n, *address, torch.get_num_threads())
 
 
 def _eligible(p: Tensor, grad: Tensor) -> bool:
