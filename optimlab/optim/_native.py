@@ -221,6 +221,8 @@ def step_group(opt: RuleOptimizer, group: dict[str, Any], params: list[Tensor], 
             layout = None
         elif elementwise:
             layout = _flat_layout(p, tensors)
+        elif not p.is_contiguous():
+            layout = None  # loop nests index rows and columns
         else:  # traced at a fixed rank; the state's shapes at that rank come from init_state
             traced = _loopnest.MATRIX if p.dim() >= 2 else _loopnest.VECTOR
             layout = (traced, tuple(tensors))  # type: ignore[assignment]
@@ -235,7 +237,7 @@ def step_group(opt: RuleOptimizer, group: dict[str, Any], params: list[Tensor], 
         if found is None or (found[0].dims and not _fits(found[0], p, tensors)):
             opt._update(p, grad, tensors, step, kwargs)
         else:
-            batches[(layout, p.dtype, step)].append((p, grad.contiguous(), tensors))
+            batches[(layout, p.dtype, step)].append((p, _like(grad, p), tensors))
     for (layout, dtype, step), batch in batches.items():
         _run(kernels[layout, dtype], batch, step, numbers)
 
@@ -262,7 +264,7 @@ def run(rule: Any, params: list[Tensor], grads: list[Tensor], states: list[State
     kernel = _kernel(rule, static_key, tuple(numbers), layout, dtype)
     if kernel is None:
         return False
-    _run(kernel, list(zip(params, grads, states)), step, numbers)
+    _run(kernel, [(p, _like(g, p), s) for p, g, s in zip(params, grads, states)], step, numbers)
     return True
 
 
@@ -284,7 +286,18 @@ def _launch(fn: Any, n: int, sizes: array.array, vec: array.array, sca: array.ar
 
 
 def _eligible(p: Tensor, grad: Tensor) -> bool:
-    return p.dtype in _DTYPES and p.is_cpu and p.is_contiguous() and grad.dtype == p.dtype and grad.shape == p.shape
+    return p.dtype in _DTYPES and p.is_cpu and _dense(p) and grad.dtype == p.dtype and grad.shape == p.shape
+
+
+def _dense(t: Tensor) -> bool:
+    # An elementwise kernel walks memory, not indices: any layout without gaps works when the
+    # gradient and the state are laid out alike (conv weights are often channels_last).
+    return t.is_contiguous() or (t.dim() == 4 and t.is_contiguous(memory_format=torch.channels_last))
+
+
+def _like(grad: Tensor, p: Tensor) -> Tensor:
+    """``grad`` in ``p``'s memory layout (a copy only where they differ)."""
+    return grad if grad.stride() == p.stride() else torch.empty_like(p).copy_(grad)
 
 
 def _flat_layout(p: Tensor, state: State) -> Layout | None:
@@ -295,7 +308,7 @@ def _flat_layout(p: Tensor, state: State) -> Layout | None:
     for k, v in state.items():
         if v.dtype != dtype or not v.is_cpu:
             return None
-        if v.shape == shape and v.is_contiguous():
+        if v.shape == shape and v.stride() == p.stride():
             layout.append((k, _FLAT))
         elif not v.dim():
             layout.append((k, ()))

@@ -211,6 +211,29 @@ def test_when_the_native_path_is_taken(launched: list[int], fast: bool | None, n
     assert bool(launched) == native
 
 
+def test_channels_last_parameters_take_the_native_path(fallbacks: list[torch.Tensor]) -> None:
+    # conv weights in channels_last: walked in memory order, with a gradient in either layout
+    start = [torch.randn(4, 3, 5, 2).to(memory_format=torch.channels_last), torch.randn(6)]
+    grads = [[torch.randn(4, 3, 5, 2), torch.randn(6)] for _ in range(5)]
+    grads[1][0] = grads[1][0].to(memory_format=torch.channels_last)
+
+    def run(fast: bool) -> list[torch.Tensor]:
+        ps = [p.clone(memory_format=torch.preserve_format) for p in start]
+        opt = NAdam(ps, lr=0.1, weight_decay=0.1, fast=fast)
+        for gs in grads:
+            for p, g in zip(ps, gs):
+                p.grad = g.clone(memory_format=torch.preserve_format)
+            opt.step()
+        assert ps[0].is_contiguous(memory_format=torch.channels_last)
+        return ps
+
+    native = run(True)
+    assert not fallbacks
+    with correctly_rounded_sqrt():
+        reference = run(False)
+    assert all(torch.equal(a, b) for a, b in zip(native, reference))
+
+
 def test_ineligible_tensors_take_the_reference_path_in_the_same_group() -> None:
     params = [torch.randn(8), torch.randn(6, 4).t(), torch.randn(5).half(), torch.randn(3, dtype=torch.float64)]
     grads = [[torch.randn_like(p) for p in params] for _ in range(4)]
