@@ -228,9 +228,8 @@ def step_group(opt: RuleOptimizer, group: dict[str, Any], params: list[Tensor], 
             layout = (traced, tuple(tensors))  # type: ignore[assignment]
         if (layout, p.dtype) not in kernels:
             if layout is not None and not elementwise:
-                example = opt.init_state(torch.zeros(layout[0], dtype=p.dtype), group)
-                full = (layout[0], tuple((k, tuple(v.shape)) for k, v in example.items()))
-                kernels[layout, p.dtype] = _kernel(rule, static_key, hyper, full, p.dtype) if tuple(example) == layout[1] else None
+                full = _state_shapes(opt, group, layout, p.dtype)
+                kernels[layout, p.dtype] = _kernel(rule, static_key, hyper, full, p.dtype) if full is not None else None
             else:
                 kernels[layout, p.dtype] = _kernel(rule, static_key, hyper, layout, p.dtype) if layout is not None else None
         found = kernels[layout, p.dtype]
@@ -277,6 +276,20 @@ def _run(kernel: tuple[_codegen.Kernel, Any], batch: list[tuple[Tensor, Tensor, 
     h = [step, *(numbers[name] for name in k.hyper)]
     # array.array: the cheapest C arrays to build from Python (a tiny step is all overhead)
     _launch(fn, len(batch), array.array("q", sizes), array.array("Q", vec), array.array("Q", sca), array.array("d", h))
+
+
+_shapes: dict[Hashable, Layout | None] = {}
+
+
+def _state_shapes(opt: RuleOptimizer, group: dict[str, Any], layout: tuple[Any, ...], dtype: torch.dtype) -> Layout | None:
+    """The traced shape and the state's shapes at it (from ``init_state``, once per configuration),
+    or None if a fresh state would have other entries than ``layout`` names."""
+    key = (type(opt), layout, dtype)
+    if key not in _shapes:
+        example = opt.init_state(torch.zeros(layout[0], dtype=dtype), group)
+        shapes = (layout[0], tuple((k, tuple(v.shape)) for k, v in example.items()))
+        _shapes[key] = shapes if tuple(example) == layout[1] else None
+    return _shapes[key]
 
 
 def _launch(fn: Any, n: int, sizes: array.array, vec: array.array, sca: array.array, h: array.array) -> None:
