@@ -176,10 +176,24 @@ def bench_layout(layout: str, names: list[str], args: argparse.Namespace) -> Non
     params = make_params(shapes)
     n = sum(p.numel() for p in params)
     tiny = layout == "tiny"
-    base_make = (lambda ps: torch.optim.Adam(ps, foreach=False)) if tiny else (lambda ps: torch.optim.Adam(ps, fused=True))
+    base_make = (
+        (lambda ps: torch.optim.Adam(ps, foreach=False)) if tiny else (lambda ps: torch.optim.Adam(ps, fused=True))
+    )
     base_name = "torch Adam(foreach=False)" if tiny else "torch Adam(fused=True)"
     print(f"\n## {layout}: {len(shapes)} tensors, {n:,} parameters; baseline {base_name}, timed before each row")
-    header = ["optimizer", "path", "ms", "B/param", "GB/s", "baseline ms", "vs µs" if tiny else "vs fused", "vs po", "first cold", "first warm", "state B/param"]
+    header = [
+        "optimizer",
+        "path",
+        "ms",
+        "B/param",
+        "GB/s",
+        "baseline ms",
+        "vs µs" if tiny else "vs fused",
+        "vs po",
+        "first cold",
+        "first warm",
+        "state B/param",
+    ]
     print("| " + " | ".join(header) + " |")
     print("|" + "---|" * len(header))
     # a tiny step takes tens of microseconds: many more repetitions for a stable median
@@ -209,7 +223,19 @@ def bench_layout(layout: str, names: list[str], args: argparse.Namespace) -> Non
             with tempfile.TemporaryDirectory() as cache:
                 cold = f"{first_step(layout, name, cache):.2f}"
                 warm = f"{first_step(layout, name, cache):.2f}"
-        row = [name, route, f"{t * 1e3:.3f}", f"{model:.0f}", f"{gbs:.2f}", f"{base * 1e3:.3f}", f"{versus:.2f}", po, cold, warm, f"{state:.2f}"]
+        row = [
+            name,
+            route,
+            f"{t * 1e3:.3f}",
+            f"{model:.0f}",
+            f"{gbs:.2f}",
+            f"{base * 1e3:.3f}",
+            f"{versus:.2f}",
+            po,
+            cold,
+            warm,
+            f"{state:.2f}",
+        ]
         print("| " + " | ".join(row) + " |", flush=True)
 
 

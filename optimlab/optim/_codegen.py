@@ -26,6 +26,7 @@ optimizer keeps its reference path.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -73,8 +74,14 @@ class _Value:
     name: str
 
 
-def generate(rule: Callable[..., Any], static: dict[str, Any], hyper: Sequence[str], param: tuple[int, ...],
-             state: dict[str, tuple[int, ...]], dtype: torch.dtype) -> Kernel:
+def generate(
+    rule: Callable[..., Any],
+    static: dict[str, Any],
+    hyper: Sequence[str],
+    param: tuple[int, ...],
+    state: dict[str, tuple[int, ...]],
+    dtype: torch.dtype,
+) -> Kernel:
     """C source of ``rule`` for ``dtype`` tensors.
 
     ``static`` are the keyword arguments the code specialises on (options, hyperparameters equal
@@ -105,15 +112,19 @@ def generate(rule: Callable[..., Any], static: dict[str, Any], hyper: Sequence[s
             return NestEmitter(graph, keys, hyper, _CTYPES[dtype], param, state).kernel()
         if any(shape not in (param, ()) for shape in state.values()):
             raise Unsupported("state of another shape than the parameter, and no reduction")
-        return _Emitter(graph, keys, {k: shape == param for k, shape in state.items()}, list(hyper), _CTYPES[dtype]).kernel()
+        return _Emitter(
+            graph, keys, {k: shape == param for k, shape in state.items()}, list(hyper), _CTYPES[dtype]
+        ).kernel()
     except Unsupported:
         raise
-    except Exception as exc:  # noqa: BLE001 - whatever cannot be traced or translated has no fast path
+    except Exception as exc:  # whatever cannot be traced or translated has no fast path
         raise Unsupported(f"{type(exc).__name__}: {exc}") from exc
 
 
 class _Emitter:
-    def __init__(self, graph: torch.fx.Graph, keys: list[str], state: dict[str, bool], hyper: list[str], ctype: str) -> None:
+    def __init__(
+        self, graph: torch.fx.Graph, keys: list[str], state: dict[str, bool], hyper: list[str], ctype: str
+    ) -> None:
         self.graph, self.keys, self.state, self.hyper, self.T = graph, keys, state, hyper, ctype
         self.vector = ["param", "grad"] + [k for k in keys if state[k]]
         self.scalar = [k for k in keys if not state[k]]
@@ -274,8 +285,7 @@ class _Emitter:
                 j = self.vector.index(name)
                 stores.append(f"a{j}[i] = {self.operand(value, self.T)};")
         T = self.T
-        pointers = "\n".join(
-            f"        {T} *restrict a{j} = ({T} *)vec[{j} * n + t];" for j in range(len(self.vector)))
+        pointers = "\n".join(f"        {T} *restrict a{j} = ({T} *)vec[{j} * n + t];" for j in range(len(self.vector)))
         scalars = "\n".join(f"    {T} **s{j} = ({T} **)sca + {j} * n;" for j in range(len(self.scalar)))
         source = _TEMPLATE.format(
             preamble=PREAMBLE,
@@ -299,7 +309,7 @@ def _suffix(ctype: str) -> str:
 
 
 def _literal(x: float) -> str:
-    if x != x:
+    if math.isnan(x):
         return "NAN"
     if x in (float("inf"), float("-inf")):
         return "INFINITY" if x > 0 else "(-INFINITY)"
@@ -326,9 +336,18 @@ _BINARY = {
     aten.minimum.default: "om_min_{T}({a}, {b})",
 }
 _COMPARE = {
-    aten.gt.Scalar: ">", aten.gt.Tensor: ">", aten.ge.Scalar: ">=", aten.ge.Tensor: ">=",
-    aten.lt.Scalar: "<", aten.lt.Tensor: "<", aten.le.Scalar: "<=", aten.le.Tensor: "<=",
-    aten.eq.Scalar: "==", aten.eq.Tensor: "==", aten.ne.Scalar: "!=", aten.ne.Tensor: "!=",
+    aten.gt.Scalar: ">",
+    aten.gt.Tensor: ">",
+    aten.ge.Scalar: ">=",
+    aten.ge.Tensor: ">=",
+    aten.lt.Scalar: "<",
+    aten.lt.Tensor: "<",
+    aten.le.Scalar: "<=",
+    aten.le.Tensor: "<=",
+    aten.eq.Scalar: "==",
+    aten.eq.Tensor: "==",
+    aten.ne.Scalar: "!=",
+    aten.ne.Tensor: "!=",
 }
 _UNARY = {
     aten.sqrt.default: "sqrt{f}({a})",

@@ -68,8 +68,15 @@ def loops(mask: int, body: list[str]) -> list[str]:
 class NestEmitter(_Emitter):
     """Translates a traced rule that reduces into per-tensor passes (see the module docstring)."""
 
-    def __init__(self, graph: torch.fx.Graph, keys: list[str], hyper: Any, ctype: str,
-                 param: tuple[int, ...], state: dict[str, tuple[int, ...]]) -> None:
+    def __init__(
+        self,
+        graph: torch.fx.Graph,
+        keys: list[str],
+        hyper: Any,
+        ctype: str,
+        param: tuple[int, ...],
+        state: dict[str, tuple[int, ...]],
+    ) -> None:
         super().__init__(graph, keys, {k: shape != () for k, shape in state.items()}, list(hyper), ctype)
         if param not in (MATRIX, VECTOR):
             raise Unsupported(f"traced with shape {param}")

@@ -65,12 +65,15 @@ _lock = threading.Lock()
 _disabled: str | None = None  # why the native path is off in this process
 _warned = False
 _compiler: tuple[str, str] | None = None  # (path, identity)
-_kernels: dict[Hashable, Any] = {}  # configuration -> C function, or None when unsupported
+_kernels: dict[Hashable, Any] = {}  # configuration -> (Kernel, C function), or None when unsupported
 
 
 def cache_dir() -> Path:
     """Where compiled kernels are kept: ``$OPTIMLAB_CACHE_DIR/kernels`` or ``~/.cache/optimlab/kernels``."""
-    root = os.environ.get("OPTIMLAB_CACHE_DIR") or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "optimlab"
+    root = (
+        os.environ.get("OPTIMLAB_CACHE_DIR")
+        or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "optimlab"
+    )
     return Path(root) / "kernels"
 
 
@@ -102,7 +105,9 @@ def _find_compiler() -> tuple[str, str] | None:
             _disable(f"no C compiler found (tried {', '.join(names)}; set CC)")
             return None
         try:
-            version = subprocess.run([path, "--version"], capture_output=True, text=True, timeout=60).stdout
+            version = subprocess.run(
+                [path, "--version"], capture_output=True, text=True, timeout=60, check=False
+            ).stdout
         except (OSError, subprocess.SubprocessError) as exc:
             _disable(f"the C compiler {path} does not run ({exc})")
             return None
@@ -119,7 +124,11 @@ def _warn() -> None:
     global _warned
     if not _warned:
         _warned = True
-        warnings.warn(f"optimlab: native optimizer steps are off, the reference path is used: {_disabled}", RuntimeWarning, stacklevel=5)
+        warnings.warn(
+            f"optimlab: native optimizer steps are off, the reference path is used: {_disabled}",
+            RuntimeWarning,
+            stacklevel=5,
+        )
 
 
 def _machine() -> str:
@@ -146,7 +155,12 @@ def _build(source: str) -> Any:
             # -march=native and OpenMP where the compiler has them, plain C11 otherwise
             for extra in (_NATIVE + _OPENMP, _OPENMP, []):
                 out = Path(tmp) / "kernel.so"
-                done = subprocess.run([path, *_FLAGS, *extra, str(src), "-o", str(out), "-lm"], capture_output=True, text=True)
+                done = subprocess.run(
+                    [path, *_FLAGS, *extra, str(src), "-o", str(out), "-lm"],
+                    capture_output=True,
+                    text=True,
+                    check=False,
+                )
                 if done.returncode == 0:
                     os.replace(out, lib)  # atomic: a concurrent process sees all of it or nothing
                     break
@@ -174,6 +188,16 @@ def _split(kwargs: dict[str, Any]) -> tuple[dict[str, Any], dict[str, float]]:
         else:
             static[k] = v
     return static, hyper
+
+
+def _static_key(static: dict[str, Any]) -> Hashable | None:
+    """``static`` as part of a kernel's key; None for an unhashable option (no kernel then)."""
+    key = tuple(sorted(static.items()))
+    try:
+        hash(key)
+    except TypeError:
+        return None
+    return key
 
 
 Layout = tuple[tuple[int, ...], tuple[tuple[str, tuple[int, ...]], ...]]
@@ -207,11 +231,7 @@ def step_group(opt: RuleOptimizer, group: dict[str, Any], params: list[Tensor], 
     """One step of ``group``'s parameters with a gradient: native where possible, else reference."""
     static, numbers = _split(kwargs)
     hyper = tuple(numbers)
-    try:
-        static_key: Hashable = tuple(sorted(static.items()))
-        hash(static_key)
-    except TypeError:
-        static_key = None  # an unhashable option: no kernel can be keyed on it
+    static_key = _static_key(static)
     rule, elementwise = type(opt).rule, type(opt).elementwise
     batches: dict[tuple[Any, ...], list[tuple[Tensor, Tensor, State]]] = defaultdict(list)
     kernels: dict[tuple[Any, ...], Any] = {}
@@ -231,7 +251,9 @@ def step_group(opt: RuleOptimizer, group: dict[str, Any], params: list[Tensor], 
                 full = _state_shapes(opt, group, layout, p.dtype)
                 kernels[layout, p.dtype] = _kernel(rule, static_key, hyper, full, p.dtype) if full is not None else None
             else:
-                kernels[layout, p.dtype] = _kernel(rule, static_key, hyper, layout, p.dtype) if layout is not None else None
+                kernels[layout, p.dtype] = (
+                    _kernel(rule, static_key, hyper, layout, p.dtype) if layout is not None else None
+                )
         found = kernels[layout, p.dtype]
         if found is None or (found[0].dims and not _fits(found[0], p, tensors)):
             opt._update(p, grad, tensors, step, kwargs)
@@ -241,7 +263,9 @@ def step_group(opt: RuleOptimizer, group: dict[str, Any], params: list[Tensor], 
         _run(kernels[layout, dtype], batch, step, numbers)
 
 
-def run(rule: Any, params: list[Tensor], grads: list[Tensor], states: list[State], step: float, kwargs: dict[str, Any]) -> bool:
+def run(
+    rule: Any, params: list[Tensor], grads: list[Tensor], states: list[State], step: float, kwargs: dict[str, Any]
+) -> bool:
     """Apply an elementwise ``rule`` to every parameter in one native call, if it can be done.
 
     For other code than the optimizers' own step (Lookahead's synchronisation): it returns False,
@@ -250,13 +274,13 @@ def run(rule: Any, params: list[Tensor], grads: list[Tensor], states: list[State
     if not params or not available():
         return False
     static, numbers = _split(kwargs)
-    try:
-        static_key: Hashable = tuple(sorted(static.items()))
-        hash(static_key)
-    except TypeError:
+    static_key = _static_key(static)
+    if static_key is None:
         return False
     dtype = params[0].dtype
-    layouts = {_flat_layout(p, s) if _eligible(p, g) and p.dtype == dtype else None for p, g, s in zip(params, grads, states)}
+    layouts = {
+        _flat_layout(p, s) if _eligible(p, g) and p.dtype == dtype else None for p, g, s in zip(params, grads, states)
+    }
     layout = layouts.pop()
     if layouts or layout is None:
         return False
@@ -267,7 +291,12 @@ def run(rule: Any, params: list[Tensor], grads: list[Tensor], states: list[State
     return True
 
 
-def _run(kernel: tuple[_codegen.Kernel, Any], batch: list[tuple[Tensor, Tensor, State]], step: float, numbers: dict[str, float]) -> None:
+def _run(
+    kernel: tuple[_codegen.Kernel, Any],
+    batch: list[tuple[Tensor, Tensor, State]],
+    step: float,
+    numbers: dict[str, float],
+) -> None:
     k, fn = kernel
     vec = [p.data_ptr() for p, _, _ in batch] + [g.data_ptr() for _, g, _ in batch]
     vec += [s[name].data_ptr() for name in k.vector[2:] for _, _, s in batch]
@@ -281,7 +310,9 @@ def _run(kernel: tuple[_codegen.Kernel, Any], batch: list[tuple[Tensor, Tensor, 
 _shapes: dict[Hashable, Layout | None] = {}
 
 
-def _state_shapes(opt: RuleOptimizer, group: dict[str, Any], layout: tuple[Any, ...], dtype: torch.dtype) -> Layout | None:
+def _state_shapes(
+    opt: RuleOptimizer, group: dict[str, Any], layout: tuple[Any, ...], dtype: torch.dtype
+) -> Layout | None:
     """The traced shape and the state's shapes at it (from ``init_state``, once per configuration),
     or None if a fresh state would have other entries than ``layout`` names."""
     key = (type(opt), layout, dtype)
@@ -343,6 +374,11 @@ def _fits(kernel: _codegen.Kernel, p: Tensor, state: State) -> bool:
     sizes = {"b": b, "i": r, "j": c}
     for name, axes in zip(kernel.vector[2:], kernel.axes[2:]):
         v = state[name]
-        if v.dtype != p.dtype or not v.is_cpu or not v.is_contiguous() or v.numel() != math.prod(sizes[a] for a in axes):
+        if (
+            v.dtype != p.dtype
+            or not v.is_cpu
+            or not v.is_contiguous()
+            or v.numel() != math.prod(sizes[a] for a in axes)
+        ):
             return False
     return all(state[name].numel() == 1 and state[name].dtype == p.dtype for name in kernel.scalar)

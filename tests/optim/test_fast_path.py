@@ -85,7 +85,9 @@ def test_torch_sqrt_is_not_correctly_rounded() -> None:
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=str)
 @pytest.mark.parametrize("case", NATIVE_CASES, ids=str)
-def test_native_path_is_the_reference_path_bit_for_bit(case: h.Case, dtype: torch.dtype, fallbacks: list[torch.Tensor]) -> None:
+def test_native_path_is_the_reference_path_bit_for_bit(
+    case: h.Case, dtype: torch.dtype, fallbacks: list[torch.Tensor]
+) -> None:
     start = h.make_params(case.shapes, dtype)
     grads = h.gradient_stream(case.shapes, 100, dtype)
     # under a scheduler, so that changing hyperparameters reach the kernel
@@ -124,7 +126,9 @@ def test_native_path_matches_reference_and_swaps_checkpoints(case: h.Case, fallb
         assert h.relative_gap([resumed], [plain], start) <= 1e-6
 
 
-def _run_resumed(first: h.Make, then: h.Make, start: list[torch.Tensor], grads: list[list[torch.Tensor]]) -> list[torch.Tensor]:
+def _run_resumed(
+    first: h.Make, then: h.Make, start: list[torch.Tensor], grads: list[list[torch.Tensor]]
+) -> list[torch.Tensor]:
     """Half the steps with ``first``, its state_dict loaded into ``then``, the other half."""
     ps = [p.clone() for p in start]
     half = len(grads) // 2
@@ -144,7 +148,9 @@ def _run_resumed(first: h.Make, then: h.Make, start: list[torch.Tensor], grads: 
 
 
 @pytest.mark.parametrize("case", REDUCING_CASES, ids=str)
-def test_native_path_of_a_reducing_rule_is_as_accurate_as_the_reference_path(case: h.Case, fallbacks: list[torch.Tensor]) -> None:
+def test_native_path_of_a_reducing_rule_is_as_accurate_as_the_reference_path(
+    case: h.Case, fallbacks: list[torch.Tensor]
+) -> None:
     start64 = h.make_params(case.shapes, torch.float64)
     grads64 = h.gradient_stream(case.shapes, 100, torch.float64)
     fast, ref = h.with_fast(case.make, True), h.with_fast(case.make, False)
@@ -170,7 +176,10 @@ def test_loop_nest_kernels_split_rows_between_threads(threads: int, beta1: float
     shapes = [(3, 2, 157, 131), (70001,), (300, 257), (5,), (2, 3)]
     start = h.make_params(shapes, torch.float64)
     grads = h.gradient_stream(shapes, 4, torch.float64)
-    make = lambda ps, fast: Adafactor(ps, beta1=beta1, weight_decay=0.1, fast=fast)  # noqa: E731
+
+    def make(ps: list[torch.Tensor], fast: bool) -> Adafactor:
+        return Adafactor(ps, beta1=beta1, weight_decay=0.1, fast=fast)
+
     before = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
@@ -214,7 +223,10 @@ def test_when_the_native_path_is_taken(launched: list[int], fast: bool | None, n
 def test_channels_last_parameters_take_the_native_path(fallbacks: list[torch.Tensor]) -> None:
     # conv weights in channels_last: walked in memory order, with a gradient in either layout
     gen = torch.Generator().manual_seed(0)
-    start = [torch.randn(4, 3, 5, 2, generator=gen).to(memory_format=torch.channels_last), torch.randn(6, generator=gen)]
+    start = [
+        torch.randn(4, 3, 5, 2, generator=gen).to(memory_format=torch.channels_last),
+        torch.randn(6, generator=gen),
+    ]
     grads = [[torch.randn(4, 3, 5, 2, generator=gen), torch.randn(6, generator=gen)] for _ in range(5)]
     grads[1][0] = grads[1][0].to(memory_format=torch.channels_last)
 
@@ -273,7 +285,9 @@ def fresh(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[Path]:
     yield tmp_path / "kernels"
 
 
-def _steps(fast: bool | None, lrs: tuple[float, ...] = (0.1,) * 5, weight_decay: tuple[float, ...] = (0.0,) * 5) -> list[torch.Tensor]:
+def _steps(
+    fast: bool | None, lrs: tuple[float, ...] = (0.1,) * 5, weight_decay: tuple[float, ...] = (0.0,) * 5
+) -> list[torch.Tensor]:
     ps = h.make_params([(6, 2), (5,), (3,)], torch.float32)
     opt = Adam(ps, fast=fast)
     for lr, wd, step_grads in zip(lrs, weight_decay, h.gradient_stream([(6, 2), (5,), (3,)], len(lrs), torch.float32)):
@@ -309,7 +323,9 @@ def test_kernels_are_cached_on_disk(fresh: Path, monkeypatch: pytest.MonkeyPatch
     assert all(torch.equal(a, b) for a, b in zip(_steps(True), expected))
 
 
-def test_missing_compiler_is_quiet_by_default_and_warns_once_when_asked(fresh: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_missing_compiler_is_quiet_by_default_and_warns_once_when_asked(
+    fresh: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("CC", "/nonexistent/cc")
     with warnings.catch_warnings():
         warnings.simplefilter("error")
@@ -321,7 +337,9 @@ def test_missing_compiler_is_quiet_by_default_and_warns_once_when_asked(fresh: P
     assert all(torch.equal(a, b) for a, b in zip(ps, _steps(fast=False)))
 
 
-def test_failed_compilation_warns_once_and_loses_no_step(fresh: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+def test_failed_compilation_warns_once_and_loses_no_step(
+    fresh: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     broken = tmp_path / "cc"
     broken.write_text("#!/bin/sh\necho 'simulated compiler crash' >&2\nexit 1\n")
     broken.chmod(0o755)
@@ -336,14 +354,16 @@ def test_failed_compilation_warns_once_and_loses_no_step(fresh: Path, monkeypatc
 
 
 def test_a_rule_without_translation_keeps_the_reference_path(fresh: Path) -> None:
-    def exp_rule(param: torch.Tensor, grad: torch.Tensor, state: dict, step: Any, *, lr: Any) -> tuple[torch.Tensor, dict]:
+    def exp_rule(
+        param: torch.Tensor, grad: torch.Tensor, state: dict, step: Any, *, lr: Any
+    ) -> tuple[torch.Tensor, dict]:
         return param - lr * grad.exp(), {}
 
     class ExpDescent(RuleOptimizer):
         rule = staticmethod(exp_rule)
 
         def __init__(self, params: Any, lr: float = 0.1, fast: bool | None = None) -> None:
-            super().__init__(params, dict(lr=lr), fast=fast)
+            super().__init__(params, {"lr": lr}, fast=fast)
 
         def validate(self, group: dict[str, Any]) -> None:
             pass
@@ -364,11 +384,13 @@ def test_generated_code_computes_hyperparameter_arithmetic_once_per_call() -> No
     # the point of the three value classes: no pow() inside the element loop
     state = {"exp_avg": (4,), "exp_avg_sq": (4,)}
     kernel = _codegen.generate(Adam.rule, {}, ("lr", "beta1", "beta2", "eps"), (4,), state, torch.float32)
-    loop = kernel.source[kernel.source.index("for (int64_t i = begin"):]
+    loop = kernel.source[kernel.source.index("for (int64_t i = begin") :]
     assert "pow(" in kernel.source and "pow(" not in loop and "double" not in loop
 
 
-def test_lookahead_synchronises_natively_unless_the_inner_optimizer_is_told_not_to(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_lookahead_synchronises_natively_unless_the_inner_optimizer_is_told_not_to(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     from optimlab.optim import lookahead
 
     used: list[int] = []
