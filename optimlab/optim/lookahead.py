@@ -214,7 +214,6 @@ class Lookahead(torch.optim.Optimizer):
     def _params(self) -> list[Tensor]:
         return [p for group in self.param_groups for p in group["params"]]
 
-    @torch.no_grad()
     def _take_slow_weights(self) -> None:
         """Give slow weights to the parameters that have a gradient for the first time."""
         for p in self._params():
@@ -236,7 +235,6 @@ class Lookahead(torch.optim.Optimizer):
 
         return wrapped
 
-    @torch.no_grad()
     def _synchronise(self) -> None:
         mode = self.defaults["pullback_momentum"]
         batches: dict[tuple[Any, ...], list[Tensor]] = defaultdict(list)
@@ -260,10 +258,11 @@ class Lookahead(torch.optim.Optimizer):
             states = [{"slow_param": s} for s in slow]
             if _native.run(_sync_rule, fast, fast, states, float(self.step_count), dict(k=k, alpha=alpha)):
                 return
-        fast_list, slow_list = TensorList(fast), TensorList(slow)
-        new_fast, new_slow = lookahead_sync(fast_list, slow_list, self.step_count, k=k, alpha=alpha)
-        fast_list.copy_(new_fast)
-        slow_list.copy_(new_slow)
+        with torch.no_grad():  # in-place writes to leaves that require grad
+            fast_list, slow_list = TensorList(fast), TensorList(slow)
+            new_fast, new_slow = lookahead_sync(fast_list, slow_list, self.step_count, k=k, alpha=alpha)
+            fast_list.copy_(new_fast)
+            slow_list.copy_(new_slow)
 
     def _momentum(self, p: Tensor, mode: str) -> Tensor:
         inner = self.optimizer.state.get(p, {})
