@@ -20,7 +20,8 @@ The first step of each configuration (rule, options, which hyperparameters are 0
 layout) traces the rule (tens of ms) and compiles it with ``$CC`` or the first of ``cc``,
 ``gcc``, ``clang`` on the ``PATH`` (a fraction of a second).  Kernels are cached on disk, keyed by
 their source, the compiler and the machine, under ``$OPTIMLAB_CACHE_DIR/kernels`` (default
-``~/.cache/optimlab/kernels``), so later processes only trace.  If a compilation fails, a warning
+``~/.cache/optimlab/kernels``), so later processes only trace; where that directory cannot be
+written, kernels go to a temporary directory, with a warning.  If a compilation fails, a warning
 is given once and the reference path is used for the rest of the process.
 
 Results equal the reference path's bit for bit wherever torch rounds as IEEE 754 says; torch's
@@ -32,6 +33,7 @@ from __future__ import annotations
 
 import array
 import ctypes
+import getpass
 import hashlib
 import math
 import os
@@ -147,7 +149,9 @@ def _build(source: str) -> Any:
     directory = cache_dir()
     lib = directory / f"{key}.so"
     if not lib.exists():
-        directory.mkdir(parents=True, exist_ok=True)
+        directory = _writable(directory)
+        lib = directory / f"{key}.so"
+    if not lib.exists():
         with tempfile.TemporaryDirectory(dir=directory) as tmp:
             src = Path(tmp) / "kernel.c"
             src.write_text(source)
@@ -171,6 +175,30 @@ def _build(source: str) -> Any:
     fn.restype = None
     fn.argtypes = [ctypes.c_int64, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int]
     return fn
+
+
+def _writable(directory: Path) -> Path:
+    """``directory``, created; or, where it cannot be written, a temporary one (with a warning)."""
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        if os.access(directory, os.W_OK):
+            return directory
+    except OSError:
+        pass
+    fallback = Path(tempfile.gettempdir()) / f"optimlab-kernels-{getpass.getuser()}"
+    if fallback not in _fallbacks:
+        _fallbacks.add(fallback)
+        warnings.warn(
+            f"optimlab: the kernel cache {directory} cannot be written; kernels go to {fallback} "
+            "(set OPTIMLAB_CACHE_DIR to keep them elsewhere)",
+            RuntimeWarning,
+            stacklevel=6,
+        )
+    fallback.mkdir(parents=True, exist_ok=True)
+    return fallback
+
+
+_fallbacks: set[Path] = set()
 
 
 def _split(kwargs: dict[str, Any]) -> tuple[dict[str, Any], dict[str, float]]:

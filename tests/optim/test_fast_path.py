@@ -282,6 +282,7 @@ def fresh(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[Path]:
     monkeypatch.setattr(_native, "_compiler", None)
     monkeypatch.setattr(_native, "_disabled", None)
     monkeypatch.setattr(_native, "_warned", False)
+    monkeypatch.setattr(_native, "_fallbacks", set())
     yield tmp_path / "kernels"
 
 
@@ -321,6 +322,20 @@ def test_kernels_are_cached_on_disk(fresh: Path, monkeypatch: pytest.MonkeyPatch
 
     monkeypatch.setattr(_native.subprocess, "run", no_compiler)
     assert all(torch.equal(a, b) for a, b in zip(_steps(True), expected))
+
+
+def test_an_unwritable_kernel_cache_falls_back_to_a_temporary_one(
+    fresh: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    monkeypatch.setenv("OPTIMLAB_CACHE_DIR", str(blocker))  # its kernels/ cannot be created
+    monkeypatch.setattr(_native.tempfile, "gettempdir", lambda: str(tmp_path))
+    with pytest.warns(RuntimeWarning, match="cannot be written"):
+        ps = _steps(fast=True)
+    assert list(tmp_path.glob("optimlab-kernels-*/*.so"))
+    with correctly_rounded_sqrt():
+        assert all(torch.equal(a, b) for a, b in zip(ps, _steps(fast=False)))
 
 
 def test_missing_compiler_is_quiet_by_default_and_warns_once_when_asked(
