@@ -75,12 +75,15 @@ def fallbacks(monkeypatch: pytest.MonkeyPatch) -> list[torch.Tensor]:
     return calls
 
 
-def test_torch_sqrt_is_not_correctly_rounded() -> None:
-    # why the parity tests below are exact only against a reference with correctly rounded sqrt
+def test_the_reference_sqrt_of_the_parity_tests_is_correctly_rounded() -> None:
+    # float32 sqrt computed in float64 and rounded once is the correctly rounded result
     x = torch.rand(100_000, generator=torch.Generator().manual_seed(0)) * 1e-3
     exact = torch.from_numpy(np.sqrt(x.numpy().astype(np.float64)).astype(np.float32))
-    assert not torch.equal(x.sqrt(), exact)
-    assert torch.equal(torch.from_numpy(np.sqrt(x.numpy())), exact)
+    assert torch.equal(_ieee_sqrt(x), exact)
+    # why the parity tests below need it: torch's vectorised CPU sqrt (Sleef) is not always
+    if torch.equal(x.sqrt(), exact):
+        pytest.skip("torch's sqrt is correctly rounded on this machine")
+    assert (x.sqrt() != exact).float().mean().item() < 0.05  # off by rounding, on few inputs
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=str)
@@ -107,7 +110,7 @@ SQRT_AMPLIFIED = {"Lookahead-Adam-reset"}
 
 @pytest.mark.parametrize(
     "case",
-    [pytest.param(c, marks=pytest.mark.xfail(reason="torch's sqrt rounding, amplified: 1.2e-6", strict=True))
+    [pytest.param(c, marks=pytest.mark.xfail(reason="torch's sqrt rounding, amplified: 1.2e-6 here; exact where torch's sqrt is", strict=False))
      if c.id in SQRT_AMPLIFIED else c for c in NATIVE_CASES],
     ids=str,
 )  # fmt: skip
