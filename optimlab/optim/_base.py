@@ -140,13 +140,14 @@ class RuleOptimizer(torch.optim.Optimizer):
             elif foreach and self.elementwise:
                 self._step_foreach(group, params, kwargs)
             else:
-                for p, (grad, state, step) in zip(params, self._prepare(group, params)):
-                    self._update(p, grad, {k: v for k, v in state.items() if k != "step"}, step, kwargs)
+                for p, (grad, tensors, step) in zip(params, self._prepare(group, params)):
+                    self._update(p, grad, tensors, step, kwargs)
         return loss
 
-    # -- the two paths ------------------------------------------------------------------------
+    # -- the paths ------------------------------------------------------------------------
     def _prepare(self, group: dict[str, Any], params: list[Tensor]) -> list[tuple[Tensor, State, float]]:
-        """``(grad, state, step)`` per parameter, each step count advanced by one (one kernel for all)."""
+        """``(grad, state tensors without the step, step)`` per parameter, each step count advanced
+        by one (one kernel for all)."""
         prepared = []
         for p in params:
             grad = p.grad
@@ -164,7 +165,10 @@ class RuleOptimizer(torch.optim.Optimizer):
             prepared.append((-grad if group["maximize"] else grad, state))
         counts = [state["step"] for _, state in prepared]
         torch._foreach_add_(counts, 1)
-        return [(grad, state, count.item()) for (grad, state), count in zip(prepared, counts)]
+        return [
+            (grad, {k: v for k, v in state.items() if k != "step"}, count.item())
+            for (grad, state), count in zip(prepared, counts)
+        ]
 
     def _update(self, p: Tensor, grad: Tensor, tensors: State, step: float, kwargs: dict[str, Any]) -> None:
         """The reference update of one parameter whose step count is already advanced."""
@@ -194,13 +198,12 @@ class RuleOptimizer(torch.optim.Optimizer):
         # Tensors are batched by device, dtype and step count, so that the step (and with it
         # every bias correction) is one number per batch, exactly as in the per-parameter path.
         batches: dict[tuple[Any, ...], list[tuple[Tensor, Tensor, State]]] = defaultdict(list)
-        for p, (grad, state, step) in zip(params, self._prepare(group, params)):
-            batches[(p.device, p.dtype, step)].append((p, grad, state))
+        for p, (grad, tensors, step) in zip(params, self._prepare(group, params)):
+            batches[(p.device, p.dtype, step)].append((p, grad, tensors))
         for (_, _, step), batch in batches.items():
             ps = TensorList(p for p, _, _ in batch)
             grads = TensorList(g for _, g, _ in batch)
-            keys = [k for k in batch[0][2] if k != "step"]
-            tensors = {k: TensorList(s[k] for _, _, s in batch) for k in keys}
+            tensors = {k: TensorList(s[k] for _, _, s in batch) for k in batch[0][2]}
             new_p, new_state = type(self).rule(ps, grads, tensors, step, **kwargs)
             ps.copy_(new_p)
             for k, v in new_state.items():

@@ -12,7 +12,8 @@ When it is used (``fast`` is a constructor option and a param-group entry):
   found.  Without one, ``None`` quietly keeps the reference path and ``True`` warns once.
 * ``fast=False``: never; the reference path.
 
-Other tensors (CUDA, 16-bit, non-contiguous, state of another layout) take the reference path.
+Other tensors (CUDA, 16-bit, memory layouts other than contiguous or channels_last, state of
+another layout) take the reference path.
 Rules that reduce over a tensor (Adafactor) get a loop-nest kernel (:mod:`~optimlab.optim._loopnest`)
 that updates one tensor after another.
 
@@ -260,11 +261,10 @@ def step_group(opt: RuleOptimizer, group: dict[str, Any], params: list[Tensor], 
     static, numbers = _split(kwargs)
     hyper = tuple(numbers)
     static_key = _static_key(static)
-    rule, elementwise = type(opt).rule, type(opt).elementwise
+    elementwise = type(opt).elementwise
     batches: dict[tuple[Any, ...], list[tuple[Tensor, Tensor, State]]] = defaultdict(list)
     kernels: dict[tuple[Any, ...], Any] = {}
-    for p, (grad, state, step) in zip(params, opt._prepare(group, params)):
-        tensors = {k: v for k, v in state.items() if k != "step"}
+    for p, (grad, tensors, step) in zip(params, opt._prepare(group, params)):
         if static_key is None or not _eligible(p, grad):
             layout = None
         elif elementwise:
@@ -272,16 +272,9 @@ def step_group(opt: RuleOptimizer, group: dict[str, Any], params: list[Tensor], 
         elif not p.is_contiguous():
             layout = None  # loop nests index rows and columns
         else:  # traced at a fixed rank; the state's shapes at that rank come from init_state
-            traced = _loopnest.MATRIX if p.dim() >= 2 else _loopnest.VECTOR
-            layout = (traced, tuple(tensors))  # type: ignore[assignment]
+            layout = (_loopnest.MATRIX if p.dim() >= 2 else _loopnest.VECTOR, tuple(tensors))
         if (layout, p.dtype) not in kernels:
-            if layout is not None and not elementwise:
-                full = _state_shapes(opt, group, layout, p.dtype)
-                kernels[layout, p.dtype] = _kernel(rule, static_key, hyper, full, p.dtype) if full is not None else None
-            else:
-                kernels[layout, p.dtype] = (
-                    _kernel(rule, static_key, hyper, layout, p.dtype) if layout is not None else None
-                )
+            kernels[layout, p.dtype] = _find(opt, group, static_key, hyper, layout, p.dtype)
         found = kernels[layout, p.dtype]
         if found is None or (found[0].dims and not _fits(found[0], p, tensors)):
             opt._update(p, grad, tensors, step, kwargs)
@@ -289,6 +282,20 @@ def step_group(opt: RuleOptimizer, group: dict[str, Any], params: list[Tensor], 
             batches[(layout, p.dtype, step)].append((p, _like(grad, p), tensors))
     for (layout, dtype, step), batch in batches.items():
         _run(kernels[layout, dtype], batch, step, numbers)
+
+
+def _find(
+    opt: RuleOptimizer,
+    group: dict[str, Any],
+    static_key: Hashable,
+    hyper: tuple[str, ...],
+    layout: Any,
+    dtype: torch.dtype,
+) -> Any:
+    """The kernel for a parameter of ``layout`` (None: the reference path)."""
+    if layout is not None and not type(opt).elementwise:
+        layout = _state_shapes(opt, group, layout, dtype)
+    return None if layout is None else _kernel(type(opt).rule, static_key, hyper, layout, dtype)
 
 
 def run(
