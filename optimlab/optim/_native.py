@@ -173,7 +173,7 @@ def _build(source: str) -> Any:
             else:
                 raise RuntimeError(f"{path} failed: {errors.strip()[-2000:]}")
     fn = ctypes.CDLL(str(lib)).optimlab_step
-    fn.restype = None
+    fn.restype = ctypes.c_int
     fn.argtypes = [ctypes.c_int64, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int]
     return fn
 
@@ -361,7 +361,8 @@ def _state_shapes(
 def _launch(fn: Any, n: int, sizes: array.array, vec: array.array, sca: array.array, h: array.array) -> None:
     """Run a kernel over ``n`` tensors (its arguments are described in :class:`_codegen.Kernel`)."""
     address = [a.buffer_info()[0] for a in (sizes, vec, sca, h)]
-    fn(n, *address, torch.get_num_threads())
+    if fn(n, *address, torch.get_num_threads()):
+        raise MemoryError("optimlab: a native optimizer kernel could not allocate its scratch memory")
 
 
 def _eligible(p: Tensor, grad: Tensor) -> bool:
