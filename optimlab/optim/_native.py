@@ -281,7 +281,12 @@ def step_group(opt: RuleOptimizer, group: dict[str, Any], params: list[Tensor], 
         else:
             batches[(layout, p.dtype, step)].append((p, _like(grad, p), tensors))
     for (layout, dtype, step), batch in batches.items():
-        _run(kernels[layout, dtype], batch, step, numbers)
+        try:
+            _run(kernels[layout, dtype], batch, step, numbers)
+        except MemoryError as exc:  # the kernel wrote nothing: the reference path does the step
+            warnings.warn(f"{exc}; the reference path takes this step", RuntimeWarning, stacklevel=4)
+            for p, grad, tensors in batch:
+                opt._update(p, grad, tensors, step, kwargs)
 
 
 def _find(
@@ -322,7 +327,10 @@ def run(
     kernel = _kernel(rule, static_key, tuple(numbers), layout, dtype)
     if kernel is None:
         return False
-    _run(kernel, [(p, _like(g, p), s) for p, g, s in zip(params, grads, states)], step, numbers)
+    try:
+        _run(kernel, [(p, _like(g, p), s) for p, g, s in zip(params, grads, states)], step, numbers)
+    except MemoryError:
+        return False
     return True
 
 
