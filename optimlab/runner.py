@@ -92,89 +92,38 @@ returned as ``status`` ``"failed"``, so that a sweep goes on; Ctrl-C is stored a
 
 from __future__ import annotations
 
-import difflib
-import importlib
 import inspect
 import math
 import os
-import pkgutil
 import sys
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from functools import lru_cache
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
 import torch
 from tqdm import tqdm
 
-from . import optim as optimlab_optim
+from . import spec as spec_mod
 from . import tasks as tasks_mod
 from .optim._validate import check_choice, check_int
+from .spec import OptimizerSpec
 from .store import Store, canonical_json, run_key, with_versions
 from .tasks import BUDGETS, Instance, Task
 
 __all__ = ["build_optimizer", "optimizer_names", "optimizer_spec", "resolve_optimizer", "run", "state_bytes"]
 
-_PREFIXES = {"": None, "optimlab": "optimlab", "optimlab.optim": "optimlab", "torch": "torch", "torch.optim": "torch"}
-
 
 # ---------------------------------------------------------------------------------------------
-# Optimizers by name
+# Optimizers by name (the grammar is optimlab.spec's)
 # ---------------------------------------------------------------------------------------------
-
-
-@lru_cache(maxsize=1)
-def _catalogue() -> tuple[dict[str, type[torch.optim.Optimizer]], tuple[str, ...]]:
-    """``({canonical name: class}, (import errors of optimlab.optim modules))``."""
-    classes: dict[str, type[torch.optim.Optimizer]] = {}
-    broken = []
-    for module_info in sorted(pkgutil.iter_modules(optimlab_optim.__path__), key=lambda m: m.name):
-        if module_info.name.startswith("_"):
-            continue
-        module_name = f"{optimlab_optim.__name__}.{module_info.name}"
-        try:
-            module = importlib.import_module(module_name)
-        except Exception as e:  # a module being written must not hide every other optimizer
-            broken.append(f"{module_name} ({type(e).__name__}: {e})")
-            continue
-        for name, cls in vars(module).items():
-            if _is_optimizer(cls) and cls.__module__ == module_name:
-                classes[f"optimlab.{name}"] = cls
-    for name, cls in vars(torch.optim).items():
-        if _is_optimizer(cls) and not _needs_closure(cls):
-            classes[f"torch.{name}"] = cls
-    return dict(sorted(classes.items())), tuple(broken)
-
-
-def _is_optimizer(obj: Any) -> bool:
-    return (
-        isinstance(obj, type)
-        and issubclass(obj, torch.optim.Optimizer)
-        and obj is not torch.optim.Optimizer
-        and not obj.__name__.startswith("_")
-    )
-
-
-def _signature(cls: type) -> inspect.Signature:
-    return inspect.signature(cls.__init__)
-
-
-def _is_wrapper(cls: type) -> bool:
-    """An optimizer class whose first argument is another optimizer (Lookahead)."""
-    params = list(_signature(cls).parameters)
-    return len(params) > 1 and params[1] == "optimizer"
-
-
-def _needs_closure(cls: type) -> bool:
-    closure = inspect.signature(cls.step).parameters.get("closure")
-    return closure is not None and closure.default is inspect.Parameter.empty
 
 
 def optimizer_names() -> tuple[str, ...]:
     """Every optimizer :func:`run` accepts, by canonical name, sorted (``"optimlab.Adam"``, ``"torch.SGD"``...)."""
-    return tuple(_catalogue()[0])
+    return spec_mod.optimizer_names()
 
 
 def resolve_optimizer(name: str) -> tuple[str, type[torch.optim.Optimizer]]:
@@ -184,73 +133,74 @@ def resolve_optimizer(name: str) -> tuple[str, type[torch.optim.Optimizer]]:
         ValueError: an unknown name; the message lists every valid one, the closest matches,
             and any optimlab module that failed to import.
     """
-    classes, broken = _catalogue()
-    if not isinstance(name, str):
-        raise ValueError(f"run: invalid optimizer={name!r}: expected a name such as 'Adam' or 'torch.SGD'")
-    prefix, _, short = name.strip().rpartition(".")
-    library = _PREFIXES.get(prefix.lower(), "?")
-    matches = sorted(
-        (canonical for canonical in classes if canonical.split(".")[1].lower() == short.lower()),
-        key=lambda canonical: not canonical.startswith("optimlab."),  # optimlab's first
-    )
-    matches = [m for m in matches if library is None or m.startswith(f"{library}.")]
-    if matches:
-        return matches[0], classes[matches[0]]
-    by_short: dict[str, list[str]] = {}
-    for canonical in classes:
-        by_short.setdefault(canonical.split(".")[1].lower(), []).append(canonical)
-    close = [c for s in difflib.get_close_matches(short.lower(), list(by_short), n=2, cutoff=0.6) for c in by_short[s]]
-    hint = f" (did you mean {', '.join(close)}?)" if close else ""
-    failed = f"; these optimlab modules failed to import: {'; '.join(broken)}" if broken else ""
-    raise ValueError(
-        f"run: invalid optimizer={name!r}{hint}: expected one of {', '.join(classes)} "
-        f"(optimlab./torch. prefixes optional, a bare name is optimlab's where both have it){failed}"
-    )
+    return spec_mod.resolve(name, who="run")
 
 
-def optimizer_spec(name: str, hyperparameters: Mapping[str, Any] | None = None) -> tuple[str, dict[str, Any]]:
-    """``(canonical name, every hyperparameter)``: ``hyperparameters`` with the constructor's
-    defaults filled in (a wrapper's inner optimizer spelled out the same way).
+def optimizer_spec(
+    name: str | OptimizerSpec, hyperparameters: Mapping[str, Any] | None = None
+) -> tuple[str, dict[str, Any]]:
+    """``(canonical name, every hyperparameter)``: the spec ``name`` (a name, a preset, or spec text
+    such as ``"Adam(beta1=0.5)"``, see :mod:`optimlab.spec`) with ``hyperparameters`` applied over
+    it and the constructor's defaults filled in (a wrapper's inner optimizer spelled out the same way).
 
     Raises:
         ValueError: an unknown optimizer or hyperparameter name, a missing required one, or a
             value that cannot be part of a run key (see :func:`optimlab.store.canonical_json`).
     """
-    canonical, cls = resolve_optimizer(name)
+    spec = _parsed(name)
     given = {} if hyperparameters is None else hyperparameters
     if not isinstance(given, Mapping):
-        raise ValueError(f"run: invalid hyperparameters={given!r} for {canonical}: expected a mapping of name to value")
-    wrapper = _is_wrapper(cls)
-    accepted = {
-        p.name: p
-        for p in list(_signature(cls).parameters.values())[2:]
-        if p.kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
-    }
-    allowed = ["optimizer", *accepted] if wrapper else list(accepted)
-    unknown = sorted(set(given) - set(allowed))
+        raise ValueError(f"run: invalid hyperparameters={given!r} for {spec.name}: expected a mapping of name to value")
+    cls = spec.cls
+    wrapper = spec_mod.is_wrapper(cls)
+    allowed = [*(["optimizer"] if wrapper else []), *spec_mod.parameters(cls), *spec_mod.components(cls)]
+    unknown = [k for k in given if k not in allowed]
     if unknown:
+        raise ValueError(f"run: invalid hyperparameter {unknown[0]!r} for {spec.name}: expected some of {', '.join(allowed)}")
+    given = dict(given)
+    if wrapper and "optimizer" in given:
+        inner = given.pop("optimizer")
+        if isinstance(inner, str):
+            inner = spec_mod.parse(inner)
+        elif not (isinstance(inner, OptimizerSpec) or (isinstance(inner, Mapping) and isinstance(inner.get("name"), str)
+                                                     and set(inner) <= {"name", "hyperparameters"})):  # fmt: skip
+            raise ValueError(
+                f"run: invalid hyperparameter optimizer={inner!r} for {spec.name}: expected a spec such as "
+                "'Adam(lr=0.01)' or {'name': <optimizer name>, 'hyperparameters': {...}}"
+            )
+        elif isinstance(inner, Mapping):
+            inner = OptimizerSpec.from_config(inner)
+        spec = replace(spec, inner=inner)
+    elif wrapper and spec.inner is None:
         raise ValueError(
-            f"run: invalid hyperparameter {unknown[0]!r} for {canonical}: expected some of {', '.join(allowed)}"
+            f"run: invalid hyperparameter optimizer=None for {spec.name}: expected a spec such as "
+            "'Adam(lr=0.01)' or {'name': <optimizer name>, 'hyperparameters': {...}}"
         )
+    spec = spec.with_values(given)
     full: dict[str, Any] = {}
     if wrapper:
-        inner = given.get("optimizer")
-        if not (isinstance(inner, Mapping) and isinstance(inner.get("name"), str) and set(inner) <= {"name", "hyperparameters"}):
-            raise ValueError(
-                f"run: invalid hyperparameter optimizer={inner!r} for {canonical}: expected "
-                "{'name': <optimizer name>, 'hyperparameters': {...}}"
-            )
-        inner_name, inner_hp = optimizer_spec(inner["name"], inner.get("hyperparameters"))
+        inner_name, inner_hp = optimizer_spec(spec.inner)  # type: ignore[arg-type]
         full["optimizer"] = {"name": inner_name, "hyperparameters": inner_hp}
-    for p in accepted.values():
-        if p.name in given:
-            full[p.name] = given[p.name]
+    for p in spec_mod.parameters(cls).values():
+        if p.name in spec.hyperparameters:
+            full[p.name] = spec.hyperparameters[p.name]
         elif p.default is inspect.Parameter.empty:
-            raise ValueError(f"run: missing hyperparameter {p.name!r} for {canonical}: it has no default")
+            raise ValueError(f"run: missing hyperparameter {p.name!r} for {spec.name}: it has no default")
         else:
             full[p.name] = p.default
-    canonical_json({f"hyperparameters of {canonical}": full})  # ValueError for a value with no key
-    return canonical, json_plain(full)
+    canonical_json({f"hyperparameters of {spec.name}": full})  # ValueError for a value with no key
+    return spec.name, json_plain(full)
+
+
+def _parsed(name: str | OptimizerSpec) -> OptimizerSpec:
+    if isinstance(name, OptimizerSpec):
+        return name
+    if not isinstance(name, str):
+        raise ValueError(f"run: invalid optimizer={name!r}: expected a name such as 'Adam' or 'torch.SGD'")
+    try:  # a bare name may be a wrapper whose inner optimizer comes in the hyperparameters
+        return spec_mod.parse(name) if "(" in name else spec_mod.named(name)
+    except ValueError as e:
+        raise ValueError(f"run: {e}") from None
 
 
 def json_plain(value: Any) -> Any:
@@ -270,7 +220,7 @@ def build_optimizer(name: str, hyperparameters: Mapping[str, Any], params: list[
     """The optimizer ``name`` over ``params`` with ``hyperparameters`` (lists are passed as tuples)."""
     _, cls = resolve_optimizer(name)
     kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in hyperparameters.items() if k != "optimizer"}
-    if _is_wrapper(cls):
+    if spec_mod.is_wrapper(cls):
         inner = hyperparameters["optimizer"]
         return cls(build_optimizer(inner["name"], inner.get("hyperparameters", {}), params), **kwargs)
     return cls(params, **kwargs)
