@@ -293,12 +293,7 @@ def _space(name: str, text: str) -> Any:
 
 
 def _print_comparison(result: Any) -> None:
-    _log(f"{result.task}, {result.budget}: final {result.metric} over seeds (mean ± 95% CI half-width)")
-    for s in result.summaries:
-        flag = "best" if s.best else {True: "within noise of best", False: "worse beyond noise", None: "n/a"}[s.within_noise]
-        diverged = f", {s.diverged} diverged" if s.diverged else ""
-        _log(f"  {s.label}: {s.mean:.4g} ± {s.half_width:.3g} (n={s.n}{diverged}) {flag}")
-    _log(result.verdict())
+    _log(result.render())
 
 
 def _run_spec(surface: Any, spec: str, grid: dict[str, list[float]], args: argparse.Namespace, target: float | None = None) -> Any:

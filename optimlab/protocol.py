@@ -22,13 +22,12 @@ r"""The fair comparison protocol: equal tuning budgets, several seeds, confidenc
    not the ones the choice was made on).  The reported number is the *final* metric on the task's
    final split (test; the training rows for ``airfoil-linreg``), never the best value seen
    during training.
-3. **Statistics** (:func:`summarize`).  Mean and 95% confidence interval over seeds,
-   :math:`\bar x \pm t_{0.975,\,n-1}\, s/\sqrt{n}` (Student's t with :math:`n-1` degrees of
-   freedom, :math:`s` the sample standard deviation).  Every optimizer is compared with the best
-   mean by Welch's two-sided t-test (unequal variances, Welch-Satterthwaite degrees of freedom);
-   :math:`p \ge 0.05` flags the pair *within noise*, and no winner is claimed while any other
-   optimizer is within noise of the best.  Seeds whose run diverged have no metric (NaN); they are
-   counted apart and left out of the mean.
+3. **Statistics** (:mod:`optimlab.stats`).  Each arm's final metric over its seeds: how many
+   diverged (a non-finite value, or one beyond the task's ceiling: :func:`final_value`), the mean
+   and a 95% Student-t interval of the finite ones kept inside the metric's range, and Welch's
+   test against the best-ranked arm.  An arm with a diverged seed is never best over one without;
+   fewer than 2 finite seeds is "not enough seeds"; one arm is no comparison; fewer than 5 seeds
+   is a weak comparison.  :meth:`Comparison.render` prints it all.
 
 Optimizers are named as :func:`optimlab.runner.run` names them, or by a preset of
 :data:`optimlab.optim.PRESETS` (``"Momentum"``, ``"NAG"``, ``"AMSGrad"``, ``"AMSBound"``: the
@@ -44,10 +43,7 @@ after each training step; its runs are stored under the task name ``"<task>+warm
 **Learning-rate sensitivity** (:func:`lr_sensitivity`): the final validation metric over a grid of
 learning rates, several seeds each: the tool for claims such as RAdam's "robust from 0.003 to 0.1".
 
-Statistics references: Student's t interval and Welch's test as in B. L. Welch, "The
-generalization of Student's problem when several different population variances are involved",
-Biometrika 34 (1947); the t distribution through the regularized incomplete beta function,
-evaluated by its continued fraction (W. H. Press et al., Numerical Recipes, 3rd ed., section 6.4).
+The statistical method and its references are in :mod:`optimlab.stats`.
 """
 
 from __future__ import annotations
@@ -68,13 +64,13 @@ from . import tasks as tasks_mod
 from .optim._validate import check_choice, check_int, check_range
 from .runner import optimizer_spec, resolve_optimizer, run
 from .schedules import LinearWarmup, UntunedWarmup
+from .stats import Summary, summarize, verdict
 from .store import Store
 from .tasks import BUDGETS, Budget, Instance, Task
 
 __all__ = [
     "Arm",
     "Comparison",
-    "Summary",
     "Trial",
     "Tuned",
     "WarmupTask",
@@ -83,14 +79,10 @@ __all__ = [
     "evaluate",
     "evaluation_seeds",
     "lr_sensitivity",
-    "mean_ci",
+    "final_value",
     "metric_key",
     "run_seeds",
-    "student_t_quantile",
-    "summarize",
     "tune",
-    "verdict",
-    "welch_p_value",
 ]
 
 OptimizerSpec = str | tuple[str, Mapping[str, Any]]
@@ -169,6 +161,8 @@ class WarmupTask(Task):
         self.roles = task.roles  # type: ignore[misc]
         self.metric = task.metric
         self.higher_is_better = task.higher_is_better
+        self.loss_ceiling_factor = task.loss_ceiling_factor
+        self.metric_ceiling = task.metric_ceiling
         self.budgets = task.budgets
         self.description = f"{task.description}; warmup {warmup}"
 
@@ -244,6 +238,14 @@ def _outcome(result: Mapping[str, Any], what: str) -> str:
         error = (result.get("error") or "").strip().splitlines()
         raise RuntimeError(f"protocol: {what} is {status} (run key {result['key']}): {error[-1] if error else 'no error stored'}")
     return status
+
+
+def final_value(task: Task, final: Mapping[str, Any]) -> float:
+    """The headline metric of a run's final metrics; NaN where the run diverged: flagged so, non-finite,
+    or beyond the task's ``metric_ceiling`` (a store written before the ceiling existed reads the same)."""
+    value = float(final[metric_key(task.metric, final)])
+    absurd = not math.isfinite(value) or (not task.higher_is_better and value > task.metric_ceiling)
+    return math.nan if final.get("diverged") or absurd else value
 
 
 def _validation(task: Task, result: Mapping[str, Any], what: str) -> float:
@@ -412,175 +414,6 @@ def tune(
 
 
 # ---------------------------------------------------------------------------------------------
-# Statistics
-# ---------------------------------------------------------------------------------------------
-
-
-def _betacf(a: float, b: float, x: float) -> float:
-    """The continued fraction of the incomplete beta function (modified Lentz; Numerical Recipes 6.4)."""
-    tiny = 1e-300
-    c, d = 1.0, 1.0 - (a + b) * x / (a + 1.0)
-    d = 1.0 / (d if abs(d) > tiny else tiny)
-    h = d
-    for m in range(1, 1000):
-        even = m * (b - m) * x / ((a + 2 * m - 1) * (a + 2 * m))
-        odd = -(a + m) * (a + b + m) * x / ((a + 2 * m) * (a + 2 * m + 1))
-        for numerator in (even, odd):
-            d = 1.0 + numerator * d
-            d = 1.0 / (d if abs(d) > tiny else tiny)
-            c = 1.0 + numerator / c
-            c = c if abs(c) > tiny else tiny
-            h *= d * c
-        if abs(d * c - 1.0) < 1e-16:
-            return h
-    raise ArithmeticError(f"incomplete beta: no convergence for a={a}, b={b}, x={x}")
-
-
-def _betainc(a: float, b: float, x: float) -> float:
-    """The regularized incomplete beta function :math:`I_x(a, b)`."""
-    if x <= 0.0:
-        return 0.0
-    if x >= 1.0:
-        return 1.0
-    log_front = math.lgamma(a + b) - math.lgamma(a) - math.lgamma(b) + a * math.log(x) + b * math.log1p(-x)
-    if x < (a + 1.0) / (a + b + 2.0):  # the fraction converges fast here; use the symmetry otherwise
-        return math.exp(log_front) * _betacf(a, b, x) / a
-    return 1.0 - math.exp(log_front) * _betacf(b, a, 1.0 - x) / b
-
-
-def _two_sided_p(t: float, dof: float) -> float:
-    r""":math:`P(|T| \ge |t|)` for Student's t with ``dof`` degrees of freedom: :math:`I_{\nu/(\nu+t^2)}(\nu/2, 1/2)`."""
-    return _betainc(dof / 2.0, 0.5, dof / (dof + t * t))
-
-
-def student_t_quantile(probability: float, dof: float) -> float:
-    r"""The ``probability`` quantile (``> 0.5``) of Student's t with ``dof > 0`` degrees of freedom.
-
-    Solves :math:`I_x(\nu/2, 1/2) = 2(1-p)` for :math:`x` by bisection (the function increases in
-    :math:`x`) and returns :math:`t = \sqrt{\nu(1-x)/x}`; ``student_t_quantile(0.975, 4)`` is 2.776445...
-    """
-    check_range("student_t_quantile", "probability", probability, 0.5, 1.0, low_open=True, high_open=True)
-    check_range("student_t_quantile", "dof", dof, 0.0, low_open=True)
-    target = 2.0 * (1.0 - probability)
-    low, high = 0.0, 1.0
-    for _ in range(200):
-        mid = 0.5 * (low + high)
-        if mid in (low, high):
-            break
-        if _betainc(dof / 2.0, 0.5, mid) < target:
-            low = mid
-        else:
-            high = mid
-    x = 0.5 * (low + high)
-    return math.sqrt(dof * (1.0 - x) / x)
-
-
-def _finite(values: Sequence[float]) -> list[float]:
-    return [float(v) for v in values if math.isfinite(v)]
-
-
-def mean_ci(values: Sequence[float], confidence: float = 0.95) -> tuple[float, float]:
-    r"""``(mean, half-width)`` of the Student-t interval :math:`\bar x \pm t_{(1+c)/2,\,n-1}\, s/\sqrt n`.
-
-    ``s`` is the sample standard deviation (divisor :math:`n-1`).  One value: half-width NaN; none: both NaN.
-    """
-    check_range("mean_ci", "confidence", confidence, 0.0, 1.0, low_open=True, high_open=True)
-    xs = [float(v) for v in values]
-    n = len(xs)
-    if n == 0:
-        return math.nan, math.nan
-    mean = math.fsum(xs) / n
-    if n == 1:
-        return mean, math.nan
-    sd = math.sqrt(math.fsum((x - mean) ** 2 for x in xs) / (n - 1))
-    return mean, student_t_quantile((1.0 + confidence) / 2.0, n - 1) * sd / math.sqrt(n)
-
-
-def welch_p_value(a: Sequence[float], b: Sequence[float]) -> float:
-    r"""Welch's two-sided t-test of equal means: the p-value (NaN with fewer than 2 values on a side).
-
-    :math:`t = (\bar a - \bar b)/\sqrt{s_a^2/n_a + s_b^2/n_b}` with
-    :math:`\nu = (s_a^2/n_a + s_b^2/n_b)^2 / \big(\tfrac{(s_a^2/n_a)^2}{n_a-1} + \tfrac{(s_b^2/n_b)^2}{n_b-1}\big)`.
-    Both samples constant: 1 if the means are equal, else 0.
-    """
-    a, b = [float(x) for x in a], [float(x) for x in b]
-    if len(a) < 2 or len(b) < 2:
-        return math.nan
-    ma, mb = math.fsum(a) / len(a), math.fsum(b) / len(b)
-    va = math.fsum((x - ma) ** 2 for x in a) / (len(a) - 1) / len(a)
-    vb = math.fsum((x - mb) ** 2 for x in b) / (len(b) - 1) / len(b)
-    if va + vb == 0.0:
-        return 1.0 if ma == mb else 0.0
-    dof = (va + vb) ** 2 / (va**2 / (len(a) - 1) + vb**2 / (len(b) - 1))
-    return _two_sided_p((ma - mb) / math.sqrt(va + vb), dof)
-
-
-@dataclass(frozen=True)
-class Summary:
-    """The final metric of one optimizer over seeds, compared with the best mean.
-
-    ``within_noise``: ``None`` for the best itself and when a side has fewer than 2 finite values;
-    else ``p_value >= alpha``.
-    """
-
-    label: str
-    values: tuple[float, ...]
-    mean: float
-    half_width: float
-    n: int
-    diverged: int
-    best: bool
-    p_value: float
-    within_noise: bool | None
-
-
-def summarize(
-    values: Mapping[str, Sequence[float]], higher_is_better: bool, *, confidence: float = 0.95, alpha: float = 0.05
-) -> list[Summary]:
-    """Mean, CI and the Welch test against the best mean for each label's final metrics over seeds.
-
-    NaN values (diverged seeds) are counted in ``diverged`` and left out.  The best is the highest
-    (``higher_is_better``) or lowest mean among labels with a finite value.
-    """
-    check_range("summarize", "alpha", alpha, 0.0, 1.0, low_open=True, high_open=True)
-    finite = {label: _finite(v) for label, v in values.items()}
-    stats = {label: mean_ci(v, confidence) for label, v in finite.items()}
-    ranked = [label for label in finite if finite[label]]
-    best = (max if higher_is_better else min)(ranked, key=lambda label: stats[label][0]) if ranked else None
-    out = []
-    for label, raw in values.items():
-        p = welch_p_value(finite[label], finite[best]) if best is not None and label != best else math.nan
-        out.append(
-            Summary(
-                label=label,
-                values=tuple(float(v) for v in raw),
-                mean=stats[label][0],
-                half_width=stats[label][1],
-                n=len(finite[label]),
-                diverged=len(raw) - len(finite[label]),
-                best=label == best,
-                p_value=p,
-                within_noise=None if math.isnan(p) else p >= alpha,
-            )
-        )
-    return out
-
-
-def verdict(summaries: Sequence[Summary]) -> str:
-    """One sentence: the winner, only if every other optimizer is significantly worse."""
-    best = [s for s in summaries if s.best]
-    if not best:
-        return "no optimizer has a finite final metric"
-    tied = [s.label for s in summaries if not s.best and s.within_noise is not False]
-    if tied:
-        return (
-            f"no winner: {best[0].label} has the best mean, but {' and '.join(tied)} "
-            f"{'is' if len(tied) == 1 else 'are'} within noise of it (Welch p >= 0.05, or fewer than 2 seeds)"
-        )
-    return f"{best[0].label} is best: every other optimizer is worse beyond noise (Welch p < 0.05)"
-
-
-# ---------------------------------------------------------------------------------------------
 # The protocol
 # ---------------------------------------------------------------------------------------------
 
@@ -604,8 +437,19 @@ class Comparison:
     summaries: tuple[Summary, ...]
 
     def verdict(self) -> str:
-        """See :func:`verdict`."""
+        """See :func:`optimlab.stats.verdict`."""
         return verdict(self.summaries)
+
+    def render(self) -> str:
+        """The comparison as printed: a header, one line per arm (label, mean [95% CI], diverged k of
+        n, its standing) and the verdict."""
+        lines = [f"{self.task}, {self.budget}: final {self.metric} over seeds, mean [95% CI] of the finite seeds "
+                 f"({'higher' if self.higher_is_better else 'lower'} is better)"]  # fmt: skip
+        width = max(len(s.label) for s in self.summaries)
+        for s in self.summaries:
+            p = "" if math.isnan(s.p_value) else f" (Welch p={s.p_value:.2g})"
+            lines.append(f"  {s.label:<{width}}  {s.interval():<28} {s.divergence():<16} {s.status}{p}")
+        return "\n".join([*lines, self.verdict()])
 
 
 def run_seeds(
@@ -662,8 +506,8 @@ def evaluate(
             results = run_seeds(the_task, a, hp, seed_list, budget, store, data_dir=data_dir, device=device, bar=bar)
             finals[a.label] = tuple(r["final"] for r in results)
     final_key = metric_key(the_task.metric, finals[arms[0].label][0])
-    values = {label: [float(f[final_key]) for f in fs] for label, fs in finals.items()}
-    summaries = tuple(summarize(values, the_task.higher_is_better))
+    values = {label: [final_value(the_task, f) for f in fs] for label, fs in finals.items()}
+    summaries = tuple(summarize(values, the_task.higher_is_better, bounds=the_task.metric_bounds))
     return Comparison(the_task.name, budget, final_key, the_task.higher_is_better, {}, finals, summaries)
 
 

@@ -16,9 +16,9 @@ For every task and budget in the store (finished runs only) it writes into ``out
   seed diverged is marked ✕ (its count in the CSV).
 * ``summary-<task>-<budget>.csv`` and a section of ``summary.md``: one row per evaluated
   configuration: optimizer, tuned/non-default hyperparameters, tuning trials, the final metric's
-  mean ± 95% CI half-width (:func:`optimlab.protocol.summarize`), seeds (and how many diverged),
-  wall time per run, optimizer-state bytes, and whether it is within noise of the best (Welch
-  p >= 0.05).
+  mean and 95% interval over the seeds that did not diverge, how many of its seeds diverged, wall
+  time per run, optimizer-state bytes, its standing against the best-ranked row and the verdict
+  (:mod:`optimlab.stats`).
 
 Every figure is written beside a tidy CSV of the numbers drawn and a JSON of what was drawn.
 
@@ -45,8 +45,9 @@ from . import optim as optim_mod
 from . import tasks as tasks_mod
 from .figures import _figure, _fmt, _palette
 from .optim._validate import check_int
-from .protocol import metric_key, summarize, verdict
+from .protocol import final_value, metric_key
 from .runner import optimizer_spec
+from .stats import summarize, verdict
 from .store import Store, canonical_json
 from .tables import write_config, write_table
 
@@ -157,10 +158,6 @@ def _validation_value(task: tasks_mod.Task, run: Mapping[str, Any]) -> float:
         return math.nan
     last = run["curve"][-1]
     return float(last[metric_key(task.metric, last)])
-
-
-def _final_value(task: tasks_mod.Task, run: Mapping[str, Any]) -> float:
-    return float(run["final"][metric_key(task.metric, run["final"])])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -330,8 +327,8 @@ def _summary_rows(
 ) -> tuple[list[dict[str, Any]], str, str]:
     """One row per configuration, the final metric's name, and the verdict."""
     final_key = metric_key(task.metric, next(iter(configurations[0].runs.values()))["final"])
-    values = {c.name: [_final_value(task, run) for _, run in sorted(c.runs.items())] for c in configurations}
-    summaries = {s.label: s for s in summarize(values, task.higher_is_better)}
+    values = {c.name: [final_value(task, run["final"]) for _, run in sorted(c.runs.items())] for c in configurations}
+    summaries = {s.label: s for s in summarize(values, task.higher_is_better, bounds=task.metric_bounds)}
     rows = []
     for c in configurations:
         s = summaries[c.name]
@@ -343,14 +340,16 @@ def _summary_rows(
                 "trials": trials.get((c.task, c.budget, c.optimizer), 0),
                 "metric": final_key,
                 "mean": s.mean,
-                "ci95_half_width": s.half_width,
+                "ci95_low": s.low,
+                "ci95_high": s.high,
                 "seeds": len(runs),
                 "diverged": s.diverged,
                 "wall_time_s": float(np.mean([r["final"]["wall_time"] for r in runs])),
                 "state_bytes": int(runs[0]["state_bytes"] or 0),
                 "best": s.best,
                 "welch_p": s.p_value,
-                "within_noise": "" if s.within_noise is None else s.within_noise,
+                "status": s.status,
+                "interval": s.interval(),
             }
         )
     return rows, final_key, verdict(list(summaries.values()))
@@ -359,20 +358,19 @@ def _summary_rows(
 def _markdown(task: str, budget: str, rows: Sequence[Mapping[str, Any]], final_key: str, higher: bool, text: str) -> str:
     head = (
         f"## {task}, {budget} budget\n\n"
-        f"Final `{final_key}` ({'higher' if higher else 'lower'} is better) over evaluation seeds: mean ± 95% CI "
-        "half-width (Student t, n-1 dof). *Within noise*: Welch's t-test against the best mean gives p >= 0.05.\n\n"
-        "| optimizer | hyperparameters | trials | final metric | seeds | wall time / run | optimizer state | within noise of best |\n"
+        f"Final `{final_key}` ({'higher' if higher else 'lower'} is better) over evaluation seeds: mean [95% CI] of "
+        "the seeds that did not diverge (Student t, n-1 dof, kept inside the metric's range; see optimlab.stats). "
+        "Standing: against the best-ranked row by Welch's t-test (within noise: p >= 0.05); a row with a diverged "
+        "seed is never best over one without.\n\n"
+        "| optimizer | hyperparameters | trials | final metric | diverged | wall time / run | optimizer state | standing |\n"
         "|---|---|---:|---:|---:|---:|---:|---|\n"
     )
     lines = []
     for r in rows:
-        answer = {True: "yes", False: "no"}.get(r["within_noise"])
-        flag = "best" if r["best"] else f"{answer} (p={r['welch_p']:.2g})" if answer else "n/a (fewer than 2 seeds)"
-        ci = "" if math.isnan(r["ci95_half_width"]) else f" ± {r['ci95_half_width']:.3g}"
-        seeds = f"{r['seeds']}" + (f" ({r['diverged']} diverged)" if r["diverged"] else "")
+        p = "" if math.isnan(r["welch_p"]) else f" (p={r['welch_p']:.2g})"
         lines.append(
-            f"| {r['optimizer']} | {r['hyperparameters'] or '—'} | {r['trials']} | {r['mean']:.4g}{ci} | {seeds} "
-            f"| {r['wall_time_s']:.3g} s | {_bytes(r['state_bytes'])} | {flag} |"
+            f"| {r['optimizer']} | {r['hyperparameters'] or '—'} | {r['trials']} | {r['interval']} "
+            f"| {r['diverged']} of {r['seeds']} | {r['wall_time_s']:.3g} s | {_bytes(r['state_bytes'])} | {r['status']}{p} |"
         )
     return head + "\n".join(lines) + f"\n\n{text[0].upper()}{text[1:]}.\n"
 

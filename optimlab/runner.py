@@ -68,9 +68,12 @@ The *final* metrics are evaluated once, after the last step, on the task's final
 building models), ``num_params``, ``state_bytes`` (the bytes of every tensor in the optimizers'
 ``state``, a wrapper's inner optimizer included) and ``threads`` (torch's CPU threads).
 
-A non-finite training loss stops the run at that step: the last curve point has the non-finite
-mean and no evaluation, the final metrics of the split are NaN (a diverged network's accuracy
-means nothing) and ``diverged`` is 1.  The run still counts as finished: divergence is a result.
+A non-finite training loss, or one above ``task.loss_ceiling_factor`` (1e6) times the first step's
+loss (taken as at least 1), stops the run at that step: the last curve point has that loss and no
+evaluation, the final metrics of the split are NaN (a diverged network's accuracy means nothing)
+and ``diverged`` is 1.  A final metric above ``task.metric_ceiling`` (house-mlp: an RMSE of
+$1e8) also sets ``diverged`` to 1, keeping the absurd value.  The run still counts as finished:
+divergence is a result.
 
 **Determinism.**  ``seed`` is expanded into two independent seeds
 (``numpy.random.SeedSequence(seed).generate_state(2, uint64)``): the first seeds torch's global
@@ -472,13 +475,16 @@ def _train(
         ) as bar:
             curve = _Curve(instance, log, bar)
             step, diverged = 0, False
+            first: dict[str, float] = {}
             for _ in range(budget.epochs):
                 for batch in instance.batches(order):
                     losses = {name: value.item() for name, value in instance.step(batch, optimizers).items()}
                     step += 1
                     curve.add(losses)
                     bar.update()
-                    if not all(math.isfinite(v) for v in losses.values()):
+                    for name, value in losses.items():
+                        first.setdefault(name, max(abs(value), 1.0))
+                    if not all(math.isfinite(v) and abs(v) <= task.loss_ceiling_factor * first[k] for k, v in losses.items()):
                         diverged = True
                         break
                     if budget.eval_every is not None and step % budget.eval_every == 0:
@@ -492,6 +498,8 @@ def _train(
         split = instance.final_split
         evaluated = instance.evaluate(split)
         final: dict[str, Any] = {f"{split}_{name}": math.nan if diverged else value for name, value in evaluated.items()}
+        # an absurd final metric (beyond the task's ceiling) is divergence too; its value is kept as data
+        diverged = diverged or evaluated.get(task.metric, 0.0) > task.metric_ceiling
         final.update(instance.constants())
         final.update(
             diverged=int(diverged),

@@ -17,13 +17,9 @@ from optimlab.protocol import (
     arm,
     compare,
     evaluate,
+    final_value,
     lr_sensitivity,
-    mean_ci,
-    student_t_quantile,
-    summarize,
     tune,
-    verdict,
-    welch_p_value,
 )
 from optimlab.store import Store
 from optimlab.tasks import Instance, get
@@ -36,64 +32,6 @@ def _data_dir(monkeypatch: pytest.MonkeyPatch) -> None:
     if not (DATA / "airfoil").exists():
         pytest.skip(f"real data not staged under {DATA} (set OPTIMLAB_DATA_DIR)")
     monkeypatch.setenv("OPTIMLAB_DATA_DIR", str(DATA))
-
-
-# ---------------------------------------------------------------------------------------------
-# Statistics on known numbers
-# ---------------------------------------------------------------------------------------------
-
-# Student t quantiles t_{0.975, dof} (scipy 1.17 stats.t.ppf; the textbook tables' 12.706, 2.776, 2.262, 1.960)
-T975 = {1: 12.706204736174694, 4: 2.7764451051977934, 9: 2.262157162798205, 1000: 1.9623390808264083}
-
-
-@pytest.mark.parametrize("dof", sorted(T975))
-def test_student_t_quantile_matches_the_tables(dof: int) -> None:
-    assert student_t_quantile(0.975, dof) == pytest.approx(T975[dof], rel=1e-12)
-
-
-def test_student_t_quantile_other_levels() -> None:
-    assert student_t_quantile(0.95, 4) == pytest.approx(2.1318467863266495, rel=1e-12)  # scipy.stats.t.ppf(0.95, 4)
-    assert student_t_quantile(0.995, 2.5) == pytest.approx(7.163728138948783, rel=1e-12)  # scipy, non-integer dof
-
-
-def test_mean_ci_on_known_numbers() -> None:
-    mean, half = mean_ci([1.0, 2.0, 3.0, 4.0, 5.0])
-    assert mean == 3.0
-    # s = sqrt(2.5), n = 5: t_{0.975,4} * s / sqrt(5) = 2.7764451051977987 * sqrt(0.5)
-    assert half == pytest.approx(T975[4] * math.sqrt(0.5), rel=1e-12)
-    assert mean_ci([0.25, 0.25, 0.25]) == (0.25, 0.0)
-    assert math.isnan(mean_ci([7.0])[1]) and mean_ci([7.0])[0] == 7.0
-    with pytest.raises(ValueError, match="confidence"):
-        mean_ci([1.0, 2.0], confidence=1.5)
-
-
-def test_welch_p_value_on_known_numbers() -> None:
-    # scipy.stats.ttest_ind(a, b, equal_var=False).pvalue = 0.13601276255797104 (t = -1.7348, dof = 6.938)
-    assert welch_p_value([1, 2, 3, 4.5], [2, 3.1, 5, 6, 7]) == pytest.approx(0.13601276255797104, rel=1e-12)
-    assert welch_p_value([1.0, 1.0], [1.0, 1.0]) == 1.0
-    assert welch_p_value([1.0, 1.0], [2.0, 2.0]) == 0.0
-    assert math.isnan(welch_p_value([1.0], [1.0, 2.0]))
-
-
-def test_within_noise_flag_on_a_constructed_case() -> None:
-    values = {
-        "A": [0.90, 0.91, 0.89, 0.92, 0.88],  # mean 0.900
-        "B": [0.90, 0.89, 0.91, 0.88, 0.895],  # mean 0.895: inside A's spread
-        "C": [0.70, 0.71, 0.69, 0.72, 0.70],  # far below
-        "D": [0.95, math.nan, math.nan, math.nan, math.nan],  # diverged 4 of 5: one value, no test possible
-    }
-    s = {x.label: x for x in summarize(values, higher_is_better=True)}
-    assert s["D"].best and s["D"].n == 1 and s["D"].diverged == 4  # the best mean, but no test is possible
-    assert s["A"].within_noise is None and s["B"].within_noise is None and s["C"].within_noise is None
-    s = {x.label: x for x in summarize({k: values[k] for k in "ABC"}, higher_is_better=True)}
-    assert s["A"].best and s["A"].within_noise is None and math.isnan(s["A"].p_value)
-    assert s["B"].within_noise is True and s["B"].p_value == pytest.approx(welch_p_value(values["B"], values["A"]))
-    assert s["C"].within_noise is False and s["C"].p_value < 1e-6
-    assert verdict(list(s.values())).startswith("no winner: A has the best mean, but B is within noise")
-    # lower is better: C is best, and both others are beyond noise: a winner may be named
-    s = summarize({k: values[k] for k in "ABC"}, higher_is_better=False)
-    assert [x.label for x in s if x.best] == ["C"] and all(x.within_noise is False for x in s if not x.best)
-    assert verdict(s).startswith("C is best")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -287,6 +225,49 @@ def test_warmup_runs_are_stored_under_their_own_task_name(tmp_path: Path) -> Non
         assert {r["config"]["task"] for r in store.runs()} == {"airfoil-linreg", "airfoil-linreg+warmup=10"}
     assert warm.task == "airfoil-linreg+warmup=10"
     assert warm.finals["Adam"][0]["full_loss"] != plain.finals["Adam"][0]["full_loss"]
+
+
+# ---------------------------------------------------------------------------------------------
+# Divergence and uncertainty are results (issue 10, "Why" 2)
+# ---------------------------------------------------------------------------------------------
+
+
+def _printed(capsys: pytest.CaptureFixture[str], argv: list[str]) -> list[str]:
+    from optimlab.cli import main
+
+    assert main(argv) == 0
+    return [line for line in capsys.readouterr().err.splitlines() if "it/s" not in line and "run/s" not in line]
+
+
+def test_a_diverged_optimizer_is_named_not_within_noise(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    store = str(tmp_path / "lab.sqlite")
+    lines = _printed(capsys, ["run", "--task", "airfoil-linreg", "--opt", "SGD(lr=1000)", "--opt", "Adam(lr=0.01)",
+                              "--seeds", "3", "--budget", "smoke", "--store", store])  # fmt: skip
+    (sgd,) = [line for line in lines if line.strip().startswith("SGD(lr=1000)")]
+    assert "3 of 3 diverged" in sgd and sgd.rstrip().endswith("diverged") and "nan" not in sgd
+    text = lines[-1]
+    assert text.startswith("Adam(lr=0.01) is best") and "within noise" not in text
+    assert "SGD(lr=1000) (3 of 3 seeds) diverged and cannot be best" in text
+    assert "weak comparison: 3 seeds per optimizer" in text
+
+
+def test_one_optimizer_claims_no_comparison(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    lines = _printed(capsys, ["run", "--task", "airfoil-linreg", "--opt", "Adam(lr=0.01)", "--seeds", "2",
+                              "--budget", "smoke", "--store", str(tmp_path / "lab.sqlite")])  # fmt: skip
+    assert lines[-1].startswith("one optimizer, no comparison: Adam(lr=0.01) ")
+    assert "worse beyond noise" not in "\n".join(lines)
+
+
+def test_an_absurd_house_price_error_counts_as_divergence(tmp_path: Path) -> None:
+    house = get("house-mlp")
+    # a run stored before the ceiling existed: RMSE $3.5e16, flagged finished
+    assert math.isnan(final_value(house, {"test_rmse": 3.5e16, "diverged": 0}))
+    assert final_value(house, {"test_rmse": 2.5e5, "diverged": 0}) == 2.5e5
+    if not (DATA / "kc-house").exists():
+        pytest.skip("King County data not staged")
+    # SGD at lr 0.6 blows the training loss up 1e6-fold within the one smoke epoch (measured: mean 1.1e6)
+    result = runner.run("house-mlp", "SGD", {"lr": 0.6}, seed=1, budget="smoke", progress=False)
+    assert result["status"] == "diverged" and result["final"]["diverged"] == 1
 
 
 # ---------------------------------------------------------------------------------------------

@@ -49,7 +49,7 @@ def test_report_writes_figures_tables_and_markdown(tmp_path: Path) -> None:
     for label in ("Adam", "Momentum"):
         (row,) = [r for (name, _), r in rows.items() if name == label]
         s = by_label[label]
-        assert float(row["mean"]) == s.mean and float(row["ci95_half_width"]) == s.half_width  # the protocol's numbers
+        assert float(row["mean"]) == s.mean and (float(row["ci95_low"]), float(row["ci95_high"])) == (s.low, s.high)  # the protocol's numbers
         assert row["trials"] == "3" and row["seeds"] == "3" and row["metric"] == "full_loss"
         assert row["hyperparameters"].startswith("lr=")  # tuned; Momentum's momentum=0.9 is in its name
         assert int(row["state_bytes"]) == {"Adam": 56, "Momentum": 32}[label]  # 6 parameters: exp_avg+exp_avg_sq+step / buffer

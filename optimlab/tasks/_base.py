@@ -120,6 +120,11 @@ class Task(ABC):
         higher_is_better: the direction of ``metric``.
         budgets: one :class:`Budget` for each name of :data:`BUDGETS`.
         description: one line: model, data, loss, metric.
+        loss_ceiling_factor: a training loss above this many times the first step's (taken as at
+            least 1) is divergence: the run stops there, as for a non-finite loss.
+        metric_ceiling: a final ``metric`` above this (a lower-is-better metric) is absurd and
+            counts as divergence; by default only a non-finite value does.
+        metric_bounds: the range ``metric`` can take; confidence intervals are kept inside it.
     """
 
     name: str
@@ -128,6 +133,13 @@ class Task(ABC):
     higher_is_better: bool
     budgets: Mapping[str, Budget]
     description: str
+    loss_ceiling_factor: float = 1e6
+    metric_ceiling: float = math.inf
+
+    @property
+    def metric_bounds(self) -> tuple[float, float]:
+        # every accuracy of the lab (classifier, GAN judge) is a share of examples
+        return (0.0, 1.0) if self.metric.endswith("accuracy") else (-math.inf, math.inf)
 
     @abstractmethod
     def setup(self, budget: Budget, *, data_dir: Any, device: torch.device) -> Instance:

@@ -7,6 +7,7 @@ loss, metric, budgets and which splits they report on.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -61,6 +62,7 @@ class SupervisedTask(UsesDataset, Task):
         constants: computes numbers of the data that training cannot change (reported with the
             final metrics) from the splits; ``None`` for none.
         data: a :class:`~optimlab.data.Dataset` to use instead of loading (:meth:`with_data`).
+        metric_ceiling: see :class:`Task`.
     """
 
     name: str
@@ -77,6 +79,7 @@ class SupervisedTask(UsesDataset, Task):
     final_split: str = "test"
     constants: Callable[[Mapping[str, Split]], dict[str, float]] | None = None
     data: Dataset | None = None
+    metric_ceiling: float = math.inf
 
     def setup(self, budget: Budget, *, data_dir: Any, device: torch.device) -> SupervisedInstance:
         data = self.load(data_dir)
