@@ -17,6 +17,7 @@ from .adagrad import Adagrad
 from .adam import Adam, AdamW
 from .adamax import Adamax
 from .adamod import AdaMod
+from .lion import Lion
 from .lookahead import Lookahead
 from .nadam import NAdam
 from .radam import RAdam
@@ -68,6 +69,7 @@ __all__ = [
     "Adam",
     "AdamW",
     "Adamax",
+    "Lion",
     "Lookahead",
     "NAdam",
     "RAdam",
