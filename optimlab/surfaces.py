@@ -12,7 +12,9 @@ and which offers
 * ``name``, ``start`` (default start point), ``bounds`` (``((xmin, xmax), (ymin, ymax))``, the
   plotting box), ``minima`` (the known global minimisers, a tuple of points; empty where none is
   known or none exists), ``min_value`` (the known minimum, or ``None``) and ``description`` (one line
-  with the formula).
+  with the formula), and ``bounded_below`` (false only where the loss has no lower bound, the
+  saddle: the sweep then calls a point that leaves the plotting box downhill "escaped", and studies
+  do not rank by the final loss).
 
 :func:`get` builds a surface from its name and parameters and :func:`names` lists the names;
 ``get(s.name, **dataclasses.asdict(s)) == s`` for every surface ``s``.  Invalid parameters raise
@@ -55,6 +57,7 @@ class Surface:
     minima: tuple[Point, ...]
     min_value: float | None
     description: str
+    bounded_below: ClassVar[bool] = True
 
     def _loss(self, x: Tensor, y: Tensor) -> Tensor:
         raise NotImplementedError
@@ -110,6 +113,7 @@ class Saddle(Surface):
     minima: ClassVar[tuple[Point, ...]] = ()
     min_value: ClassVar[float | None] = None
     description: ClassVar[str] = "(w1 - 1)^2 - (w2 - 1)^2; saddle point at (1, 1), unbounded below along w2"
+    bounded_below: ClassVar[bool] = False
 
     def _loss(self, x: Tensor, y: Tensor) -> Tensor:
         return (x - 1) ** 2 - (y - 1) ** 2

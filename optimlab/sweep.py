@@ -5,16 +5,32 @@ configurations advance together: the optimizer's own update rule (the function i
 e.g. :func:`optimlab.optim.adam.adam`) runs under ``torch.vmap`` with one hyperparameter value per
 configuration, so there is no second copy of the equations here.
 
-The classes reject degenerate values (``beta1 = 1``, ``eps = 0``, ...); the sweep does not
-validate them.  It runs the exact equations and reports what they give, as a status per
-configuration:
+Each configuration is built as its class builds it: its param group is the constructor's (defaults,
+the fixed ``options`` and that configuration's grid values) and its state is the class's
+``init_state`` for that group, so an option that decides the state (SGD's or RMSprop's momentum,
+RMSprop's ``centered``, Adafactor's ``beta1``) is honoured per configuration; a configuration
+whose state lacks a buffer that another one has (momentum 0 in a momentum grid) gets zeros there,
+which the rule ignores for that value.  Each group is checked by the class's own ``validate``:
+
+* a value out of its range (``beta1 = 1``, ``eps = 0``, ...) runs anyway: the sweep runs the exact
+  equations and reports what they give, as a status per configuration;
+* any other rejection, an option the rule would ignore or options that contradict each other
+  (Adafactor's ``lr`` with ``relative_step=True``, Nesterov with momentum 0), is refused with the
+  class's message before anything runs.
+
+The statuses:
 
 ``converged``
     ended within ``x_tol`` of a known minimiser of the surface (surfaces without known minimisers:
     the gradient norm ended below ``grad_tol``).
+``escaped``
+    only on a surface without a lower bound (``surface.bounded_below`` false, the saddle): the
+    point left the plotting box with a finite loss below its start's, going down the unbounded
+    direction; ``first_escape_step`` is the first step where it was outside.  On such a surface
+    the final loss mostly says how far a configuration travelled, so studies do not rank by it.
 ``diverged``
-    the loss or the position became non-finite, or the point left the divergence radius;
-    ``first_bad_step`` is the first step where that happened.
+    the loss or the position became non-finite, or the point left the divergence radius (before
+    it escaped, on an unbounded surface); ``first_bad_step`` is the first step where that happened.
 ``stuck``
     finite, but the point never moved by more than ``move_tol`` from where it started.
 ``moving``
@@ -23,8 +39,11 @@ configuration:
 
 from __future__ import annotations
 
+import functools
+import inspect
 import itertools
 import math
+import numbers
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -32,10 +51,13 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from .optim._base import RuleOptimizer
-from .optim.lookahead import lookahead_sync
+from .optim._base import RuleOptimizer, State
+from .optim._validate import check_range
+from .optim.lookahead import Lookahead, lookahead_sync
 
-STATUSES = ("converged", "diverged", "stuck", "moving")
+STATUSES = ("converged", "escaped", "diverged", "stuck", "moving")
+# Rule names that are one half of a constructor's pair: beta1 is betas[0], Adafactor's eps1 is eps[0].
+_PAIRS = {"betas": ("beta1", "beta2"), "eps": ("eps1", "eps2")}
 
 
 @dataclass
@@ -45,6 +67,7 @@ class SweepResult:
     ``steps`` lists the recorded step numbers (every ``record_every`` steps, the last step
     included); ``path[c, i]`` is configuration c's position after ``steps[i]`` and ``loss[c, i]``
     its loss there; ``start`` and ``start_loss`` are the positions before the first step.
+    ``first_bad_step``, ``first_target_step`` and ``first_escape_step`` are -1 where it never happened.
     """
 
     optimizer: str
@@ -59,6 +82,7 @@ class SweepResult:
     first_bad_step: Tensor
     first_target_step: Tensor
     target: float | None
+    first_escape_step: Tensor | None = None
     settings: dict[str, Any] = field(default_factory=dict)
 
     def __len__(self) -> int:
@@ -70,6 +94,7 @@ class SweepResult:
 
     def summary_rows(self) -> list[dict[str, Any]]:
         """One tidy row per configuration: hyperparameters, start, status and final numbers."""
+        escape = self.first_escape_step if self.first_escape_step is not None else torch.full((len(self),), -1)
         rows = []
         for c, cfg in enumerate(self.configs):
             rows.append(
@@ -83,6 +108,7 @@ class SweepResult:
                     "final_w2": self.path[c, -1, 1].item(),
                     "first_bad_step": _none_if_negative(self.first_bad_step[c]),
                     "steps_to_target": _none_if_negative(self.first_target_step[c]),
+                    "steps_to_escape": _none_if_negative(escape[c]),
                 }
             )
         return rows
@@ -95,7 +121,9 @@ class SweepResult:
                 (int(s), self.path[c, i], self.loss[c, i]) for i, s in enumerate(self.steps)
             ]
             for step, w, loss in points:
-                rows.append({"config": c, **cfg, "step": step, "w1": w[0].item(), "w2": w[1].item(), "loss": loss.item()})
+                rows.append(
+                    {"config": c, **cfg, "step": step, "w1": w[0].item(), "w2": w[1].item(), "loss": loss.item()}
+                )
         return rows
 
 
@@ -109,7 +137,7 @@ def sweep(
     steps: int = 600,
     record_every: int = 10,
     grad_clip: float | None = None,
-    lookahead: Mapping[str, float] | None = None,
+    lookahead: Mapping[str, Any] | None = None,
     target: float | None = None,
     x_tol: float = 1e-3,
     grad_tol: float = 1e-6,
@@ -123,15 +151,18 @@ def sweep(
     ----------
     surface:
         an object with ``value_and_grad(w)`` for ``w`` of shape (C, 2), plus ``name``, ``start``,
-        ``bounds`` and ``minima`` (see :mod:`optimlab.surfaces`).
+        ``bounds`` and ``minima`` (see :mod:`optimlab.surfaces`), and optionally ``bounded_below``
+        (default true; false turns on the ``escaped`` status).
     optimizer:
         a class of :mod:`optimlab.optim` (its update rule is what runs).
     grid:
-        rule hyperparameter name -> values, e.g. ``{"beta1": [0.9, 0.5], "beta2": [0.999]}``;
-        the sweep runs their full product.  Names are those of the rule function (``beta1``,
-        ``beta2``, ``eps``, ``lr`` for Adam); anything not in the grid keeps the class default.
+        hyperparameter name -> values, e.g. ``{"beta1": [0.9, 0.5], "beta2": [0.999]}``; the sweep
+        runs their full product.  Names are those of the rule function (``beta1``, ``beta2``,
+        ``eps``, ``lr`` for Adam; ``eps1``, ``eps2`` for Adafactor) or numeric constructor options
+        (``momentum``, ``initial_accumulator_value``); the rest keep ``options`` or the defaults.
     options:
-        fixed keyword arguments for the optimizer's constructor (``amsgrad=True``, ``lr=0.005``).
+        fixed keyword arguments for the optimizer's constructor (``amsgrad=True``, ``lr=0.005``,
+        ``relative_step=False``, ``maximize=True``).
     starts:
         start points; the surface's default start if omitted.
     record_every:
@@ -141,12 +172,16 @@ def sweep(
     lookahead:
         ``{"k": 5, "alpha": 0.5}`` wraps the optimizer in Lookahead: the same synchronisation
         (:func:`optimlab.optim.lookahead.lookahead_sync`) as the :class:`~optimlab.optim.Lookahead`
-        class, slow weights starting at the start point.
+        class, which checks the settings, slow weights starting at the start point.
     target:
         the loss below which a configuration counts as arrived (for ``first_target_step``).
     x_tol, grad_tol, move_tol, divergence_radius:
         thresholds of the statuses (module docstring).  The divergence radius defaults to 100 times
         the half-diagonal of the surface's plotting box, measured from the box's centre.
+
+    Raises ``ValueError`` naming the optimizer, the setting and what is allowed for a grid name
+    the optimizer does not have and for any configuration its class refuses other than by range
+    (module docstring), before any step runs.
     """
     _check_positive_int("steps", steps)
     _check_positive_int("record_every", record_every)
@@ -156,30 +191,25 @@ def sweep(
     for name, values in grid.items():
         if not values:
             raise ValueError(f"sweep: grid[{name!r}] is empty: give at least one value")
+    options = dict(options or {})
     starts = [tuple(surface.start)] if starts is None else [tuple(s) for s in starts]
+    check_grid_names(optimizer, grid, options)
 
-    # The class, built once on a dummy parameter, supplies the defaults and the rule's kwargs.
-    probe = optimizer([torch.zeros(2, dtype=dtype)], **(options or {}))
-    group = probe.param_groups[0]
-    base_kwargs = probe.rule_kwargs(group)
-    unknown = sorted(set(grid) - set(base_kwargs))
-    if unknown:
-        raise ValueError(
-            f"sweep: {optimizer.__name__} has no swept hyperparameter {', '.join(map(repr, unknown))}: "
-            f"expected some of {', '.join(k for k, v in base_kwargs.items() if _is_number(v))}"
-        )
     names = list(grid)
     combos = list(itertools.product(*(grid[n] for n in names)))
+    built = [_build(optimizer, options, dict(zip(names, combo)), dtype) for combo in combos]
     configs = [dict(zip(names, combo), start=list(s)) for s in starts for combo in combos]
+    which = [i for _ in starts for i in range(len(combos))]  # configuration -> its combination
     n = len(configs)
 
     w = torch.tensor([c["start"] for c in configs], dtype=dtype)
-    swept = {k: torch.tensor([float(c[k]) for c in configs], dtype=dtype) for k in names}
-    fixed = {k: v for k, v in base_kwargs.items() if k not in grid}
-    state = torch.vmap(lambda p: probe.init_state(p, group))(w)
+    kwargs = [opt.rule_kwargs(group) for opt, group in built]
+    fixed, swept = _batched_kwargs(kwargs, names, which, dtype)
+    state = _batched_state([built[i] for i in which], w)
+    maximize = bool(built[0][1]["maximize"])
     rule = optimizer.rule
     if lookahead is not None:
-        k, alpha = int(lookahead.get("k", 5)), float(lookahead.get("alpha", 0.5))
+        k, alpha = _check_lookahead(built[0][0], lookahead)
         state = {"inner": state, "slow_param": w.clone()}
 
     def update(p: Tensor, g: Tensor, st: dict[str, Any], step: float, hp: dict[str, Tensor]) -> Any:
@@ -192,11 +222,15 @@ def sweep(
     batched = torch.vmap(update, in_dims=(0, 0, 0, None, 0))
 
     center, radius = _divergence_ball(surface, divergence_radius, dtype)
+    unbounded = not getattr(surface, "bounded_below", True)
+    (x0, x1), (y0, y1) = surface.bounds
+    low, high = torch.tensor([x0, y0], dtype=dtype), torch.tensor([x1, y1], dtype=dtype)
     record_at = sorted(set(range(record_every, steps + 1, record_every)) | {steps})
     path = torch.empty(n, len(record_at), 2, dtype=dtype)
     loss_rec = torch.empty(n, len(record_at), dtype=dtype)
     first_bad = torch.full((n,), -1, dtype=torch.long)
     first_hit = torch.full((n,), -1, dtype=torch.long)
+    first_out = torch.full((n,), -1, dtype=torch.long)
     start = w.clone()
     rec = 0
     with torch.no_grad():
@@ -206,18 +240,28 @@ def sweep(
             if grad_clip is not None:
                 norm = grad.norm(dim=-1, keepdim=True)
                 grad = grad * (grad_clip / norm).clamp(max=1.0)
+            if maximize:
+                grad = -grad
             w, state = batched(w, grad, state, float(t), swept)
             loss, grad = surface.value_and_grad(w)
-            bad = ~torch.isfinite(loss) | ~torch.isfinite(w).all(-1) | ((w - center).norm(dim=-1) > radius)
-            first_bad = torch.where(bad & (first_bad < 0), t, first_bad)
+            finite = torch.isfinite(loss) & torch.isfinite(w).all(-1)
+            if unbounded:
+                # Downhill out of the picture on a surface with no bottom: a result, not a failure.
+                outside = ((w < low) | (w > high)).any(-1)
+                first_out = torch.where(
+                    finite & outside & (loss < start_loss) & (first_out < 0) & (first_bad < 0), t, first_out
+                )
+            bad = ~finite | ((w - center).norm(dim=-1) > radius)
+            first_bad = torch.where(bad & (first_bad < 0) & (first_out < 0), t, first_bad)
             if target is not None:
                 first_hit = torch.where((loss <= target) & (first_hit < 0), t, first_hit)
             if rec < len(record_at) and t == record_at[rec]:
                 path[:, rec] = w
                 loss_rec[:, rec] = loss
                 rec += 1
-        status = _status(surface, start, w, grad, first_bad, x_tol, grad_tol, move_tol)
+        status = _status(surface, start, w, grad, first_bad, first_out, x_tol, grad_tol, move_tol)
 
+    defaults = {k: v for k, v in kwargs[0].items() if k not in swept}
     return SweepResult(
         optimizer=optimizer.__name__ if lookahead is None else f"Lookahead({optimizer.__name__})",
         surface=surface.name,
@@ -230,11 +274,12 @@ def sweep(
         status=status,
         first_bad_step=first_bad,
         first_target_step=first_hit,
+        first_escape_step=first_out,
         target=target,
         settings=dict(
-            options=dict(options or {}),
+            options=options,
             lookahead=dict(lookahead) if lookahead is not None else None,
-            defaults={k: v for k, v in fixed.items() if _is_number(v) or isinstance(v, (bool, str))},
+            defaults={k: v for k, v in defaults.items() if _is_number(v) or isinstance(v, (bool, str))},
             steps=steps,
             record_every=record_every,
             grad_clip=grad_clip,
@@ -242,9 +287,26 @@ def sweep(
             grad_tol=grad_tol,
             move_tol=move_tol,
             divergence_radius=radius,
+            bounded_below=not unbounded,
             dtype=str(dtype),
         ),
     )
+
+
+def check_grid_names(
+    optimizer: type[RuleOptimizer], grid: Mapping[str, Any], options: Mapping[str, Any] | None = None
+) -> None:
+    """Raise ``ValueError`` unless every name of ``grid`` is a number the optimizer takes.
+
+    Cheap (no step runs): a command can call it before anything else.
+    """
+    sweepable = _sweepable(optimizer, dict(options or {}))
+    unknown = [k for k in grid if k not in sweepable]
+    if unknown:
+        raise ValueError(
+            f"sweep: {optimizer.__name__} has no swept hyperparameter {', '.join(map(repr, unknown))}: "
+            f"expected some of {', '.join(sweepable)}"
+        )
 
 
 def concat(results: Sequence[SweepResult]) -> list[dict[str, Any]]:
@@ -252,7 +314,113 @@ def concat(results: Sequence[SweepResult]) -> list[dict[str, Any]]:
     return [row for r in results for row in r.summary_rows()]
 
 
-def _status(surface: Any, start: Tensor, w: Tensor, grad: Tensor, first_bad: Tensor, x_tol: float, grad_tol: float, move_tol: float) -> list[str]:
+def _sweepable(optimizer: type[RuleOptimizer], options: dict[str, Any]) -> list[str]:
+    """The names a grid may vary: the rule's numeric keywords and the constructor's numeric options."""
+    opt = _unchecked(optimizer)([torch.zeros(2)], **options)
+    group = opt.param_groups[0]
+    numeric = [k for k, v in opt.rule_kwargs(group).items() if _is_number(v) or v is None]
+    numeric += [k for k in _constructor(optimizer) if k not in numeric and _is_number(group.get(k))]
+    return numeric
+
+
+@functools.cache
+def _constructor(optimizer: type[RuleOptimizer]) -> dict[str, inspect.Parameter]:
+    params = dict(inspect.signature(optimizer.__init__).parameters)
+    return {k: p for k, p in params.items() if k not in ("self", "params")}
+
+
+@functools.cache
+def _unchecked(optimizer: type[RuleOptimizer]) -> type[RuleOptimizer]:
+    """``optimizer`` with its ``validate`` turned off: builds any configuration's param group
+    exactly as the class does (its defaults, AdaBound's ``base_lr``), to be checked afterwards."""
+    return type(optimizer.__name__, (optimizer,), {"validate": lambda self, group: None})
+
+
+def _build(
+    optimizer: type[RuleOptimizer], options: dict[str, Any], values: dict[str, Any], dtype: torch.dtype
+) -> tuple[RuleOptimizer, dict[str, Any]]:
+    """The class (without checks) and the param group of one grid combination, checked as the
+    module docstring says."""
+    ctor = _constructor(optimizer)
+    kwargs = dict(options)
+    for pair, (first, second) in _PAIRS.items():
+        if pair in ctor and (first in values or second in values) and first not in ctor:
+            a, b = kwargs.get(pair, ctor[pair].default)
+            kwargs[pair] = (values.get(first, a), values.get(second, b))
+    kwargs.update({k: v for k, v in values.items() if k in ctor})
+    opt = _unchecked(optimizer)([torch.zeros(2, dtype=dtype)], **kwargs)
+    group = opt.param_groups[0]
+    try:
+        optimizer.validate(opt, group)
+    except ValueError as exc:
+        if not _is_range_error(exc):
+            where = f" (grid values {values})" if values else ""
+            raise ValueError(f"sweep: {exc}{where}") from None
+    return opt, group
+
+
+def _is_range_error(exc: ValueError) -> bool:
+    """Whether ``exc`` is :func:`check_range` rejecting a number, not a rejected combination of options.
+
+    The classes raise both kinds from ``validate``; only the innermost frame tells them apart
+    without reading messages.
+    """
+    tb = exc.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    if tb is None or tb.tb_frame.f_code is not check_range.__code__:
+        return False
+    value = tb.tb_frame.f_locals.get("value")
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
+def _batched_kwargs(
+    kwargs: list[dict[str, Any]], names: list[str], which: list[int], dtype: torch.dtype
+) -> tuple[dict[str, Any], dict[str, Tensor]]:
+    """The rule's keywords: Python values where every configuration agrees (as the class passes
+    them), one tensor entry per configuration for grid names and for values that differ."""
+    fixed, swept = {}, {}
+    for k, v in kwargs[0].items():
+        column = [kw[k] for kw in kwargs]
+        if k in names or any(not _same(u, v) for u in column):
+            swept[k] = torch.tensor([float(column[i]) for i in which], dtype=dtype)
+        else:
+            fixed[k] = v
+    return fixed, swept
+
+
+def _batched_state(built: list[tuple[RuleOptimizer, dict[str, Any]]], w: Tensor) -> State:
+    """Each configuration's ``init_state`` from its own group, stacked; buffers that only some
+    configurations keep are zeros in the others (module docstring)."""
+    states = [opt.init_state(p, group) for (opt, group), p in zip(built, w)]
+    keys = list(dict.fromkeys(k for st in states for k in st))
+    return {k: torch.stack([st[k] if k in st else torch.zeros_like(p) for st, p in zip(states, w)]) for k in keys}
+
+
+def _check_lookahead(inner: RuleOptimizer, settings: Mapping[str, Any]) -> tuple[int, float]:
+    try:
+        la = Lookahead(inner, **settings)  # the class checks the settings
+    except TypeError:
+        raise ValueError(
+            f"sweep: invalid lookahead={dict(settings)!r}: expected keys among k, alpha, pullback_momentum"
+        ) from None
+    k, alpha, pullback = (la.defaults[key] for key in ("k", "alpha", "pullback_momentum"))
+    if pullback != "none":
+        raise ValueError(f"sweep: invalid lookahead pullback_momentum={pullback!r}: the sweep runs 'none' only")
+    return k, alpha
+
+
+def _status(
+    surface: Any,
+    start: Tensor,
+    w: Tensor,
+    grad: Tensor,
+    first_bad: Tensor,
+    first_out: Tensor,
+    x_tol: float,
+    grad_tol: float,
+    move_tol: float,
+) -> list[str]:
     finite = torch.isfinite(w).all(-1)
     minima = getattr(surface, "minima", None) or []
     if minima:
@@ -263,7 +431,9 @@ def _status(surface: Any, start: Tensor, w: Tensor, grad: Tensor, first_bad: Ten
     moved = (w - start).abs().max(dim=-1).values > move_tol
     out = []
     for c in range(len(w)):
-        if first_bad[c] >= 0 or not finite[c]:
+        if first_out[c] >= 0:
+            out.append("escaped")
+        elif first_bad[c] >= 0 or not finite[c]:
             out.append("diverged")
         elif near[c]:
             out.append("converged")
@@ -289,6 +459,10 @@ def _check_positive_int(name: str, value: Any) -> None:
 
 def _is_number(x: Any) -> bool:
     return isinstance(x, (int, float)) and not isinstance(x, bool)
+
+
+def _same(a: Any, b: Any) -> bool:
+    return a is b or (type(a) is type(b) and a == b)
 
 
 def _none_if_negative(x: Tensor) -> int | None:
