@@ -4,12 +4,14 @@ An optimizer step is memory traffic.  The reference paths run the rule one tenso
 time, so every intermediate makes a round trip through memory; here the rule, translated by
 :mod:`~optimlab.optim._codegen`, reads each parameter, gradient and state element once and writes
 the parameter and state once, on every thread (OpenMP), for all the tensors of a group in one call.
-Hyperparameters and the step count are arguments of the call: a scheduler never recompiles.
+Hyperparameters and the step count are arguments of the call, whatever their numeric type (Python
+or NumPy numbers, 0-dim tensors): a scheduler never recompiles.
 
 When it is used (``fast`` is a constructor option and a param-group entry):
 
 * ``fast=None`` (the default) or ``True``: for float32/float64 CPU tensors, when a C compiler is
-  found.  Without one, ``None`` quietly keeps the reference path and ``True`` warns once.
+  found.  Without one, ``None`` quietly keeps the reference path and ``True`` warns once; a
+  compiler that is named by ``$CC`` but missing, or that does not work, warns once either way.
 * ``fast=False``: never; the reference path.
 
 Other tensors (CUDA, 16-bit, memory layouts other than contiguous or channels_last, state of
@@ -18,12 +20,20 @@ Rules that reduce over a tensor (Adafactor) get a loop-nest kernel (:mod:`~optim
 that updates one tensor after another.
 
 The first step of each configuration (rule, options, which hyperparameters are 0, dtype, state
-layout) traces the rule (tens of ms) and compiles it with ``$CC`` or the first of ``cc``,
-``gcc``, ``clang`` on the ``PATH`` (a fraction of a second).  Kernels are cached on disk, keyed by
-their source, the compiler and the machine, under ``$OPTIMLAB_CACHE_DIR/kernels`` (default
-``~/.cache/optimlab/kernels``), so later processes only trace; where that directory cannot be
-written, kernels go to a temporary directory, with a warning.  If a compilation fails, a warning
-is given once and the reference path is used for the rest of the process.
+layout) traces the rule (tens of ms) and compiles it with ``$CC`` (which may hold arguments:
+``CC="ccache gcc"``) or the first of ``cc``, ``gcc``, ``clang`` on the ``PATH`` (a fraction of a
+second; a compilation is stopped after ``$OPTIMLAB_CC_TIMEOUT`` seconds, default 120).  If one
+kernel fails to build, that configuration takes the reference path, with a warning.
+
+Kernels are cached on disk, keyed by their source, the compiler, the flags and the machine, under
+``$OPTIMLAB_CACHE_DIR/kernels`` (default ``~/.cache/optimlab/kernels``), so later processes only
+trace.  The cache is code this process will run, so it must be private: the cache directory and
+``kernels/`` are created 0700 whatever the umask, and used only if they are real directories owned
+by this user that neither group nor others can write; otherwise (or where they cannot be written)
+kernels go to a private temporary directory for this process, with a warning.  A kernel is loaded
+only if its file is owned by this user, not writable by others, and has the sha256 recorded beside
+it when it was built; once loaded, the key compiled into it must be the one asked for.  A kernel
+that fails a check is rebuilt.
 
 Results equal the reference path's bit for bit wherever torch rounds as IEEE 754 says; torch's
 vectorised CPU ``sqrt`` is not correctly rounded (about 0.6% of float32 results are one unit in the
@@ -33,13 +43,18 @@ last place off) and C's is, which is the only difference the tests find.
 from __future__ import annotations
 
 import array
+import atexit
 import ctypes
-import getpass
+import functools
 import hashlib
 import math
+import numbers
 import os
 import platform
+import shlex
 import shutil
+import signal
+import stat
 import subprocess
 import tempfile
 import threading
@@ -47,12 +62,12 @@ import warnings
 from collections import defaultdict
 from collections.abc import Hashable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import torch
 from torch import Tensor
 
-from . import _codegen, _loopnest
+from . import _codegen, _loopnest, _math
 
 if TYPE_CHECKING:
     from ._base import RuleOptimizer, State
@@ -61,14 +76,32 @@ _DTYPES = (torch.float32, torch.float64)
 # ISO C (no GNU extensions) keeps a*b + c as two roundings: no FMA contraction.  Neither
 # -fno-math-errno nor -fno-trapping-math changes a result; they let sqrt and selects vectorise.
 _FLAGS = ["-std=c11", "-O3", "-ffp-contract=off", "-fno-math-errno", "-fno-trapping-math", "-fPIC", "-shared"]
-_NATIVE = ["-march=native"]
-_OPENMP = ["-fopenmp"]
+# tried in this order on a small program once per process: -march=native and OpenMP where the
+# compiler has them, plain C11 otherwise
+_EXTRA = (["-march=native", "-fopenmp"], ["-fopenmp"], [])
+#: seconds a compiler may run (``$OPTIMLAB_CC_TIMEOUT``)
+TIMEOUT = 120.0
+#: part of every kernel's key: a change in how kernels are stored or checked invalidates old ones
+_FORMAT = "2: key symbol, sha256 sidecar"
+_KEY_SYMBOL = "optimlab_kernel_key"
 
 _lock = threading.Lock()
 _disabled: str | None = None  # why the native path is off in this process
 _warned = False
-_compiler: tuple[str, str] | None = None  # (path, identity)
-_kernels: dict[Hashable, Any] = {}  # configuration -> (Kernel, C function), or None when unsupported
+
+
+class _Compiler(NamedTuple):
+    argv: tuple[str, ...]  # $CC split as a shell would, the program resolved on the PATH
+    identity: str  # its --version
+    timeout: float
+    explicit: bool  # named by $CC: a user who set it hears when it does not work
+
+
+_compiler: _Compiler | None = None
+_extra: list[str] | None = None  # the flags of _EXTRA that work with _compiler
+_kernels: dict[Hashable, Any] = {}  # configuration -> (Kernel, C function), or None: reference path
+_fallbacks: set[Path] = set()  # caches not used (warned about once each)
+_private: dict[Path, Path] = {}  # such a cache -> the private temporary directory used instead
 
 
 def cache_dir() -> Path:
@@ -81,7 +114,7 @@ def cache_dir() -> Path:
 
 
 def available() -> bool:
-    """Whether a C compiler was found (and no compilation has failed in this process)."""
+    """Whether a working C compiler was found."""
     return _find_compiler() is not None
 
 
@@ -97,30 +130,53 @@ def wanted(opt: RuleOptimizer, group: dict[str, Any]) -> bool:
     return True
 
 
-def _find_compiler() -> tuple[str, str] | None:
+def _find_compiler() -> _Compiler | None:
     global _compiler
     if _disabled is not None:
         return None
     if _compiler is None:
-        names = [os.environ["CC"]] if os.environ.get("CC") else ["cc", "gcc", "clang"]
-        path = next((p for p in map(shutil.which, names) if p), None)
-        if path is None:
-            _disable(f"no C compiler found (tried {', '.join(names)}; set CC)")
+        timeout = _timeout()
+        cc = os.environ.get("CC", "").strip()
+        candidates = [shlex.split(cc)] if cc else [["cc"], ["gcc"], ["clang"]]
+        found = next(([path, *argv[1:]] for argv in candidates if (path := shutil.which(argv[0]))), None)
+        if found is None:
+            tried = f"CC={cc!r}" if cc else "cc, gcc, clang"
+            _disable(f"no C compiler found (tried {tried}; set CC to one)", loud=bool(cc))
             return None
         try:
-            version = subprocess.run(
-                [path, "--version"], capture_output=True, text=True, timeout=60, check=False
-            ).stdout
+            done = _execute([*found, "--version"], timeout)
         except (OSError, subprocess.SubprocessError) as exc:
-            _disable(f"the C compiler {path} does not run ({exc})")
+            done = subprocess.CompletedProcess(found, -1, "", str(exc))
+        if done.returncode != 0:
+            why = done.stderr.strip()[-500:] or f"exit status {done.returncode}"
+            _disable(f"the C compiler {shlex.join(found)} does not run ({why})", loud=True)
             return None
-        _compiler = (path, version)
+        _compiler = _Compiler(tuple(found), done.stdout, timeout, bool(cc))
     return _compiler
 
 
-def _disable(reason: str) -> None:
+def _timeout() -> float:
+    text = os.environ.get("OPTIMLAB_CC_TIMEOUT", "").strip()
+    if not text:
+        return TIMEOUT
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not 0 < value < math.inf:
+        raise ValueError(
+            f"optimlab: OPTIMLAB_CC_TIMEOUT={text!r} is not allowed: it must be a positive number of seconds "
+            f"(the time a C compiler may run; default {TIMEOUT:g})"
+        )
+    return value
+
+
+def _disable(reason: str, loud: bool = False) -> None:
+    """Turn the native path off for this process; ``loud``: say so now, whatever ``fast`` is."""
     global _disabled
     _disabled = reason
+    if loud:
+        _warn()
 
 
 def _warn() -> None:
@@ -134,6 +190,44 @@ def _warn() -> None:
         )
 
 
+def _execute(argv: list[str], timeout: float, cwd: str | None = None) -> subprocess.CompletedProcess[str]:
+    """Run a compiler; past ``timeout`` seconds it and every process it started are killed."""
+    env = dict(os.environ)
+    if cwd is not None:
+        env["TMPDIR"] = cwd  # the compiler's own temporaries go where they are removed with ours
+    # a session of its own: the whole process group can be killed (cc runs cc1, as, ld; ccache runs cc)
+    proc = subprocess.Popen(
+        argv,
+        cwd=cwd,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        _kill(proc)
+        raise subprocess.SubprocessError(
+            f"{argv[0]} did not finish in {timeout:g} s and was stopped (OPTIMLAB_CC_TIMEOUT sets the limit)"
+        ) from None
+    except BaseException:  # KeyboardInterrupt: leave no compiler behind
+        _kill(proc)
+        raise
+    return subprocess.CompletedProcess(argv, proc.returncode, out, err)
+
+
+def _kill(proc: subprocess.Popen[str]) -> None:
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    proc.communicate()
+
+
+@functools.cache
 def _machine() -> str:
     # -march=native code runs only where the same instructions exist
     try:
@@ -143,76 +237,223 @@ def _machine() -> str:
         return platform.processor() + platform.machine()
 
 
-def _build(source: str) -> Any:
-    """The C function of ``source``, compiled or taken from the disk cache."""
-    path, identity = _compiler  # type: ignore[misc]
-    key = hashlib.sha256("\0".join([source, identity, " ".join(_FLAGS), _machine()]).encode()).hexdigest()[:32]
+# -- the kernel cache -------------------------------------------------------------------------------
+
+
+class _Rejected(Exception):
+    """A cached kernel failed a check: it is not loaded, and is built again."""
+
+
+def _compiled(source: str) -> Any:
+    """The C function of ``source``: from the disk cache if a kernel there passes every check, else built."""
+    cc = _find_compiler()
+    if cc is None:  # the compiler was found not to work, in this call or before
+        return None
+    key = hashlib.sha256(
+        "\0".join([source, shlex.join(cc.argv), cc.identity, " ".join(_FLAGS), _machine(), _FORMAT]).encode()
+    ).hexdigest()[:32]
+    source += f'\n/* what optimlab checks after loading this kernel */\nconst char {_KEY_SYMBOL}[] = "{key}";\n'
+    directory = _cache()
+    try:
+        return _load(directory, key)
+    except _Rejected:
+        pass
+    extra = _flags()
+    if extra is None:
+        return None
+    _build(directory, key, source, extra)
+    return _load(directory, key)
+
+
+def _cache() -> Path:
+    """The kernel directory this process may use: the configured one if it is private, else its own."""
     directory = cache_dir()
-    lib = directory / f"{key}.so"
-    if not lib.exists():
-        directory = _writable(directory)
-        lib = directory / f"{key}.so"
-    if not lib.exists():
-        with tempfile.TemporaryDirectory(dir=directory) as tmp:
-            src = Path(tmp) / "kernel.c"
-            src.write_text(source)
-            errors = ""
-            # -march=native and OpenMP where the compiler has them, plain C11 otherwise
-            for extra in (_NATIVE + _OPENMP, _OPENMP, []):
-                out = Path(tmp) / "kernel.so"
-                done = subprocess.run(
-                    [path, *_FLAGS, *extra, str(src), "-o", str(out), "-lm"],
-                    capture_output=True,
-                    text=True,
-                    check=False,
-                )
-                if done.returncode == 0:
-                    os.replace(out, lib)  # atomic: a concurrent process sees all of it or nothing
-                    break
-                errors = done.stderr
-            else:
-                raise RuntimeError(f"{path} failed: {errors.strip()[-2000:]}")
-    fn = ctypes.CDLL(str(lib)).optimlab_step
+    try:
+        problem = _make_private(directory)
+    except OSError as exc:
+        problem = f"cannot be written ({exc.strerror or exc})"
+    if problem is None and not os.access(directory, os.W_OK | os.X_OK):
+        problem = "cannot be written"
+    if problem is None:
+        return directory
+    if directory not in _private:
+        fallback = Path(tempfile.mkdtemp(prefix="optimlab-kernels-"))  # 0700, a name no one can predict
+        atexit.register(shutil.rmtree, fallback, ignore_errors=True)
+        _private[directory] = fallback
+    if directory not in _fallbacks:
+        _fallbacks.add(directory)
+        warnings.warn(
+            f"optimlab: the kernel cache {directory} {problem}: it is not used, and this process keeps its kernels "
+            f"in the private temporary directory {_private[directory]} (make the cache a directory of yours that "
+            "only you can write, e.g. chmod 700, or set OPTIMLAB_CACHE_DIR to one)",
+            RuntimeWarning,
+            stacklevel=7,
+        )
+    return _private[directory]
+
+
+def _make_private(directory: Path) -> str | None:
+    """Create ``directory`` (the cache root and ``kernels/``) 0700 where missing; what is wrong with it, or None.
+
+    Only the cache root and what is below it are checked: the root is resolved once (a user's
+    ``~/.cache`` may be a link), then nothing below it may be a link or writable by another user.
+    """
+    root = Path(os.path.realpath(directory.parent))
+    missing = [p for p in (*reversed(root.parents), root) if not os.path.lexists(p)]
+    for path in [*missing, root / directory.name]:
+        try:
+            os.mkdir(path, 0o700)
+        except FileExistsError:
+            continue
+        os.chmod(path, 0o700)  # the umask may have taken bits away (or left others' in, for the parents)
+    for path in (root, root / directory.name):
+        problem = _not_private(os.lstat(path), directory=True)
+        if problem is not None:
+            return f"{problem} ({path})" if path != directory else problem
+    return None
+
+
+def _not_private(st: os.stat_result, directory: bool) -> str | None:
+    """Why a file or directory with status ``st`` may not hold code this process runs, or None."""
+    kind = "directory" if directory else "regular file"
+    if not (stat.S_ISDIR(st.st_mode) if directory else stat.S_ISREG(st.st_mode)):
+        return "is a symbolic link" if stat.S_ISLNK(st.st_mode) else f"is not a {kind}"
+    if st.st_uid != os.geteuid():
+        return f"is owned by another user (uid {st.st_uid})"
+    if st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+        return f"can be written by other users (mode {stat.S_IMODE(st.st_mode):04o})"
+    return None
+
+
+def _read_private(path: Path) -> bytes:
+    """The content of ``path``, a regular file of this user's that no one else can write (else _Rejected)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError as exc:
+        raise _Rejected(f"{path}: {exc.strerror or exc}") from None
+    try:
+        problem = _not_private(os.fstat(fd), directory=False)
+        if problem is not None:
+            raise _Rejected(f"{path} {problem}")
+        with os.fdopen(os.dup(fd), "rb") as f:
+            return f.read()
+    finally:
+        os.close(fd)
+
+
+def _load(directory: Path, key: str) -> Any:
+    """The C function of the kernel ``key`` in ``directory`` (_Rejected where a check fails)."""
+    recorded = _read_private(directory / f"{key}.sha256").decode("ascii", "replace").strip()
+    if len(recorded) != 64 or not all(c in "0123456789abcdef" for c in recorded):
+        raise _Rejected(f"{key}.sha256 holds no sha256")
+    # the name holds the content's hash: dlopen returns a library already loaded under the same
+    # name, so a kernel rebuilt in this process must have a name of its own
+    lib = directory / f"{key}-{recorded[:16]}.so"
+    if hashlib.sha256(_read_private(lib)).hexdigest() != recorded:
+        _discard(lib)
+        raise _Rejected(f"{lib} is not the kernel that was built")
+    # Between the check and dlopen only this user can change the file: the directory is theirs
+    # and no one else can write it (checked by _cache).
+    handle = ctypes.CDLL(str(lib))
+    expected = key.encode() + b"\0"
+    try:
+        embedded = (ctypes.c_char * len(expected)).in_dll(handle, _KEY_SYMBOL).raw
+    except ValueError:
+        embedded = b""
+    if embedded != expected:
+        _discard(lib)
+        raise _Rejected(f"{lib} is the kernel of another configuration")
+    fn = handle.optimlab_step
     fn.restype = ctypes.c_int
     fn.argtypes = [ctypes.c_int64, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int]
     return fn
 
 
-def _writable(directory: Path) -> Path:
-    """``directory``, created; or, where it cannot be written, a temporary one (with a warning)."""
+def _discard(path: Path) -> None:
     try:
-        directory.mkdir(parents=True, exist_ok=True)
-        if os.access(directory, os.W_OK):
-            return directory
+        path.unlink()
     except OSError:
         pass
-    fallback = Path(tempfile.gettempdir()) / f"optimlab-kernels-{getpass.getuser()}"
-    if fallback not in _fallbacks:
-        _fallbacks.add(fallback)
-        warnings.warn(
-            f"optimlab: the kernel cache {directory} cannot be written; kernels go to {fallback} "
-            "(set OPTIMLAB_CACHE_DIR to keep them elsewhere)",
-            RuntimeWarning,
-            stacklevel=6,
-        )
-    fallback.mkdir(parents=True, exist_ok=True)
-    return fallback
 
 
-_fallbacks: set[Path] = set()
+def _build(directory: Path, key: str, source: str, extra: list[str]) -> None:
+    """Compile ``source`` into ``directory`` as the kernel ``key``: its file and its sha256 appear whole or not at all."""
+    cc = _compiler
+    assert cc is not None
+    with tempfile.TemporaryDirectory(dir=directory, prefix=".build-") as tmp:
+        work = Path(tmp)
+        (work / "kernel.c").write_text(source)
+        done = _execute([*cc.argv, *_FLAGS, *extra, "kernel.c", "-o", "kernel.so", "-lm"], cc.timeout, cwd=tmp)
+        if done.returncode != 0:
+            raise RuntimeError(f"{shlex.join(cc.argv)} failed: {done.stderr.strip()[-2000:]}")
+        sha = _seal(work / "kernel.so", 0o700)
+        (work / "sha256").write_text(sha + "\n")
+        _seal(work / "sha256", 0o600)
+        # the kernel first: a recorded sha256 never names a file that is not there yet
+        os.replace(work / "kernel.so", directory / f"{key}-{sha[:16]}.so")
+        os.replace(work / "sha256", directory / f"{key}.sha256")
+    _fsync(directory)
+
+
+def _seal(path: Path, mode: int) -> str:
+    """Give ``path`` its final mode, flush it to disk, and return its sha256."""
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    try:
+        os.fchmod(fd, mode)
+        os.fsync(fd)
+        with os.fdopen(os.dup(fd), "rb") as f:
+            return hashlib.sha256(f.read()).hexdigest()
+    finally:
+        os.close(fd)
+
+
+def _fsync(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _flags() -> list[str] | None:
+    """The flags of ``_EXTRA`` the compiler takes (tried once per process), or None: it builds nothing."""
+    global _extra
+    cc = _compiler
+    assert cc is not None
+    if _extra is None:
+        errors = ""
+        with tempfile.TemporaryDirectory(prefix="optimlab-cc-") as tmp:
+            (Path(tmp) / "probe.c").write_text(_codegen.PROBE)
+            for extra in _EXTRA:
+                try:
+                    done = _execute([*cc.argv, *_FLAGS, *extra, "probe.c", "-o", "probe.so", "-lm"], cc.timeout, tmp)
+                except (OSError, subprocess.SubprocessError) as exc:
+                    errors = str(exc)
+                    break  # a compiler that hangs once would hang again
+                if done.returncode == 0:
+                    _extra = extra
+                    break
+                errors = done.stderr.strip()[-1000:] or f"exit status {done.returncode}"
+        if _extra is None:
+            _disable(f"the C compiler {shlex.join(cc.argv)} cannot build a kernel ({errors})", loud=True)
+    return _extra
 
 
 def _split(kwargs: dict[str, Any]) -> tuple[dict[str, Any], dict[str, float]]:
     """Rule keyword arguments -> (constants the kernel specialises on, run-time numbers).
 
-    A number equal to 0 is a constant, because rules skip its term (``_math.is_zero``) exactly
-    as the reference path does: crossing 0 builds one more kernel, once.
+    Every number is a run-time argument: Python and NumPy numbers and one-element tensors alike
+    (bools are options, not numbers).  The one exception is a Python number equal to 0, which
+    rules skip the term of (``_math.is_zero``), exactly as the reference path does: crossing 0
+    builds one more kernel, once.
     """
     static, hyper = {}, {}
     for k, v in kwargs.items():
-        if isinstance(v, (int, float)) and not isinstance(v, bool) and v != 0:
+        if _math.is_zero(v) and not isinstance(v, bool):
+            static[k] = v
+        elif isinstance(v, numbers.Real) and not isinstance(v, bool):
             hyper[k] = float(v)
-        elif isinstance(v, Tensor) and v.numel() == 1 and v.item() != 0:
+        elif isinstance(v, Tensor) and v.numel() == 1 and v.dtype != torch.bool and not v.is_complex():
             hyper[k] = float(v.item())
         else:
             static[k] = v
@@ -220,13 +461,16 @@ def _split(kwargs: dict[str, Any]) -> tuple[dict[str, Any], dict[str, float]]:
 
 
 def _static_key(static: dict[str, Any]) -> Hashable | None:
-    """``static`` as part of a kernel's key; None for an unhashable option (no kernel then)."""
+    """``static`` as part of a kernel's key; None for an option that cannot key one (no kernel then).
+
+    A tensor would key by identity (a new kernel for every new tensor), so it keys none.
+    """
     key = tuple(sorted(static.items()))
     try:
         hash(key)
     except TypeError:
         return None
-    return key
+    return None if any(isinstance(v, Tensor) for _, v in key) else key
 
 
 Layout = tuple[tuple[int, ...], tuple[tuple[str, tuple[int, ...]], ...]]
@@ -248,11 +492,17 @@ def _kernel(rule: Any, static_key: Hashable, hyper: tuple[str, ...], layout: Lay
                 _kernels[key] = None
                 return None
             try:
-                _kernels[key] = (kernel, _build(kernel.source))
-            except Exception as exc:  # noqa: BLE001 - a failed build must not lose the step
-                _disable(f"compilation failed ({type(exc).__name__}: {exc})")
-                _warn()
-                return None
+                fn = _compiled(kernel.source)
+            except Exception as exc:  # noqa: BLE001 - a kernel that cannot be built must not lose the step
+                warnings.warn(
+                    f"optimlab: the native kernel of {getattr(rule, '__name__', rule)} ({dtype}, {dict(static_key)}) "
+                    f"could not be built, the reference path takes its steps in this process: "
+                    f"{type(exc).__name__}: {exc}",
+                    RuntimeWarning,
+                    stacklevel=5,
+                )
+                fn = None
+            _kernels[key] = None if fn is None else (kernel, fn)
         return _kernels[key]
 
 
