@@ -345,9 +345,11 @@ def test_an_unwritable_kernel_cache_falls_back_to_a_temporary_one(
 
 
 def test_missing_compiler_is_quiet_by_default_and_warns_once_when_asked(
-    fresh: Path, monkeypatch: pytest.MonkeyPatch
+    fresh: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    monkeypatch.setenv("CC", "/nonexistent/cc")
+    # no compiler on the PATH and none named by CC (a CC that is missing warns: see test_native_cache.py)
+    monkeypatch.delenv("CC", raising=False)
+    monkeypatch.setenv("PATH", str(tmp_path))
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         _steps(fast=None)
