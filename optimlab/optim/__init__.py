@@ -17,6 +17,7 @@ from .adagrad import Adagrad
 from .adam import Adam, AdamW
 from .adamax import Adamax
 from .adamod import AdaMod
+from .adopt import ADOPT
 from .lion import Lion
 from .lookahead import Lookahead
 from .nadam import NAdam
@@ -59,6 +60,7 @@ def get(name: str) -> tuple[type[RuleOptimizer], dict[str, Any]]:
 
 
 __all__ = [
+    "ADOPT",
     "PRESETS",
     "AdaBelief",
     "AdaBound",
