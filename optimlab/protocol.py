@@ -29,10 +29,10 @@ r"""The fair comparison protocol: equal tuning budgets, several seeds, confidenc
    fewer than 2 finite seeds is "not enough seeds"; one arm is no comparison; fewer than 5 seeds
    is a weak comparison.  :meth:`Comparison.render` prints it all.
 
-Optimizers are named as :func:`optimlab.runner.run` names them, or by a preset of
-:data:`optimlab.optim.PRESETS` (``"Momentum"``, ``"NAG"``, ``"AMSGrad"``, ``"AMSBound"``: the
-class plus its fixed options), with optional fixed hyperparameters: ``("AdamW",
-{"weight_decay": 0.01})``.  For a GAN the hyperparameters apply to both networks.
+Optimizers are specs of :mod:`optimlab.spec` (``"Adam"``, ``"NAG(lr=0.01)"``, ``"Adam(beta1=0.5)"``,
+``"torch.SGD"``, ``"Lookahead(Adam, k=5)"``) or ``("AdamW", {"weight_decay": 0.01})``.  What a
+spec sets is fixed and never tuned; results are labelled with :func:`optimlab.spec.label` (tuned
+values marked ``*``).  For a GAN the hyperparameters apply to both networks.
 
 **Warmup** (``warmup=``): ``None``; an int ``T``, :class:`optimlab.schedules.LinearWarmup` over
 ``T`` steps; or ``"untuned"``, Ma & Yarats' :class:`optimlab.schedules.UntunedWarmup` (linear over
@@ -51,6 +51,7 @@ from __future__ import annotations
 import math
 import os
 import sys
+import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
@@ -59,10 +60,10 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
-from . import optim as optim_mod
+from . import spec as spec_mod
 from . import tasks as tasks_mod
 from .optim._validate import check_choice, check_int, check_range
-from .runner import optimizer_spec, resolve_optimizer, run
+from .runner import optimizer_spec, run
 from .schedules import LinearWarmup, UntunedWarmup
 from .stats import Summary, summarize, verdict
 from .store import Store
@@ -85,7 +86,8 @@ __all__ = [
     "tune",
 ]
 
-OptimizerSpec = str | tuple[str, Mapping[str, Any]]
+#: A spec of :mod:`optimlab.spec` (text or parsed), or ``(name, {hyperparameters})``.
+OptimizerSpec = str | spec_mod.OptimizerSpec | tuple[str, Mapping[str, Any]]
 #: ``{name: ("log", low, high)}`` (log-uniform), ``("lin", low, high)`` (uniform), ``("int", low, high)`` or a list of choices.
 SearchSpace = Mapping[str, Any]
 
@@ -97,44 +99,60 @@ SearchSpace = Mapping[str, Any]
 
 @dataclass(frozen=True)
 class Arm:
-    """One optimizer of a comparison: its label, the runner's name and its fixed hyperparameters."""
+    """One optimizer of a comparison.
+
+    ``label``: :func:`optimlab.spec.label` of what runs; ``optimizer`` and ``hyperparameters``:
+    the runner's name and the values the spec sets (a wrapper's inner optimizer under
+    ``"optimizer"``); ``spec``: the parsed spec (which hyperparameters it fixes).
+    """
 
     label: str
     optimizer: str
     hyperparameters: Mapping[str, Any]
+    spec: spec_mod.OptimizerSpec
 
 
 def arm(spec: OptimizerSpec) -> Arm:
-    """The :class:`Arm` of ``"Adam"``, ``"NAG"`` (a preset) or ``("AdamW", {"weight_decay": 0.01})``.
+    """The :class:`Arm` of a spec: ``"Adam"``, ``"NAG"`` (a preset), ``"Lookahead(Adam(lr=0.01), k=5)"``
+    (any text of :mod:`optimlab.spec`), an :class:`optimlab.spec.OptimizerSpec`, or
+    ``("AdamW", {"weight_decay": 0.01})``.
 
     Raises:
         ValueError: an unknown optimizer or hyperparameter (before anything runs).
     """
-    if isinstance(spec, str):
+    if isinstance(spec, (str, spec_mod.OptimizerSpec)):
         name, given = spec, {}
     elif isinstance(spec, tuple) and len(spec) == 2 and isinstance(spec[0], str) and isinstance(spec[1], Mapping):
         name, given = spec[0], dict(spec[1])
     else:
-        raise ValueError(f"protocol: invalid optimizer={spec!r}: expected a name or (name, {{hyperparameters}})")
-    presets = {k.lower(): k for k in optim_mod.PRESETS}
-    if name.strip().lower() in presets:
-        cls, fixed = optim_mod.get(name.strip())
-        canonical, hp = f"optimlab.{cls.__name__}", {**fixed, **given}
-    else:
-        canonical, hp = resolve_optimizer(name)[0], given
-    optimizer_spec(canonical, hp)  # unknown hyperparameters fail here, before any training
-    label = name if not given else f"{name}({', '.join(f'{k}={v!r}' for k, v in given.items())})"
-    return Arm(label, canonical, hp)
+        raise ValueError(
+            f"protocol: invalid optimizer={spec!r}: expected a spec such as 'Adam(lr=0.01)' or (name, {{hyperparameters}})"
+        )
+    try:
+        parsed = spec_mod.make(name, given)
+    except ValueError as e:
+        raise ValueError(f"protocol: {e}") from None
+    config = parsed.to_config()
+    optimizer_spec(config["name"], config["hyperparameters"])  # the runner's checks, before any training
+    return Arm(spec_mod.label(parsed), config["name"], config["hyperparameters"], parsed)
 
 
-def _arms(optimizers: Sequence[OptimizerSpec]) -> list[Arm]:
-    if isinstance(optimizers, (str, tuple)) or not optimizers:
+def _arms(optimizers: Sequence[OptimizerSpec], *, distinct_labels: bool = True) -> list[Arm]:
+    """The arms of ``optimizers``: no spec twice, and (``distinct_labels``, for runs as given) no two
+    specs that run the same thing."""
+    if isinstance(optimizers, (str, tuple, spec_mod.OptimizerSpec)) or not optimizers:
         raise ValueError(f"protocol: invalid optimizers={optimizers!r}: expected a non-empty list of optimizers")
     arms = [arm(spec) for spec in optimizers]
-    labels = [a.label for a in arms]
-    duplicated = sorted({x for x in labels if labels.count(x) > 1})
-    if duplicated:
-        raise ValueError(f"protocol: invalid optimizers: {duplicated[0]!r} is given twice")
+    seen: dict[tuple[str, str], Arm] = {}
+    for a in arms:
+        text = spec_mod.format(a.spec)
+        keys = (("spec", text), ("label", a.label)) if distinct_labels else (("spec", text),)
+        for key in keys:
+            if key in seen:
+                other = spec_mod.format(seen[key].spec)
+                what = "is given twice" if other == text else f"and {other!r} both run as {a.label}"
+                raise ValueError(f"protocol: invalid optimizers: {text!r} {what}")
+        seen.update(dict.fromkeys(keys, a))
     return arms
 
 
@@ -265,23 +283,54 @@ def _validation(task: Task, result: Mapping[str, Any], what: str) -> float:
 
 @dataclass(frozen=True)
 class Trial:
-    """One tuning trial: the suggested hyperparameters, its objective, status and run key."""
+    """One tuning trial: the suggested hyperparameters, its objective, status and run key.
+
+    ``status``: ``"finished"``, ``"diverged"`` (objective: the worst value) or ``"failed"`` (the run
+    raised or was stored as failed; objective NaN, ``error`` its last line; Optuna is told it failed).
+    """
 
     number: int
     suggested: Mapping[str, Any]
     value: float
     status: str
     key: str | None
+    error: str | None = None
 
 
 @dataclass(frozen=True)
 class Tuned:
-    """The outcome of tuning one optimizer: the chosen hyperparameters and every trial."""
+    """The outcome of tuning one optimizer.
+
+    ``free``: the hyperparameters tuned (those of the search space the spec leaves free; empty when
+    the spec fixes them all: then no trial runs and ``value`` is NaN); ``fixed``: those of the
+    search space that the spec fixes, never tuned.  ``spec``: the spec with the chosen values set;
+    ``hyperparameters``: the same for the runner; ``label``: what runs, tuned values marked ``*``.
+    """
 
     arm: Arm
     hyperparameters: Mapping[str, Any]
     value: float
     trials: tuple[Trial, ...]
+    spec: spec_mod.OptimizerSpec
+    free: tuple[str, ...]
+    fixed: tuple[str, ...]
+
+    @property
+    def label(self) -> str:
+        return spec_mod.label(self.spec)
+
+    def describe(self) -> str:
+        """One line: what was tuned, what the spec fixed, what was chosen."""
+        fixed = f"; fixed by the spec: {', '.join(self.fixed)}" if self.fixed else ""
+        if not self.free:
+            return f"{self.label}: nothing to tune{fixed}"
+        failed = sum(t.status == "failed" for t in self.trials)
+        diverged = sum(t.status == "diverged" for t in self.trials)
+        counts = "".join(f", {n} {what}" for n, what in ((failed, "failed"), (diverged, "diverged")) if n)
+        return (
+            f"{self.label}: tuned {', '.join(self.free)} over {len(self.trials)} trials{counts}{fixed}; "
+            f"final validation {self.value:.4g}"
+        )
 
 
 @contextmanager
@@ -303,8 +352,14 @@ def _check_space(lr_range: tuple[float, float], extra_space: SearchSpace | None)
     check_range("tune", "lr_range[1]", lr_range[1], lr_range[0], low_open=True)
     space: dict[str, Any] = {"lr": ("log", float(lr_range[0]), float(lr_range[1]))}
     for name, spec in (extra_space or {}).items():
-        if name == "lr":
-            raise ValueError("tune: invalid extra_space name 'lr': the learning rate's range is lr_range")
+        if name in ("lr", "optimizer.lr"):
+            raise ValueError(f"tune: invalid extra_space name {name!r}: the learning rate's range is lr_range")
+        if name.rpartition(".")[2] in spec_mod.COMPONENTS:
+            parts = spec_mod.COMPONENTS[name.rpartition(".")[2]]
+            raise ValueError(
+                f"tune: invalid extra_space name {name!r}: a pair is not one value; tune its components "
+                f"{parts[0]} and {parts[1]} (e.g. {parts[0]}=lin:0.5:0.95)"
+            )
         if isinstance(spec, list) and spec:
             odd = [c for c in spec if not (c is None or isinstance(c, (bool, int, float, str)))]
             if odd:  # what Optuna can store as a categorical choice
@@ -322,6 +377,22 @@ def _check_space(lr_range: tuple[float, float], extra_space: SearchSpace | None)
     return space
 
 
+def _plan(a: Arm, space: Mapping[str, Any]) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """``(free, fixed)``: the names of ``space`` that ``a`` tunes, and those its spec fixes.
+
+    Raises:
+        ValueError: a name of ``extra_space`` that ``a``'s optimizer does not have.
+    """
+    free, fixed = [], []
+    for name in space:
+        try:
+            is_fixed = a.spec.is_fixed(name)
+        except ValueError as e:
+            raise ValueError(f"tune: {spec_mod.format(a.spec)} cannot tune {name!r}: {str(e).removeprefix('spec: ')}") from None
+        (fixed if is_fixed else free).append(name)
+    return tuple(free), tuple(fixed)
+
+
 def _suggest(trial: Any, space: Mapping[str, Any]) -> dict[str, Any]:
     out = {}
     for name, spec in space.items():
@@ -332,6 +403,22 @@ def _suggest(trial: Any, space: Mapping[str, Any]) -> dict[str, Any]:
         else:
             out[name] = trial.suggest_float(name, spec[1], spec[2], log=spec[0] == "log")
     return out
+
+
+def _shared_run(
+    task: Task, spec: spec_mod.OptimizerSpec, seed: int, budget: str, store: Store | None, **kwargs: Any
+) -> dict[str, Any]:
+    """:func:`optimlab.runner.run`, waiting while the run is live in another process (two identical
+    commands on one store share the work): its stored result is used once it is there."""
+    config = spec.to_config()
+    while True:
+        result = run(task, config["name"], config["hyperparameters"], seed, budget, store, False, **kwargs)
+        if not (result["status"] == "skipped" and result.get("stored_status") == "running"):
+            return result
+        time.sleep(_POLL_SECONDS)
+
+
+_POLL_SECONDS = 2.0
 
 
 def tune(
@@ -349,14 +436,21 @@ def tune(
     device: str = "cpu",
     progress: bool = True,
 ) -> dict[str, Tuned]:
-    """Tune every optimizer with the same number of trials and the same search space.
+    """Tune every optimizer with the same number of trials over the same search space, restricted to
+    what its spec leaves free.
+
+    A hyperparameter the spec fixes (``Adam(lr=0.01)``, a preset's options) is never tuned: the arm
+    tunes the rest of the space, and an arm with nothing free runs no trial.  A trial that fails
+    (an exception, or a run stored as failed) is recorded as failed and tuning goes on; only an
+    arm whose every trial failed raises.  A trial live in another process on the same store is
+    waited for and its result used.
 
     Parameters
     ----------
     task : str or Task
         A task name or object.
     optimizers : list
-        Names, presets or ``(name, {fixed hyperparameters})`` (module docstring).
+        Specs (:mod:`optimlab.spec`), or ``(name, {fixed hyperparameters})`` (module docstring).
     budget : str
         ``"smoke"``, ``"quick"`` or ``"full"``: the budget of every trial.
     trials : int
@@ -366,51 +460,89 @@ def tune(
     store : Store, optional
         Where trials are kept; with it, a re-run resumes (finished trials are read back).
     lr_range : (float, float)
-        The learning rate is sampled log-uniformly from ``[low, high]``.
+        The learning rate is sampled log-uniformly from ``[low, high]`` (a wrapper without a
+        learning rate, Lookahead, tunes its inner optimizer's).
     extra_space : mapping, optional
-        Other hyperparameters to tune (constructor names): ``("log"|"lin"|"int", low, high)`` or a
-        list of choices.  Every optimizer gets them, so each must accept them.
+        Other hyperparameters to tune, named as in :mod:`optimlab.spec` (``eps``, ``beta1``,
+        ``optimizer.beta2``): ``("log"|"lin"|"int", low, high)`` or a list of choices.  Every
+        optimizer must have them (it tunes those its spec leaves free).
     warmup : None, int or "untuned"
         See the module docstring.
     data_dir, device
         Passed to :func:`optimlab.runner.run`.
     progress : bool
-        A progress bar over the trials on stderr.
+        A progress bar over the trials and one line per optimizer on stderr.
 
     Returns
     -------
     dict
-        ``{label: Tuned}`` in the order given.  ``Tuned.hyperparameters`` are the fixed ones plus
-        the best trial's (Optuna's best; the first of equal values).
+        ``{spec: Tuned}`` in the order given, keyed by each spec's :func:`optimlab.spec.format`
+        (``"Adam"``, ``"NAG(lr=0.01)"``).  ``Tuned.spec`` is the spec with the best
+        trial's values (Optuna's best; the first of equal values).
+
+    Raises:
+        ValueError: a bad argument, before anything runs.
+        RuntimeError: every trial of an optimizer failed (the last error is named).
     """
     check_choice("tune", "budget", budget, BUDGETS)
     check_int("tune", "trials", trials, 1)
     check_int("tune", "seed", seed, 0)
     the_task = _task(task, warmup)
-    arms = _arms(optimizers)
+    arms = _arms(optimizers, distinct_labels=False)  # "Adam" (tuned) and "Adam(lr=0.001)" differ once tuned
     space = _check_space(lr_range, extra_space)
+    plans = [_plan(a, space) for a in arms]
     out = {}
     with _quiet_optuna() as optuna:
-        for a in arms:
+        for a, (free, fixed) in zip(arms, plans):
+            name = spec_mod.format(a.spec)
+            if not free:
+                out[name] = Tuned(a, a.hyperparameters, math.nan, (), a.spec, free, fixed)
+                if progress:
+                    tqdm.write(out[name].describe(), file=sys.stderr)
+                continue
             study = optuna.create_study(
                 direction="maximize" if the_task.higher_is_better else "minimize",
                 sampler=optuna.samplers.TPESampler(seed=seed),
             )
-            done = []
-            with tqdm(total=trials, desc=f"tune {a.label}", unit="trial", disable=not progress, file=sys.stderr) as bar:
+            done: list[Trial] = []
+            with tqdm(total=trials, desc=f"tune {name}", unit="trial", disable=not progress, file=sys.stderr) as bar:
                 for number in range(trials):
                     trial = study.ask()
-                    suggested = _suggest(trial, space)
-                    hp = {**a.hyperparameters, **suggested}
-                    result = run(the_task, a.optimizer, hp, seed, budget, store, False, data_dir=data_dir, device=device)
-                    value = _validation(the_task, result, f"trial {number} of {a.label}")
-                    study.tell(trial, value)
-                    done.append(Trial(number, suggested, value, _outcome(result, "a trial"), result["key"]))
-                    bar.set_postfix(best=f"{study.best_value:.4g}", refresh=False)
+                    suggested = _suggest(trial, {k: space[k] for k in free})
+                    done.append(_trial(the_task, a, number, suggested, seed, budget, store, data_dir, device))
+                    if done[-1].status == "failed":
+                        study.tell(trial, state=optuna.trial.TrialState.FAIL)
+                    else:
+                        study.tell(trial, done[-1].value)
+                    if any(t.status != "failed" for t in done):
+                        bar.set_postfix(best=f"{study.best_value:.4g}", refresh=False)
                     bar.update()
+            if all(t.status == "failed" for t in done):
+                raise RuntimeError(f"tune: every trial of {name} failed; the last: {done[-1].error}")
             best = study.best_trial
-            out[a.label] = Tuned(a, {**a.hyperparameters, **best.params}, float(best.value), tuple(done))
+            chosen = replace(a.spec.with_values(best.params), tuned=frozenset(free))
+            hp = chosen.to_config()["hyperparameters"]
+            out[name] = Tuned(a, hp, float(best.value), tuple(done), chosen, free, fixed)
+            if progress:
+                tqdm.write(out[name].describe(), file=sys.stderr)
     return out
+
+
+def _trial(
+    task: Task, a: Arm, number: int, suggested: dict[str, Any], seed: int, budget: str, store: Store | None,
+    data_dir: Any, device: str,
+) -> Trial:  # fmt: skip
+    """Run one trial; a failure is its result, not an exception (Ctrl-C still stops the tuning)."""
+    what = f"trial {number} of {spec_mod.format(a.spec)}"
+    key = None
+    try:
+        result = _shared_run(task, a.spec.with_values(suggested), seed, budget, store, data_dir=data_dir, device=device)
+        key = result["key"]
+        value = _validation(task, result, what)
+        status = _outcome(result, what)
+    except Exception as e:  # noqa: BLE001 - a failed trial is a result of the tuning (issue 10)
+        return Trial(number, suggested, math.nan, "failed", key, f"{type(e).__name__}: {e}".strip().splitlines()[-1])
+    return Trial(number, suggested, value, status, key)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -539,10 +671,9 @@ def compare(
         the_task, optimizers, budget, trials, seed, store, lr_range, extra_space,
         data_dir=data_dir, device=device, progress=progress,
     )  # fmt: skip
-    chosen = {label: t.hyperparameters for label, t in tuned.items()}
-    result = evaluate(
-        the_task, optimizers, budget, seeds, seed, store,
-        hyperparameters=chosen, data_dir=data_dir, device=device, progress=progress,
+    result = evaluate(  # the tuned specs: each summary's label shows the values that ran
+        the_task, [t.spec for t in tuned.values()], budget, seeds, seed, store,
+        data_dir=data_dir, device=device, progress=progress,
     )  # fmt: skip
     return replace(result, tuned=tuned)
 

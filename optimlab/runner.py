@@ -102,7 +102,6 @@ import sys
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -160,26 +159,15 @@ def optimizer_spec(
     unknown = [k for k in given if k not in allowed]
     if unknown:
         raise ValueError(f"run: invalid hyperparameter {unknown[0]!r} for {spec.name}: expected some of {', '.join(allowed)}")
-    given = dict(given)
-    if wrapper and "optimizer" in given:
-        inner = given.pop("optimizer")
-        if isinstance(inner, str):
-            inner = spec_mod.parse(inner)
-        elif not (isinstance(inner, OptimizerSpec) or (isinstance(inner, Mapping) and isinstance(inner.get("name"), str)
-                                                     and set(inner) <= {"name", "hyperparameters"})):  # fmt: skip
-            raise ValueError(
-                f"run: invalid hyperparameter optimizer={inner!r} for {spec.name}: expected a spec such as "
-                "'Adam(lr=0.01)' or {'name': <optimizer name>, 'hyperparameters': {...}}"
-            )
-        elif isinstance(inner, Mapping):
-            inner = OptimizerSpec.from_config(inner)
-        spec = replace(spec, inner=inner)
-    elif wrapper and spec.inner is None:
+    if wrapper and given.get("optimizer", spec.inner) is None:
         raise ValueError(
             f"run: invalid hyperparameter optimizer=None for {spec.name}: expected a spec such as "
             "'Adam(lr=0.01)' or {'name': <optimizer name>, 'hyperparameters': {...}}"
         )
-    spec = spec.with_values(given)
+    try:
+        spec = spec_mod.make(spec, given)
+    except ValueError as e:
+        raise ValueError(f"run: {e}") from None
     full: dict[str, Any] = {}
     if wrapper:
         inner_name, inner_hp = optimizer_spec(spec.inner)  # type: ignore[arg-type]

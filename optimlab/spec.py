@@ -69,6 +69,7 @@ __all__ = [
     "format",
     "is_wrapper",
     "label",
+    "make",
     "named",
     "optimizer_names",
     "parameters",
@@ -258,6 +259,7 @@ class OptimizerSpec:
         inner: a wrapper's inner optimizer (``None`` otherwise).
         preset: the preset the spec came from (``"Momentum"``), or ``None``.
         source: the text it was parsed from (not compared).
+        tuned: the names whose values a tuning chose (not compared; :func:`label` marks them).
     """
 
     name: str
@@ -266,6 +268,7 @@ class OptimizerSpec:
     inner: OptimizerSpec | None = None
     preset: str | None = None
     source: str | None = field(default=None, compare=False)
+    tuned: frozenset[str] = field(default=frozenset(), compare=False)
 
     def __hash__(self) -> int:
         return hash(format(self))
@@ -552,6 +555,41 @@ def named(name: str) -> OptimizerSpec:
     return _base(name.strip(), name)
 
 
+def make(name: str | OptimizerSpec, hyperparameters: Mapping[str, Any] | None = None) -> OptimizerSpec:
+    """The spec of ``name`` (a name, a preset, spec text, or a spec) with ``hyperparameters`` set over it.
+
+    ``hyperparameters`` use the names of :meth:`OptimizerSpec.with_values`; a wrapper's
+    ``"optimizer"`` is its inner optimizer, as a spec, spec text, or the runner's
+    ``{"name": ..., "hyperparameters": {...}}`` mapping.  ``make("Lookahead", {"optimizer":
+    "Adam(lr=0.01)", "k": 5})`` is ``parse("Lookahead(Adam(lr=0.01), k=5)")``.
+
+    Raises:
+        ValueError: an unknown optimizer or hyperparameter, or a wrapper without its optimizer.
+    """
+    if isinstance(name, OptimizerSpec):
+        spec = name
+    elif isinstance(name, str):
+        spec = parse(name) if "(" in name else named(name)  # a bare wrapper's optimizer may come below
+    else:
+        raise ValueError(f"invalid optimizer={name!r}: expected a name or spec text such as 'Adam(lr=0.01)'")
+    given = dict(hyperparameters or {})
+    if "optimizer" in given and is_wrapper(spec.cls):
+        inner = given.pop("optimizer")
+        if isinstance(inner, str):
+            inner = parse(inner)
+        elif isinstance(inner, Mapping):
+            inner = OptimizerSpec.from_config(inner)
+        elif not isinstance(inner, OptimizerSpec):
+            raise ValueError(
+                f"invalid optimizer={inner!r} inside {_display(spec)}: expected a spec such as 'Adam(lr=0.01)' "
+                "or {'name': <optimizer name>, 'hyperparameters': {...}}"
+            )
+        spec = replace(spec, inner=inner)
+    if spec.inner is None and is_wrapper(spec.cls):
+        raise ValueError(f"{_display(spec)} wraps an optimizer: give it, e.g. {_display(spec)}(Adam(lr=0.01))")
+    return spec.with_values(given)
+
+
 def _base(head: str, source: str) -> OptimizerSpec:
     """The spec of a bare name: a preset with its options fixed, or a class."""
     for preset, (name, options) in presets().items():
@@ -592,11 +630,11 @@ def label(spec: OptimizerSpec, tuned: Mapping[str, Any] | Collection[str] | None
     options), in constructor order, e.g. ``Adam(lr=0.0377*, betas=(0.5, 0.999))``.
 
     ``tuned``: a mapping of the tuned values (applied to ``spec``), or the names in ``spec`` that
-    were tuned.  Tuned values are always shown, marked with a trailing ``*``.  Numbers have 3
+    were tuned (default: ``spec.tuned``).  Tuned values are always shown, marked with a trailing ``*``.  Numbers have 3
     significant digits, more where that would round a value just below 1 to 1 (``beta2=0.9999``).
     """
     if tuned is None:
-        names: frozenset[str] = frozenset()
+        names: frozenset[str] = spec.tuned
     elif isinstance(tuned, Mapping):
         spec = spec.with_values(tuned)
         names = frozenset(tuned)

@@ -41,17 +41,26 @@ def _data_dir(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_arm_resolves_presets_and_fixed_hyperparameters() -> None:
     nag = arm("NAG")
-    assert (nag.label, nag.optimizer, dict(nag.hyperparameters)) == ("NAG", "optimlab.SGD", {"momentum": 0.9, "nesterov": True})
+    assert (nag.label, nag.optimizer, dict(nag.hyperparameters)) == ("NAG(lr=0.001)", "optimlab.SGD", {"momentum": 0.9, "nesterov": True})
     assert arm("amsgrad").hyperparameters == {"amsgrad": True}
-    adamw = arm(("AdamW", {"weight_decay": 0.01}))
-    assert (adamw.label, adamw.optimizer) == ("AdamW(weight_decay=0.01)", "optimlab.AdamW")
+    adamw = arm(("AdamW", {"weight_decay": 0.02}))
+    assert (adamw.label, adamw.optimizer) == ("AdamW(lr=0.001, weight_decay=0.02)", "optimlab.AdamW")
+    assert arm("AdamW(weight_decay=0.02)") == adamw
     assert arm("torch.SGD").optimizer == "torch.SGD"
+    assert arm("Adam(beta1=0.5)").hyperparameters == {"betas": [0.5, 0.999]}
+    look = arm("Lookahead(Adam(lr=0.01), k=3)")
+    assert (look.label, dict(look.hyperparameters)) == (
+        "Lookahead(Adam(lr=0.01), k=3)",
+        {"optimizer": {"name": "optimlab.Adam", "hyperparameters": {"lr": 0.01}}, "k": 3},
+    )
     with pytest.raises(ValueError, match="Adamm"):
         arm("Adamm")
     with pytest.raises(ValueError, match="betaz"):
         arm(("Adam", {"betaz": 0.9}))
     with pytest.raises(ValueError, match="given twice"):
-        tune("airfoil-linreg", ["Adam", "Adam"], trials=1)
+        tune("airfoil-linreg", ["Adam", "adam"], trials=1)
+    with pytest.raises(ValueError, match=r"'Adam\(lr=0.001\)' and 'Adam' both run as Adam\(lr=0.001\)"):
+        evaluate("airfoil-linreg", ["Adam", "Adam(lr=0.001)"], seeds=1)
 
 
 def test_invalid_arguments_name_the_parameter() -> None:
@@ -160,7 +169,10 @@ def test_compare_runs_the_choice_at_seeds_other_than_the_tuning_seed(tmp_path: P
     with Store(tmp_path / "lab.sqlite") as store:
         again = evaluate("airfoil-linreg", [("Adam", dict(result.tuned["Adam"].hyperparameters))], "smoke", 3, 0, store, progress=False)
     (finals,) = again.finals.values()
-    assert finals == result.finals["Adam"]
+    adam = result.tuned["Adam"]
+    assert adam.label.startswith("Adam(lr=") and adam.label.endswith("*)")  # the summary names the lr that ran
+    assert float(adam.label[len("Adam(lr=") : -2]) == pytest.approx(adam.spec.hyperparameters["lr"], rel=5e-3)
+    assert finals == result.finals[adam.label]
 
 
 def test_lr_sensitivity_rows(tmp_path: Path) -> None:
@@ -224,7 +236,7 @@ def test_warmup_runs_are_stored_under_their_own_task_name(tmp_path: Path) -> Non
         warm = evaluate("airfoil-linreg", ["Adam"], "smoke", 2, 0, store, warmup=10, progress=False)
         assert {r["config"]["task"] for r in store.runs()} == {"airfoil-linreg", "airfoil-linreg+warmup=10"}
     assert warm.task == "airfoil-linreg+warmup=10"
-    assert warm.finals["Adam"][0]["full_loss"] != plain.finals["Adam"][0]["full_loss"]
+    assert warm.finals["Adam(lr=0.001)"][0]["full_loss"] != plain.finals["Adam(lr=0.001)"][0]["full_loss"]
 
 
 # ---------------------------------------------------------------------------------------------
