@@ -204,6 +204,7 @@ def _execute(argv: list[str], timeout: float, cwd: str | None = None) -> subproc
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        errors="replace",  # a compiler's messages in another encoding than the locale's
         start_new_session=True,
     )
     try:
@@ -408,11 +409,15 @@ def _seal(path: Path, mode: int) -> str:
 
 
 def _fsync(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    """Make the new names in ``directory`` durable, where its file system can (some refuse a directory)."""
     try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+        fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    except OSError:
+        pass
 
 
 def _flags() -> list[str] | None:
