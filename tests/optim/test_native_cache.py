@@ -294,6 +294,11 @@ def test_another_optimizers_kernel_under_the_requested_name_is_rebuilt(
     assert sorted(kernel_files(cache)) == sorted([sgd, adam]) and adam.read_bytes() == adam_content
 
 
+def ours_in_tmp() -> list[Path]:
+    """What optimlab left in $TMPDIR (torch leaves its own things there)."""
+    return [p for p in Path(_native.tempfile.tempdir).iterdir() if p.name.startswith("optimlab")]
+
+
 def fake_compiler(tmp_path: Path, body: str) -> Path:
     script = tmp_path / "cc"
     script.write_text("#!/bin/sh\n" + body)
@@ -326,8 +331,8 @@ def test_a_hanging_compiler_is_stopped_and_leaves_nothing(
     assert time.monotonic() - start < 30  # the sleeping child did not hold the pipes open
     assert len(caught) == 1 and not launched and not _native.available()
     assert_reference(ps)
-    assert all(gone(int(pid)) for pid in pids.read_text().split())
-    assert not list(Path(_native.tempfile.tempdir).iterdir()) and not list(cache.iterdir())
+    assert all(gone(int(pid)) for pid in (pids.read_text().split() if pids.exists() else []))
+    assert not ours_in_tmp() and not list(cache.iterdir())
 
 
 def test_a_kernel_whose_compilation_hangs_takes_the_reference_path_alone(
@@ -342,7 +347,7 @@ def test_a_kernel_whose_compilation_hangs_takes_the_reference_path_alone(
         f'exec {real} "$@"\n',
     )
     monkeypatch.setenv("CC", str(cc))
-    monkeypatch.setenv("OPTIMLAB_CC_TIMEOUT", "3")
+    monkeypatch.setenv("OPTIMLAB_CC_TIMEOUT", "10")  # time enough for the others on a busy machine
     with warned("kernel of adam .* could not be built.*did not finish") as caught:
         ps = train(Adam)
         train(Adam)
@@ -390,7 +395,7 @@ def test_a_broken_compiler_warns_once_for_every_configuration(
         train(SGD)
     assert len(caught) == 1 and not _native.available()
     assert_reference(ps)
-    assert not list(Path(_native.tempfile.tempdir).iterdir())
+    assert not ours_in_tmp()
 
 
 def test_an_invalid_compiler_timeout_is_refused(cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
