@@ -1,8 +1,13 @@
 """The ``optimlab`` command line: ``optimlab --help`` and ``optimlab COMMAND --help`` are the manual.
 
-Every command also takes ``--config FILE`` (JSON): its keys are the long option names without the
-leading dashes (``{"surface": "saddle", "opt": ["Adam(lr=0.005)"], "steps": 600}``); options given
-on the command line win over the file.
+Every command also takes ``--config FILE`` (JSON): its keys are the option names without the
+leading dashes, positional arguments included (``{"surface": "saddle", "opt": ["Adam(lr=0.005)"],
+"steps": 600}``, ``{"task": "mnist-cnn", "opt": ["Adam", "NAG"], "budget": "quick"}``); options
+given on the command line win over the file.
+
+Every ``--opt`` is a spec of :mod:`optimlab.spec`, the same grammar everywhere: ``Adam``,
+``Adam(lr=0.01, betas=(0.5, 0.9))``, ``Adam(beta1=0.5)``, presets (``Momentum``, ``NAG``,
+``AMSGrad``, ``AMSBound``), ``torch.Adam`` (run/tune), ``Lookahead(Adam(lr=0.01), k=5)``.
 """
 
 from __future__ import annotations
@@ -27,7 +32,14 @@ examples:
   optimlab run --task mnist-cnn --opt "Adam(lr=0.001)" --opt "AdamW(lr=0.001, weight_decay=0.01)" --seeds 5 \\
       --budget quick --store results/lab.sqlite
   optimlab tune --task mnist-cnn --opt Adam --opt NAG --trials 20 --seeds 5 --budget quick --store results/lab.sqlite
+  optimlab tune --task airfoil-linreg --opt "Adam(beta1=0.5)" --opt "Lookahead(Adam, k=5)" --space beta2=lin:0.9:0.999 \\
+      --trials 8 --seeds 5 --budget smoke --store results/lab.sqlite
   optimlab report --store results/lab.sqlite --out results/report
+  optimlab list
+
+optimizer specs (every --opt): NAME or NAME(key=value, ...) with Python literal values; constructor
+names (lr, betas, eps, ...) or a pair's components (beta1, beta2); presets Momentum, NAG, AMSGrad,
+AMSBound; torch.<Class> for torch.optim's; wrappers as calls: Lookahead(Adam(lr=0.01), k=5).
 """
 
 
@@ -52,6 +64,9 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    from . import __version__
+
+    parser.add_argument("--version", action="version", version=f"optimlab {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("surface", help="optimizers on a 2-D surface: paths, loss curves, animation", description=_doc(cmd_surface))
@@ -100,7 +115,8 @@ def build_parser() -> argparse.ArgumentParser:
         action="append",
         default=[],
         metavar="NAME=SPEC",
-        help="also tune a constructor option: log:LOW:HIGH, lin:LOW:HIGH, int:LOW:HIGH or choices A,B (repeatable)",
+        help="also tune a hyperparameter the specs leave free: log:LOW:HIGH, lin:LOW:HIGH, int:LOW:HIGH or choices "
+        "A,B; names as in a spec (eps, beta1, beta2, weight_decay; optimizer.beta1 inside Lookahead) (repeatable)",
     )
     p.set_defaults(func=cmd_tune)
 
@@ -110,20 +126,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tuning-seed", type=int, default=0, help="the seed of the tuning trials, left out of the statistics (default 0)")
     p.add_argument("--config", type=Path, help="JSON file of option values")
     p.set_defaults(func=cmd_report)
+
+    p = sub.add_parser("list", help="tasks, optimizers, presets, surfaces and budgets", description=_doc(cmd_list))
+    p.set_defaults(func=cmd_list)
     return parser
 
 
 def _lab_args(p: argparse.ArgumentParser) -> None:
     from .tasks import BUDGETS, names
 
-    p.add_argument("--task", required=True, choices=names(), help="the training task")
+    p.add_argument("--task", choices=names(), help="the training task (required; may come from --config)")
     p.add_argument(
         "--opt",
         action="append",
         default=[],
         metavar="SPEC",
-        help='optimizer and fixed hyperparameters (constructor names), e.g. "AdamW(weight_decay=0.01)"; '
-        "presets such as Momentum, NAG, AMSGrad accepted (repeatable)",
+        help='an optimizer spec: what it sets is fixed (never tuned), e.g. "AdamW(weight_decay=0.01)", '
+        '"Adam(beta1=0.5)", "NAG", "torch.Adam", "Lookahead(Adam, k=5)" (repeatable; see optimlab --help)',
     )
     p.add_argument("--seeds", type=int, default=5, help="evaluation seeds per optimizer (default 5)")
     p.add_argument("--budget", default="quick", choices=BUDGETS, help="run length (default quick)")
@@ -137,14 +156,14 @@ def _lab_args(p: argparse.ArgumentParser) -> None:
 def _surface_args(p: argparse.ArgumentParser) -> None:
     from . import surfaces
 
-    p.add_argument("surface", help=f"one of: {', '.join(surfaces.names())}")
+    p.add_argument("surface", nargs="?", help=f"one of: {', '.join(_surface_names(surfaces.names()))} (may come from --config)")
     p.add_argument(
         "--opt",
         action="append",
         default=[],
         metavar="SPEC",
-        help='optimizer and hyperparameters, e.g. "Adam(lr=0.005, beta1=0.5)" (repeatable). Names: rule names '
-        "(beta1, beta2, eps, lr, ...) or constructor options (amsgrad=True)",
+        help='an optimizer spec, e.g. "Adam(lr=0.005, beta1=0.5)", "NAG(lr=0.01)", "Lookahead(Adam(lr=0.005), k=5)" '
+        "(repeatable; see optimlab --help)",
     )
     p.add_argument("--param", action="append", default=[], metavar="NAME=VALUE", help="surface parameter, e.g. condition=100")
     p.add_argument("--start", action="append", type=_floats(2), default=[], metavar="X,Y", help="start point (repeatable; write --start=-3,0.8)")
@@ -159,7 +178,7 @@ def cmd_surface(args: argparse.Namespace) -> int:
     """Run each --opt on the surface and write paths, loss curves (and a GIF) with their tables."""
     from . import figures, surfaces, tables
 
-    surface = surfaces.get(args.surface, **_assignments(args.param))
+    surface = surfaces.get(_surface_name(args.surface), **_assignments(args.param))
     specs = args.opt or ["Adam(lr=0.005)"]
     results = [_run_spec(surface, spec, {}, args) for spec in specs]
     out = _out(args, f"surface-{surface.name}")
@@ -176,7 +195,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     """Run the full product of the --grid values and write heatmaps and a table of every configuration."""
     from . import figures, surfaces, tables
 
-    surface = surfaces.get(args.surface, **_assignments(args.param))
+    surface = surfaces.get(_surface_name(args.surface), **_assignments(args.param))
     if len(args.opt) > 1:
         raise ValueError("sweep takes one --opt; run one sweep per optimizer")
     grid = {name: _grid_values(name, text) for name, text in (_split_assignment(g) for g in args.grid)}
@@ -205,7 +224,7 @@ def cmd_study(args: argparse.Namespace) -> int:
     else:
         from .studies import compare_all
 
-        result = compare_all.run(out, surface=args.surface, steps=args.steps, lr_trials=args.lr_trials, animate=not args.no_gif, log=_log)
+        result = compare_all.run(out, surface=_surface_name(args.surface), steps=args.steps, lr_trials=args.lr_trials, animate=not args.no_gif, log=_log)
     _log(f"wrote {len(result.files)} files to {result.directory} in {time.perf_counter() - t0:.1f} s; summary: {result.directory / 'summary.md'}")
     return 0
 
@@ -218,9 +237,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     from . import protocol
     from .store import Store
 
+    task, specs = _task_name(args), _lab_specs(args)  # bad input fails before the store is touched
     with Store(args.store) as store:
         result = protocol.evaluate(
-            args.task, _lab_specs(args), args.budget, args.seeds, 0, store,
+            task, specs, args.budget, args.seeds, 0, store,
             warmup=_warmup(args.warmup), data_dir=args.data_dir, device=args.device,
         )  # fmt: skip
     _print_comparison(result)
@@ -237,13 +257,12 @@ def cmd_tune(args: argparse.Namespace) -> int:
     from .store import Store
 
     space = {name: _space(name, text) for name, text in (_split_assignment(item) for item in args.space)}
+    task, specs = _task_name(args), _lab_specs(args)  # bad input fails before the store is touched
     with Store(args.store) as store:
         result = protocol.compare(
-            args.task, _lab_specs(args), args.budget, args.seeds, args.trials, args.tuning_seed, store,
+            task, specs, args.budget, args.seeds, args.trials, args.tuning_seed, store,
             tuple(args.lr_range), space, warmup=_warmup(args.warmup), data_dir=args.data_dir, device=args.device,
         )  # fmt: skip
-    for label, tuned in result.tuned.items():
-        _log(f"{label}: chose {tuned.hyperparameters} (final validation {tuned.value:.4g}, {len(tuned.trials)} trials)")
     _print_comparison(result)
     return 0
 
@@ -262,10 +281,63 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
-def _lab_specs(args: argparse.Namespace) -> list[tuple[str, dict[str, Any]]]:
+def cmd_list(args: argparse.Namespace) -> int:
+    """Print the tasks, optimizers, presets, 2-D surfaces and budgets (epochs and sizes per task)."""
+    from . import spec, surfaces, tasks
+
+    lines = ["tasks (run/tune --task):"]
+    lines += [f"  {name:<18} {tasks.get(name).description}" for name in tasks.names()]
+    names = spec.optimizer_names()
+    lines.append("optimizers (--opt; a bare name is optimlab's):")
+    lines.append("  optimlab: " + ", ".join(n.removeprefix("optimlab.") for n in names if n.startswith("optimlab.")))
+    lines.append("  torch (run/tune only): " + ", ".join(n for n in names if n.startswith("torch.")))
+    lines.append("presets:")
+    for preset, (name, options) in spec.presets().items():
+        lines.append(f"  {preset:<10} {spec.format(spec.OptimizerSpec(name, options, frozenset(options)))}")
+    lines.append("surfaces (surface/sweep): " + ", ".join(_surface_names(surfaces.names())))
+    lines.append("budgets (run/tune --budget: smoke, quick, full):")
+    lines += ["  " + line for line in tasks.budget_table().splitlines()]
+    print("\n".join(lines))
+    return 0
+
+
+def _task_name(args: argparse.Namespace) -> str:
+    from .tasks import names
+
+    if args.task is None:
+        raise ValueError(f"give --task (on the command line or in --config): one of {', '.join(names())}")
+    if args.task not in names():
+        raise ValueError(f"invalid --task {args.task!r}: expected one of {', '.join(names())}")
+    return args.task
+
+
+def _lab_specs(args: argparse.Namespace) -> list[Any]:
+    """The parsed --opt specs: an unknown name or keyword fails here, before anything runs."""
+    from .spec import parse
+
     if not args.opt:
         raise ValueError("give at least one --opt, e.g. --opt Adam")
-    return [parse_spec(spec) for spec in args.opt]
+    return [parse(text) for text in args.opt]
+
+
+# The README's and the studies' spellings of the surfaces, besides surfaces.names()
+_SURFACE_ALIASES = {"random": "random_surface"}
+
+
+def _surface_name(name: str | None) -> str:
+    """``ill-conditioned-quadratic`` / ``random`` (the README's) -> the registry's name."""
+    from . import surfaces
+
+    if name is None:
+        raise ValueError(f"give a surface (on the command line or in --config): one of {', '.join(_surface_names(surfaces.names()))}")
+    name = name.strip().replace("-", "_")
+    return _SURFACE_ALIASES.get(name, name)
+
+
+def _surface_names(names: Sequence[str]) -> list[str]:
+    """The surface names as the README writes them (dashes; ``random``)."""
+    inverse = {v: k for k, v in _SURFACE_ALIASES.items()}
+    return [inverse.get(n, n).replace("_", "-") for n in names]
 
 
 def _warmup(text: str | None) -> int | str | None:
@@ -296,50 +368,50 @@ def _print_comparison(result: Any) -> None:
     _log(result.render())
 
 
-def _run_spec(surface: Any, spec: str, grid: dict[str, list[float]], args: argparse.Namespace, target: float | None = None) -> Any:
-    import torch
-
-    from .optim import get
+def _run_spec(surface: Any, text: str, grid: dict[str, list[float]], args: argparse.Namespace, target: float | None = None) -> Any:
+    """Sweep the spec ``text`` (its numbers as one-value grid entries, so that values the class refuses,
+    such as beta1=1, still run) times ``grid`` on ``surface``."""
+    from . import spec as spec_mod
+    from .optim import RuleOptimizer
     from .sweep import sweep
 
-    name, kwargs = parse_spec(spec)
-    cls, options = get(name)
-    probe = cls([torch.zeros(2)], **options)
-    rule_names = probe.rule_kwargs(probe.param_groups[0])
-    single = {k: [v] for k, v in kwargs.items() if k in rule_names and isinstance(v, (int, float)) and not isinstance(v, bool)}
-    options.update({k: v for k, v in kwargs.items() if k not in single})
+    spec = spec_mod.parse(text)
+    inner = spec.inner or spec
+    if not issubclass(inner.cls, RuleOptimizer):
+        raise ValueError(
+            f"invalid optimizer spec {text!r}: the 2-D lab runs optimlab's update rules; {inner.name} has none "
+            f"(use {inner.cls.__name__} for optimlab's, see optimlab list)"
+        )
+    preset = spec_mod.presets()[inner.preset][1] if inner.preset else {}
+    single: dict[str, list[Any]] = {}
+    options: dict[str, Any] = {}
+    for key, value in inner.hyperparameters.items():
+        if key in preset and preset[key] == value:  # NAG's own options, as the class takes them
+            options[key] = value
+        elif key in spec_mod.COMPONENTS and isinstance(value, tuple):  # the sweep takes a pair as its components
+            single.update({name: [v] for name, v in zip(spec_mod.COMPONENTS[key], value)})
+        elif isinstance(value, (int, float)) and not isinstance(value, bool):
+            single[key] = [value]
+        else:
+            options[key] = value
     clash = sorted(set(single) & set(grid))
     if clash:
-        raise ValueError(f"{', '.join(clash)} given both in --opt and --grid")
+        raise ValueError(f"{', '.join(clash)} given both in --opt {text!r} and --grid")
     result = sweep(
         surface,
-        cls,
+        inner.cls,
         {**single, **grid},
         options=options,
+        lookahead=dict(spec.hyperparameters) if spec.inner is not None else None,
         starts=args.start or None,
         steps=args.steps,
         record_every=args.record_every,
         grad_clip=args.grad_clip,
         target=target,
     )
-    result.optimizer = name  # the preset's name (NAG, AMSGrad, ...), not only its class
+    name = inner.preset or inner.cls.__name__  # the preset's name (NAG, AMSGrad, ...), not only its class
+    result.optimizer = name if spec.inner is None else f"{spec.cls.__name__}({name})"
     return result
-
-
-def parse_spec(spec: str) -> tuple[str, dict[str, Any]]:
-    """``"Adam(lr=0.005, amsgrad=True)"`` -> ``("Adam", {"lr": 0.005, "amsgrad": True})``."""
-    try:
-        node = ast.parse(spec.strip(), mode="eval").body
-    except SyntaxError:
-        raise ValueError(f'invalid optimizer spec {spec!r}: expected NAME or NAME(key=value, ...), e.g. "Adam(lr=0.005)"') from None
-    if isinstance(node, ast.Name):
-        return node.id, {}
-    if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and not node.args:
-        try:
-            return node.func.id, {kw.arg: ast.literal_eval(kw.value) for kw in node.keywords if kw.arg}
-        except ValueError:
-            pass
-    raise ValueError(f'invalid optimizer spec {spec!r}: expected NAME or NAME(key=value, ...) with literal values, e.g. "Adam(lr=0.005)"')
 
 
 def _grid_values(name: str, text: str) -> list[float]:
@@ -440,11 +512,18 @@ def _parse_with_config(parser: argparse.ArgumentParser, argv: Sequence[str] | No
     if not isinstance(config, dict):
         parser.error(f"--config {args.config}: expected a JSON object of option names")
     sub = next(a for a in parser._subparsers._group_actions if isinstance(a, argparse._SubParsersAction)).choices[args.command]  # type: ignore[union-attr]
-    known = {a.dest for a in sub._actions}
-    unknown = sorted(set(k.replace("-", "_") for k in config) - known)
+    actions = {a.dest: a for a in sub._actions if a.dest not in ("help", "config", "func")}
+    values = {k.replace("-", "_"): v for k, v in config.items()}
+    unknown = sorted(set(values) - set(actions))
     if unknown:
-        parser.error(f"--config {args.config}: unknown option(s) {', '.join(unknown)}")
-    sub.set_defaults(**{k.replace("-", "_"): v for k, v in config.items()})
+        parser.error(f"--config {args.config}: unknown option(s) {', '.join(unknown)}; expected some of {', '.join(actions)}")
+    for dest, value in list(values.items()):
+        if isinstance(actions[dest], argparse._AppendAction):
+            if getattr(args, dest):  # given on the command line: it wins (append would add to the file's)
+                del values[dest]
+            else:
+                values[dest] = list(value) if isinstance(value, list) else [value]
+    sub.set_defaults(**values)
     return parser.parse_args(argv)
 
 

@@ -40,8 +40,9 @@ given by its own name fixes only that component: ``Adam(beta1=0.5)`` leaves ``be
 
 **Hyperparameter names** in :meth:`OptimizerSpec.with_values`, :meth:`OptimizerSpec.is_fixed`
 and tuning search spaces: a constructor name (``lr``, ``betas``), a component name (``beta1``),
-or a wrapper's inner optimizer's name after ``optimizer.`` (``optimizer.lr``).  On a wrapper
-without a learning rate of its own (Lookahead), ``lr`` means the inner optimizer's.
+or a wrapper's inner optimizer's name after ``optimizer.`` (``optimizer.lr``).  On a wrapper, a
+name it does not have itself is its inner optimizer's: ``lr`` and ``beta1`` of ``Lookahead(Adam)``
+are Adam's.
 """
 
 from __future__ import annotations
@@ -445,8 +446,11 @@ def _locate(spec: OptimizerSpec, name: str) -> tuple[OptimizerSpec, str, int | N
         return spec, name, None
     if name in parts_of:
         return spec, parts_of[name][0], parts_of[name][1]
-    if spec.inner is not None and name == "lr":
-        return _locate(spec.inner, name)
+    if spec.inner is not None:  # a wrapper's names and its optimizer's do not overlap (Lookahead: k, alpha)
+        try:
+            return _locate(spec.inner, name)
+        except ValueError:
+            pass
     names = [*accepted, *parts_of] + (["optimizer.<name of its optimizer>"] if spec.inner is not None else [])
     raise ValueError(f"spec: {format(spec)} has no hyperparameter {name!r}: expected one of {', '.join(names)}")
 

@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from optimlab.cli import main, parse_spec
+from optimlab.cli import main
 
 
 def _rows(path):
@@ -51,8 +51,14 @@ def test_config_file_values_and_command_line_override(tmp_path):
     ("argv", "message"),
     [
         (["surface", "nowhere"], "unknown surface|nowhere"),
-        (["surface", "booth", "--opt", "Adamm"], "unknown optimizer 'Adamm'"),
+        (["surface", "booth", "--opt", "Adamm"], "invalid optimizer spec 'Adamm'.*did you mean optimlab.Adam"),
         (["surface", "booth", "--opt", "Adam(lr=)"], "invalid optimizer spec"),
+        (["surface", "booth", "--opt", "Adam(lr=0.01, bta1=0.5)"], "Adam has no hyperparameter 'bta1' \\(did you mean beta1\\?\\)"),
+        (["surface", "booth", "--opt", "Adam(lr=x)"], "the value of lr must be a Python literal"),
+        (["surface", "booth", "--opt", "Adam(**{'lr': 0.1})"], r"\*\*\{\.\.\.\} is not allowed"),
+        (["surface", "booth", "--opt", "torch.Adam"], "the 2-D lab runs optimlab's update rules"),
+        (["surface", "booth", "--opt", "Lookahead"], "Lookahead wraps an optimizer"),
+        (["sweep", "booth", "--opt", "Adam(beta1=0.5)", "--grid", "beta1=0.1,0.2"], "beta1 given both in --opt"),
         (["sweep", "booth", "--grid", "beta1=log:0:1:3"], "log grids need START > 0"),
         (["sweep", "booth", "--grid", "beta9=0.1"], "no swept hyperparameter 'beta9'"),
     ],
@@ -62,16 +68,58 @@ def test_bad_input_is_named(argv, message, capsys, tmp_path):
     assert pytest.importorskip("re").search(message, capsys.readouterr().err)
 
 
-def test_parse_spec():
-    assert parse_spec("Adam") == ("Adam", {})
-    assert parse_spec("AdaBound(lr=1e-3, amsbound=True)") == ("AdaBound", {"lr": 1e-3, "amsbound": True})
-    with pytest.raises(ValueError, match="literal values"):
-        parse_spec("Adam(lr=x)")
-
-
 def test_help_is_the_manual(capsys):
     with pytest.raises(SystemExit):
         main(["--help"])
     text = capsys.readouterr().out
     for word in ("surface", "sweep", "study", "examples"):
         assert word in text
+
+
+# ---------------------------------------------------------------------------------------------
+# One spec grammar in every command (issue 10, "Why" 6)
+# ---------------------------------------------------------------------------------------------
+
+
+def test_surface_takes_the_readme_names_wrappers_and_component_names(tmp_path):
+    out = tmp_path / "s"
+    argv = ["surface", "ill-conditioned-quadratic", "--opt", "Adam(lr=0.01, beta1=0.5)", "--opt", "Lookahead(NAG(lr=0.01), k=3)"]
+    assert main([*argv, "--steps", "20", "--out", str(out)]) == 0
+    rows = _rows(out / "summary.csv")
+    assert [r["optimizer"] for r in rows] == ["Adam", "Lookahead(NAG)"]
+    assert float(rows[0]["beta1"]) == 0.5 and float(rows[0]["beta2"]) == 0.999  # beta1 alone keeps the default beta2
+    assert main(["surface", "random", "--opt", "Adam", "--steps", "5", "--out", str(tmp_path / "r")]) == 0
+
+
+def test_surface_runs_the_same_numbers_whether_betas_or_beta1_is_written(tmp_path):
+    for i, spec in enumerate(["Adam(lr=0.01, beta1=0.5)", "Adam(lr=0.01, betas=(0.5, 0.999))"]):
+        assert main(["surface", "booth", "--opt", spec, "--steps", "30", "--out", str(tmp_path / str(i))]) == 0
+    first, second = (_rows(tmp_path / str(i) / "summary.csv")[0] for i in range(2))
+    assert first["final_loss"] == second["final_loss"] and first["final_w1"] == second["final_w1"]
+
+
+def test_list_and_version(capsys):
+    assert main(["list"]) == 0
+    text = capsys.readouterr().out
+    for word in ("airfoil-linreg", "mnist-cnn", "Adam", "torch.SGD", "Momentum", "SGD(momentum=0.9, nesterov=True)",
+                 "ill-conditioned-quadratic", "random", "smoke", "quick", "full", "epochs"):  # fmt: skip
+        assert word in text, word
+    with pytest.raises(SystemExit) as exit_:
+        main(["--version"])
+    assert exit_.value.code == 0 and capsys.readouterr().out.startswith("optimlab ")
+
+
+def test_config_may_hold_every_option_the_task_and_the_surface_included(tmp_path, capsys):
+    cfg = tmp_path / "c.json"
+    cfg.write_text(json.dumps({"surface": "booth", "opt": "Adam(lr=0.1)", "steps": 7, "record_every": 7}))
+    assert main(["surface", "--config", str(cfg), "--out", str(tmp_path / "o")]) == 0
+    assert _rows(tmp_path / "o" / "summary.csv")[0]["optimizer"] == "Adam"
+    # the command line's --opt replaces the file's (it does not add to it)
+    assert main(["surface", "--config", str(cfg), "--opt", "NAG(lr=0.01)", "--out", str(tmp_path / "p")]) == 0
+    assert [r["optimizer"] for r in _rows(tmp_path / "p" / "summary.csv")] == ["NAG"]
+    cfg.write_text(json.dumps({"task": "airfoil-linreg", "opt": ["Adamm"], "store": str(tmp_path / "lab.sqlite")}))
+    assert main(["run", "--config", str(cfg)]) == 2  # the task came from the file: the error is the spec's
+    assert "invalid optimizer spec 'Adamm'" in capsys.readouterr().err
+    assert main(["run", "--opt", "Adam", "--store", str(tmp_path / "lab.sqlite")]) == 2
+    assert "give --task" in capsys.readouterr().err
+    assert not (tmp_path / "lab.sqlite").exists()  # nothing was stored: the errors came before the store
