@@ -41,12 +41,12 @@ from typing import Any
 
 import numpy as np
 
-from . import optim as optim_mod
+from . import spec as spec_mod
 from . import tasks as tasks_mod
 from .figures import _figure, _fmt, _palette
 from .optim._validate import check_int
 from .protocol import final_value, metric_key
-from .runner import optimizer_spec
+from .runner import json_plain
 from .stats import summarize, verdict
 from .store import Store, canonical_json
 from .tables import write_config, write_table
@@ -61,19 +61,19 @@ _SPLIT_STYLES = {True: ("-", "o"), False: ("--", "s")}
 
 @dataclass
 class Configuration:
-    """Every run of one (task, budget, optimizer, hyperparameters) in the store, by seed."""
+    """Every run of one (task, budget, optimizer, hyperparameters) in the store, by seed.
+
+    ``optimizer``: the arm as the user fixed it (``AdamW(weight_decay=0.01)``); ``shown``: the
+    tuned values; ``name``: what ran, :func:`optimlab.spec.label` (tuned values marked ``*``).
+    """
 
     task: str
     budget: str
     optimizer: str
     hyperparameters: dict[str, Any]
     shown: dict[str, Any]
+    name: str
     runs: dict[int, dict[str, Any]] = field(default_factory=dict)
-
-    @property
-    def name(self) -> str:
-        shown = ", ".join(f"{k}={_fmt(v)}" for k, v in self.shown.items())
-        return f"{self.optimizer} ({shown})" if shown else self.optimizer
 
 
 # ---------------------------------------------------------------------------------------------
@@ -99,21 +99,39 @@ def _role_view(config: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
     }
 
 
-def _preset(optimizer: str, hp: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
-    """``(display name, the hyperparameters that differ from the class's defaults and the preset's options)``."""
-    library, _, cls_name = optimizer.partition(".")
-    matches = [
-        (len(fixed), name, fixed)
-        for name, (cls, fixed) in optim_mod.PRESETS.items()
-        if library == "optimlab" and cls.__name__ == cls_name and all(hp.get(k) == v for k, v in fixed.items())
-    ]
-    name, fixed = (max(matches, key=lambda m: m[0])[1:] if matches else (optimizer.removeprefix("optimlab."), {}))
+def _spec(optimizer: str, hp: Mapping[str, Any]) -> spec_mod.OptimizerSpec | None:
+    """The spec of a stored run; ``None`` for a GAN whose roles differ or a class this optimlab lacks."""
     try:
-        defaults = optimizer_spec(optimizer, {})[1]
-    except ValueError:  # a wrapper (its inner optimizer is required) or a class this optimlab lacks
-        defaults = {}
-    differ = {k: v for k, v in hp.items() if k not in fixed and (k not in defaults or defaults[k] != v)}
-    return name, differ
+        return spec_mod.OptimizerSpec.from_config({"name": optimizer, "hyperparameters": hp})
+    except ValueError:
+        return None
+
+
+def _preset(spec: spec_mod.OptimizerSpec | None, optimizer: str, hp: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
+    """``(display name, the hyperparameters that differ from the class's defaults and the preset's options)``."""
+    if spec is None:
+        return optimizer.removeprefix("optimlab."), dict(hp)
+    base = spec_mod.defaults(spec.cls)
+    name = spec.name.removeprefix("optimlab.")
+    if spec.preset is not None:
+        name = spec.preset
+        base.update(spec_mod.presets()[spec.preset][1])
+    plain = {k: json_plain(v) for k, v in base.items()}
+    return name, {k: v for k, v in hp.items() if k not in plain or plain[k] != v}
+
+
+def _text(value: Any) -> str:
+    """A stored hyperparameter as a spec writes it: numbers to 3 digits, pairs as tuples, an inner optimizer by its label."""
+    if isinstance(value, Mapping):
+        inner = _spec(value.get("name", "?"), value.get("hyperparameters", {}))
+        return spec_mod.label(inner) if inner is not None else repr(dict(value))
+    if isinstance(value, (list, tuple)):
+        return f"({', '.join(_text(v) for v in value)})"
+    return _fmt(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else repr(value)
+
+
+def _label(name: str, values: Mapping[str, Any]) -> str:
+    return f"{name}({', '.join(f'{k}={_text(v)}' for k, v in values.items())})" if values else name
 
 
 def read_store(store: Store, tuning_seed: int = 0) -> tuple[list[Configuration], dict[tuple[str, str, str], int]]:
@@ -127,27 +145,30 @@ def read_store(store: Store, tuning_seed: int = 0) -> tuple[list[Configuration],
     for record in store.runs(status="finished"):
         config = record["config"]
         optimizer, hp = _role_view(config)
-        name, differ = _preset(optimizer, hp)
-        rows.append((config, name, hp, differ, record))
+        spec = _spec(optimizer, hp)
+        name, differ = _preset(spec, optimizer, hp)
+        rows.append((config, name, hp, differ, spec, record))
     # Non-default hyperparameters that vary across an optimizer's trials were tuned: shown per row,
     # not in its name; the others were fixed by the user and name the optimizer.
     trial_hps: dict[tuple[str, str, str], list[dict[str, Any]]] = {}
-    for config, name, hp, _, _ in rows:
+    for config, name, hp, _, _, _ in rows:
         if config["seed"] == tuning_seed:
             trial_hps.setdefault((config["task"], config["budget"], name), []).append(hp)
     varying = {key: {k for k in hps[0] if any(h.get(k) != hps[0][k] for h in hps)} | {"lr"} for key, hps in trial_hps.items()}
     configurations: dict[tuple[str, ...], Configuration] = {}
     trials: dict[tuple[str, str, str], int] = {}
-    for config, name, hp, differ, record in rows:
+    for config, name, hp, differ, spec, record in rows:
         tuned = varying.get((config["task"], config["budget"], name), {"lr"})
         fixed = {k: v for k, v in differ.items() if k not in tuned}
-        label = f"{name}({', '.join(f'{k}={_fmt(v)}' for k, v in fixed.items())})" if fixed else name
-        group = (config["task"], config["budget"], label)
+        group = (config["task"], config["budget"], _label(name, fixed))
         if config["seed"] == tuning_seed:
             trials[group] = trials.get(group, 0) + 1
             continue
         shown = {k: v for k, v in differ.items() if k not in fixed}
-        c = configurations.setdefault((*group, canonical_json(hp)), Configuration(*group, hp, shown))
+        was_tuned = (config["task"], config["budget"], name) in varying
+        marked = [k for k in shown if k in hp and k != "optimizer"] if was_tuned else []
+        label = spec_mod.label(spec, tuned=marked) if spec is not None else _label(name, differ)
+        c = configurations.setdefault((*group, canonical_json(hp)), Configuration(*group, hp, shown, label))
         c.runs[config["seed"]] = {"config": config, "final": record["final"], "curve": store.epochs(record["key"]),
                                   "state_bytes": record["state_bytes"]}  # fmt: skip
     return list(configurations.values()), trials
@@ -261,20 +282,27 @@ def curves_figure(configurations: Sequence[Configuration], path: str | os.PathLi
 
 def lr_figure(rows: Sequence[Mapping[str, Any]], path: str | os.PathLike[str], *, task: str, budget: str, metric: str) -> Path:
     """Final validation metric against learning rate: rows of ``optimizer, lr, seed, value, diverged``
-    (as :func:`optimlab.protocol.lr_sensitivity` returns); mean line, min-max band, ✕ where a seed diverged."""
+    (as :func:`optimlab.protocol.lr_sensitivity` returns).
+
+    The upper panel holds the finite values: the mean over the seeds that did not diverge, band
+    from their minimum to maximum.  Divergence is drawn apart, in a labelled strip below it (one
+    row per optimizer, the same lr axis): ✕ where every seed diverged (there is no value to draw
+    above), the count ``k/n`` where some did.  So a diverged lr never sits at the bottom of the
+    value axis, where the best losses are.
+    """
     if not rows:
         raise ValueError("lr_figure: invalid rows=[]: expected at least one row")
-    fig = _figure((6.4, 4.6))
-    ax = fig.subplots()
     optimizers = list(dict.fromkeys(r["optimizer"] for r in rows))
+    fig = _figure((6.4, 5.0 + 0.25 * len(optimizers)))
+    ax, strip = fig.subplots(2, 1, sharex=True, height_ratios=[5, 0.6 + 0.35 * len(optimizers)])
     table = []
-    for name, colour in zip(optimizers, _palette(len(optimizers))):
+    for i, (name, colour) in enumerate(zip(optimizers, _palette(len(optimizers)))):
         lrs = sorted({r["lr"] for r in rows if r["optimizer"] == name})
         stats = []
         for lr in lrs:
             values = [r["value"] for r in rows if r["optimizer"] == name and r["lr"] == lr]
             finite = [v for v in values if math.isfinite(v)]
-            stats.append((lr, finite, len(values) - len(finite)))
+            stats.append((lr, finite, len(values)))
             table.append({"task": task, "budget": budget, "optimizer": name, "lr": lr, "seeds": len(values),
                           "diverged": len(values) - len(finite), "mean": float(np.mean(finite)) if finite else math.nan,
                           "min": min(finite, default=math.nan), "max": max(finite, default=math.nan)})  # fmt: skip
@@ -283,18 +311,24 @@ def lr_figure(rows: Sequence[Mapping[str, Any]], path: str | os.PathLike[str], *
             x = np.array([lr for lr, _ in ok])
             ax.plot(x, [np.mean(f) for _, f in ok], "-o", color=colour, lw=1.6, ms=4, label=name)
             ax.fill_between(x, [min(f) for _, f in ok], [max(f) for _, f in ok], color=colour, alpha=0.18, lw=0)
-        bad = [lr for lr, _, d in stats if d]
-        if bad:
-            ax.plot(bad, [0.02] * len(bad), "x", color=colour, ms=9, mew=2, transform=ax.get_xaxis_transform(), clip_on=False)
+        for lr, finite, n in stats:
+            if not finite:
+                strip.plot([lr], [i], "x", color=colour, ms=9, mew=2)
+            elif len(finite) < n:
+                strip.annotate(f"{n - len(finite)}/{n}", (lr, i), ha="center", va="center", fontsize=8, color=colour)
     ax.set_xscale("log")
-    ax.set_xlabel("learning rate")
-    ax.set_ylabel(f"final {metric.replace('_', ' ')}")
+    ax.set_ylabel(f"final {metric.replace('_', ' ')}\n(seeds that did not diverge)")
     ax.grid(alpha=0.3, which="both")
-    if any(r["diverged"] for r in table):
-        ax.plot([], [], "x", color="black", ms=8, mew=2, label="a seed diverged")
     ax.legend(fontsize=8)
     ax.set_title(f"{task}, {budget} budget: lr sensitivity\nmean over seeds, band = min to max over seeds", fontsize=10)
-    config = {"figure": "lr_sensitivity", "task": task, "budget": budget, "metric": metric, "band": "min-max over seeds"}
+    strip.set_ylim(-0.6, len(optimizers) - 0.4)
+    strip.set_yticks(range(len(optimizers)), [""] * len(optimizers))
+    strip.set_ylabel("diverged", rotation=0, ha="right", va="center", fontsize=9)
+    strip.set_title("diverged seeds: ✕ all, k/n some (per optimizer, colours as above)", fontsize=8, loc="left")
+    strip.grid(alpha=0.3, axis="x", which="both")
+    strip.set_xlabel("learning rate")
+    config = {"figure": "lr_sensitivity", "task": task, "budget": budget, "metric": metric, "band": "min-max over seeds",
+              "diverged": "drawn in the strip below the values: x where every seed diverged, k/n where some did"}  # fmt: skip
     return _save(fig, Path(path), table, config)
 
 
@@ -336,7 +370,8 @@ def _summary_rows(
         rows.append(
             {
                 "optimizer": c.optimizer,
-                "hyperparameters": ", ".join(f"{k}={_fmt(v)}" for k, v in c.shown.items()),
+                "label": c.name,
+                "hyperparameters": ", ".join(f"{k}={_text(v)}" for k, v in c.shown.items()),
                 "trials": trials.get((c.task, c.budget, c.optimizer), 0),
                 "metric": final_key,
                 "mean": s.mean,
@@ -362,14 +397,16 @@ def _markdown(task: str, budget: str, rows: Sequence[Mapping[str, Any]], final_k
         "the seeds that did not diverge (Student t, n-1 dof, kept inside the metric's range; see optimlab.stats). "
         "Standing: against the best-ranked row by Welch's t-test (within noise: p >= 0.05); a row with a diverged "
         "seed is never best over one without.\n\n"
-        "| optimizer | hyperparameters | trials | final metric | diverged | wall time / run | optimizer state | standing |\n"
-        "|---|---|---:|---:|---:|---:|---:|---|\n"
+        "Each optimizer is named by what ran: every hyperparameter that differs from its default, and the "
+        "learning rate; tuned values are marked *.\n\n"
+        "| optimizer | trials | final metric | diverged | wall time / run | optimizer state | standing |\n"
+        "|---|---:|---:|---:|---:|---:|---|\n"
     )
     lines = []
     for r in rows:
         p = "" if math.isnan(r["welch_p"]) else f" (p={r['welch_p']:.2g})"
         lines.append(
-            f"| {r['optimizer']} | {r['hyperparameters'] or '—'} | {r['trials']} | {r['interval']} "
+            f"| {r['label']} | {r['trials']} | {r['interval']} "
             f"| {r['diverged']} of {r['seeds']} | {r['wall_time_s']:.3g} s | {_bytes(r['state_bytes'])} | {r['status']}{p} |"
         )
     return head + "\n".join(lines) + f"\n\n{text[0].upper()}{text[1:]}.\n"

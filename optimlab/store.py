@@ -38,6 +38,16 @@ not a network file system.)
 The schema is versioned with ``PRAGMA user_version``; :data:`MIGRATIONS` lists the SQL steps
 from each version to the next, applied in order when an older file is opened. A file written by
 a newer optimlab raises :class:`SchemaVersionError`.
+
+Reading anywhere: ``Store(path, readonly=True)`` (what ``optimlab report`` uses) never writes,
+so it reads a store on a read-only disk or one the user may not write (falling back to SQLite's
+``immutable`` mode where not even the WAL index can be created: then no process may be writing
+it). A file that cannot be a store (a directory, a corrupt or foreign file, a newer schema) raises
+:class:`StoreError` (a ``ValueError``) naming it, in one line. A store is in WAL mode: until
+SQLite checkpoints, recent writes live in ``<file>-wal`` beside it, so copying only the main file
+of a store in use (or left by a crash) can lose them, or all of it; such a copy is refused with
+a message saying so. To copy a store, use :meth:`Store.backup` (``optimlab export --format
+sqlite``): one self-contained file, consistent even while another process writes.
 """
 
 from __future__ import annotations
@@ -68,6 +78,7 @@ __all__ = [
     "RunHandle",
     "SchemaVersionError",
     "Store",
+    "StoreError",
     "canonical_json",
     "run_key",
     "with_versions",
@@ -109,10 +120,15 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
 SCHEMA_VERSION = len(MIGRATIONS)
 
 STATUSES = ("running", "finished", "failed", "interrupted")
+_RECORD = "key, status, attempt, config, final, state_bytes, error, started, ended"
 _RUN_COLUMNS = ("key", "status", "attempt", "started", "ended", "state_bytes", "error")
 
 
-class SchemaVersionError(ValueError):
+class StoreError(ValueError):
+    """The file cannot be opened as a store: a directory, corrupt, foreign, incomplete or newer."""
+
+
+class SchemaVersionError(StoreError):
     """The file's schema is newer than this optimlab knows, or the file is not an optimlab store."""
 
 
@@ -265,26 +281,76 @@ class Store:
         A ``'running'`` run owned by another machine whose last heartbeat (claim or epoch) is
         older than this is taken to be dead and is re-run. Must exceed the longest epoch.
         Runs owned by this machine are judged by their process instead, at once.
+    readonly : bool, default False
+        Open for reading only: the file must exist and is never changed (see the module docstring).
+
+    Raises
+    ------
+    StoreError
+        The path is a directory, or the file is corrupt, not an optimlab store, written by a newer
+        optimlab, or a copy whose data is still in a ``-wal`` file that was not copied.
     """
 
-    def __init__(self, path: str | os.PathLike[str], *, timeout: float = 60.0, stale_after: float = 3600.0) -> None:
+    def __init__(
+        self, path: str | os.PathLike[str], *, timeout: float = 60.0, stale_after: float = 3600.0, readonly: bool = False
+    ) -> None:
         if not (isinstance(timeout, (int, float)) and timeout >= 0):
             raise ValueError(f"Store: invalid timeout={timeout!r}: expected a number of seconds >= 0")
         if not (isinstance(stale_after, (int, float)) and stale_after > 0):
             raise ValueError(f"Store: invalid stale_after={stale_after!r}: expected a number of seconds > 0")
         self.path = Path(path)
         self.stale_after = float(stale_after)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.readonly = bool(readonly)
+        if self.path.is_dir():
+            raise StoreError(f"Store: {str(self.path)!r} is a directory, not a results file")
+        if readonly and not self.path.is_file():
+            raise StoreError(f"Store: {str(self.path)!r}: no such file")
+        if not readonly:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        # before connecting: opening a WAL-mode file creates an empty -wal beside it
+        wal = Path(f"{self.path}-wal")
+        self._wal_missing = _wal_header(self.path) and (not wal.exists() or wal.stat().st_size == 0)
         # isolation_level=None: no implicit transactions; each write is one explicit BEGIN IMMEDIATE.
-        self._db = sqlite3.connect(self.path, timeout=timeout, isolation_level=None)
         try:
-            self._db.execute("PRAGMA journal_mode = WAL")
-            self._db.execute("PRAGMA synchronous = FULL")  # a commit survives power loss, not just a crash
-            self._db.execute("PRAGMA foreign_keys = ON")
-            self._migrate()
+            self._db = self._connect(timeout)
+        except sqlite3.Error as e:
+            raise StoreError(f"Store: cannot open {str(self.path)!r}: {e}") from None
+        try:
+            if readonly:
+                self._check_readable()
+            else:
+                self._db.execute("PRAGMA journal_mode = WAL")
+                self._db.execute("PRAGMA synchronous = FULL")  # a commit survives power loss, not just a crash
+                self._db.execute("PRAGMA foreign_keys = ON")
+                self._migrate()
+        except sqlite3.DatabaseError as e:  # "file is not a database", "database disk image is malformed"
+            self._db.close()
+            raise StoreError(f"Store: {str(self.path)!r} is not a readable SQLite results file: {e}") from None
         except BaseException:
             self._db.close()
             raise
+
+    def _connect(self, timeout: float) -> sqlite3.Connection:
+        if not self.readonly:
+            return sqlite3.connect(self.path, timeout=timeout, isolation_level=None)
+        uri = self.path.resolve().as_uri()
+        db = sqlite3.connect(f"{uri}?mode=ro", timeout=timeout, isolation_level=None, uri=True)
+        try:
+            db.execute("SELECT count(*) FROM sqlite_master").fetchone()
+            return db
+        except sqlite3.OperationalError:
+            # a WAL file needs its -shm index, which a reader of a read-only folder cannot create
+            db.close()
+            return sqlite3.connect(f"{uri}?immutable=1", timeout=timeout, isolation_level=None, uri=True)
+
+    def _check_readable(self) -> None:
+        self._check_identity(self._db)
+        version = self._db.execute("PRAGMA user_version").fetchone()[0]
+        if version < SCHEMA_VERSION:
+            raise SchemaVersionError(
+                f"Store: {str(self.path)!r} has schema version {version}, older than this optimlab's {SCHEMA_VERSION}: "
+                "open it once for writing (any optimlab run or tune on it) to migrate it"
+            )
 
     def close(self) -> None:
         """Close the file. Open handles can no longer write."""
@@ -311,18 +377,29 @@ class Store:
             raise
         self._db.execute("COMMIT")
 
+    def _check_identity(self, db: sqlite3.Connection) -> None:
+        """Refuse a foreign file, a newer schema, and a WAL-mode copy whose data stayed in its ``-wal`` file."""
+        version = db.execute("PRAGMA user_version").fetchone()[0]
+        app = db.execute("PRAGMA application_id").fetchone()[0]
+        tables = db.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]
+        if app not in (0, APPLICATION_ID) or (tables > 0 and version == 0):
+            raise SchemaVersionError(f"Store: {str(self.path)!r} is not an optimlab results file (another program's SQLite file)")
+        if version > SCHEMA_VERSION:
+            raise SchemaVersionError(
+                f"Store: {str(self.path)!r} has schema version {version}, newer than this optimlab "
+                f"{_optimlab_version()} reads (versions 0 to {SCHEMA_VERSION}): upgrade optimlab to open it"
+            )
+        if tables == 0 and self._wal_missing:
+            raise StoreError(
+                f"Store: {str(self.path)!r} holds no tables and its -wal file, where a store in WAL mode keeps its "
+                f"recent writes, is missing or empty: copy {self.path.name}-wal beside it from where the store was "
+                "made, or copy stores with `optimlab export --format sqlite` (Store.backup)"
+            )
+
     def _migrate(self) -> None:
         with self._transaction() as db:
             version = db.execute("PRAGMA user_version").fetchone()[0]
-            app = db.execute("PRAGMA application_id").fetchone()[0]
-            foreign = db.execute("SELECT count(*) FROM sqlite_master").fetchone()[0] > 0 and version == 0
-            if app not in (0, APPLICATION_ID) or foreign:
-                raise SchemaVersionError(f"Store: invalid path={str(self.path)!r}: not an optimlab results file")
-            if version > SCHEMA_VERSION:
-                raise SchemaVersionError(
-                    f"Store: path={str(self.path)!r} has schema version {version}, newer than this optimlab "
-                    f"{_optimlab_version()} reads (versions 0 to {SCHEMA_VERSION}): upgrade optimlab to open it"
-                )
+            self._check_identity(db)
             for step in MIGRATIONS[version:]:
                 for sql in step:
                     db.execute(sql)
@@ -341,6 +418,8 @@ class Store:
         """
         if not isinstance(config, Mapping):
             raise ValueError(f"Store.claim: invalid config={config!r}: expected a mapping")
+        if self.readonly:
+            raise StoreError(f"Store.claim: {str(self.path)!r} is open read-only; open it with readonly=False to run")
         text = canonical_json(config)
         key = _sha256(text)
         token = uuid.uuid4().hex
@@ -394,29 +473,35 @@ class Store:
             raise ValueError(f"Store.runs: invalid status={status!r}: expected one of {', '.join(STATUSES)}")
         wanted = {k: canonical_json({"v": v}) for k, v in where.items()}
         rows = self._db.execute(
-            "SELECT key, status, attempt, config, final, state_bytes, error, started, ended FROM runs"
-            + (" WHERE status = ?" if status else "")
-            + " ORDER BY started, key",
+            f"SELECT {_RECORD} FROM runs" + (" WHERE status = ?" if status else "") + " ORDER BY started, key",
             (status,) if status else (),
         ).fetchall()
-        out = []
-        for key, st, attempt, config, final, state_bytes, error, started, ended in rows:
-            config = json.loads(config)
-            if all(k in config and canonical_json({"v": config[k]}) == v for k, v in wanted.items()):
-                out.append(
-                    {
-                        "key": key,
-                        "status": st,
-                        "attempt": attempt,
-                        "config": config,
-                        "final": None if final is None else json.loads(final),
-                        "state_bytes": state_bytes,
-                        "error": error,
-                        "started": started,
-                        "ended": ended,
-                    }
-                )
-        return out
+        out = [_record(row) for row in rows]
+        return [r for r in out if all(k in r["config"] and canonical_json({"v": r["config"][k]}) == v for k, v in wanted.items())]
+
+    def record(self, key: str) -> dict[str, Any] | None:
+        """The run ``key`` as :meth:`runs` gives it, or ``None`` if the store has no such run."""
+        row = self._db.execute(f"SELECT {_RECORD} FROM runs WHERE key = ?", (key,)).fetchone()
+        return None if row is None else _record(row)
+
+    def backup(self, path: str | os.PathLike[str]) -> Path:
+        """Copy the store into one self-contained file at ``path`` (SQLite's online backup API: a
+        consistent snapshot even while another process writes; no ``-wal`` file to carry along).
+
+        Raises:
+            StoreError: ``path`` exists (nothing is overwritten).
+        """
+        target = Path(path)
+        if target.exists():
+            raise StoreError(f"Store.backup: {str(target)!r} exists; choose a new file name")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        copy = sqlite3.connect(target, isolation_level=None)
+        try:
+            self._db.backup(copy)
+            copy.execute("PRAGMA journal_mode = DELETE")  # one file: the copy has no -wal to lose
+        finally:
+            copy.close()
+        return target
 
     def epochs(self, key: str) -> list[dict[str, Any]]:
         """The per-epoch metrics of run ``key`` (of its latest attempt), as ``{"epoch": e, **metrics}``."""
@@ -556,6 +641,31 @@ class RunHandle:
 # ---------------------------------------------------------------------------------------------
 # Helpers
 # ---------------------------------------------------------------------------------------------
+
+
+def _record(row: tuple[Any, ...]) -> dict[str, Any]:
+    key, status, attempt, config, final, state_bytes, error, started, ended = row
+    return {
+        "key": key,
+        "status": status,
+        "attempt": attempt,
+        "config": json.loads(config),
+        "final": None if final is None else json.loads(final),
+        "state_bytes": state_bytes,
+        "error": error,
+        "started": started,
+        "ended": ended,
+    }
+
+
+def _wal_header(path: Path) -> bool:
+    """Whether the SQLite header of ``path`` marks WAL mode (file format bytes 18 and 19 are 2)."""
+    try:
+        with path.open("rb") as f:
+            header = f.read(20)
+    except OSError:
+        return False
+    return len(header) == 20 and header[18] == 2 and header[19] == 2
 
 
 def _optimlab_version() -> str:

@@ -45,7 +45,7 @@ def test_report_writes_figures_tables_and_markdown(tmp_path: Path) -> None:
     assert paths[-1] == out / "summary.md"
 
     rows = {(r["optimizer"], r["hyperparameters"]): r for r in _csv(out / "summary-airfoil-linreg-smoke.csv")}
-    by_label = {s.label: s for s in result.summaries}
+    by_label = {s.label.split("(")[0]: s for s in result.summaries}
     for label in ("Adam", "Momentum"):
         (row,) = [r for (name, _), r in rows.items() if name == label]
         s = by_label[label]
@@ -57,8 +57,9 @@ def test_report_writes_figures_tables_and_markdown(tmp_path: Path) -> None:
     assert len(radam) == 4 and all(r["trials"] == "0" for r in radam)
 
     md = (out / "summary.md").read_text()
-    assert "## airfoil-linreg, smoke budget" in md and "| optimizer | hyperparameters | trials |" in md
-    assert md.count("| best |") == 1 and ("No winner" in md or " is best: " in md)
+    assert "## airfoil-linreg, smoke budget" in md and "| optimizer | trials | final metric | diverged |" in md
+    assert md.count("| best |") == 1 and ("No winner" in md or " is best; " in md)
+    assert "| RAdam(lr=1e5) | 0 | — | 2 of 2 | " in md  # a diverged lr is a row, named by what ran
 
     lr_rows = _csv(out / "lr-airfoil-linreg-smoke.csv")
     assert [float(r["lr"]) for r in lr_rows] == [0.003, 0.03, 0.1, 1e5]
@@ -66,7 +67,7 @@ def test_report_writes_figures_tables_and_markdown(tmp_path: Path) -> None:
 
     curves = _csv(out / "curves-airfoil-linreg-smoke.csv")
     assert {r["split"] for r in curves} == {"train", "full"} and {r["quantity"] for r in curves} == {"loss"}
-    finals = {r["optimizer"].split(" ")[0]: r for r in curves if r["split"] == "full" and float(r["epochs"]) == 1.0}
+    finals = {r["optimizer"].split("(")[0]: r for r in curves if r["split"] == "full" and float(r["epochs"]) == 1.0}
     assert float(finals["Adam"]["mean"]) == pytest.approx(by_label["Adam"].mean, rel=1e-12)  # airfoil: final split = curve split
     config = json.loads((out / "curves-airfoil-linreg-smoke.json").read_text())
     assert config["band"] == "min-max over seeds" and {len(c["seeds"]) for c in config["configurations"]} >= {2}
