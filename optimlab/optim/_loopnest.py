@@ -1,28 +1,41 @@
-"""C kernels for rules that reduce over a tensor (Adafactor): one loop nest per pass over the data.
+"""C kernels for rules that reduce over a tensor (Adafactor): loop nests over tiles of each tensor.
 
 A tensor of two or more dimensions is seen as ``(B, R, C)``: a batch of matrices of ``R`` rows
 and ``C`` columns (the rule must treat leading dimensions as a batch, as Adafactor does); others
 as one row ``(1, 1, n)``.  The rule is traced on a ``(2, 3, 5)`` tensor (or a ``(7,)`` one), so
 every value's shape tells its axes: size 2 is the batch ``b``, 3 the row ``i``, 5 the column
-``j``.  Each value then lives where it is cheapest:
+``j``.
 
-* full values (all axes) are recomputed, element by element, in every pass that needs them and
-  never stored, except the outputs, written in the last pass;
-* smaller values (a row statistic, a column factor, a tensor-wide RMS) are computed once, into a
-  buffer (or a variable) indexed by their own axes;
-* values of the step and hyperparameters only are computed once per call, as in the flat kernel.
+**Tiles.**  Each tensor is cut into tiles by its shape alone (never by the number of threads):
+at most 64, of at least 32,768 elements, so a small tensor is one tile.
 
-A reduction (``mean``, ``sum``) of a full value is accumulated, in double precision, during the
-pass over its input and is ready for everything after that pass; its *level* is one more than
-its input's.  Pass ``L`` runs when a reduction needs a full value of level ``L``, and the last
-pass writes the outputs.  Adafactor needs three passes over the gradient on a matrix (row and
-column means of ``G^2``, then ``RMS(U)``, then the update) and two on a vector.
+* ``B`` at least the number of tiles (conv weights ``(w, w, 3, 3)``, small tensors): each tile is
+  a range of whole matrices; row and column statistics are each tile's own;
+* otherwise (a few large matrices) each matrix is cut into ranges of rows (``R >= C``) or of
+  columns; a vector into ranges of its elements.
 
-The passes split each tensor's elements evenly between threads; each thread sums into its own
-slice of every accumulator, and the slices are added in thread order after the pass, so a run
-repeats bit for bit for a given number of threads.  The summation order differs from torch's
-(which sums in the tensor's dtype), so a reduction matches the reference path to rounding, not
-bit for bit.
+Threads take whole tiles.  A value whose axes include the split ones (*local*: the rows of a
+matrix cut by rows) is computed inside its tile.  A reduction over a split axis (the tensor-wide
+RMS, column means of a matrix cut by rows) is summed per tile into a slot of its own, and the
+slots are added in tile order between *phases*; the values that follow from it (and any value
+not local) are computed once, by one thread, at the start of the next phase.  So the scratch
+memory is at most 64 slots per such sum (never per thread), and a result is the same bit for bit
+on every run and for any number of threads.  Sums are accumulated in double precision; their
+order differs from torch's (which sums in the tensor's dtype), so a reduction matches the
+reference path to rounding, not bit for bit.
+
+**Inside a tile**, a phase runs its values by *level* (one more than the input's for a
+reduction): at each level, the smaller values (row and column statistics) in loops over their
+own axes, values of the same axes in one loop, kept in a buffer only where a later loop reads
+them; then, if a reduction needs a full-size value of that level, a pass over the tile's
+elements.  Full-size values are recomputed in every pass that needs them and never stored; the
+outputs are written in the last pass of the last phase.  Adafactor on a tensor of matrices cut by
+whole matrices takes two phases: row and column means, the factored second moment and
+``RMS(U)``'s slots in the first, the update in the second.
+
+All scratch memory of a call is allocated before anything is written, sized by its largest
+tensor; the kernel returns 1 (nothing written) if that fails.  The common conv shapes (3 x 3 and
+1 x 1 matrices) get a copy of the code with those sizes as constants, which the compiler unrolls.
 """
 
 from __future__ import annotations
@@ -40,6 +53,10 @@ _SIZES = {"b": "B", "i": "R", "j": "C"}
 #: the shapes a non-elementwise rule is traced with
 MATRIX, VECTOR = (2, 3, 5), (7,)
 _ALIASES = {aten.unsqueeze.default, aten.squeeze.dim, aten.squeeze.dims, aten.expand.default}
+#: tiles per tensor: at most _TILES, of at least _TILE elements
+_TILE, _TILES = 32768, 64
+#: (R, C) compiled with constant sizes, for conv kernels
+_SPECIAL = ((3, 3), (1, 1))
 
 
 def _axes(mask: int) -> list[str]:
@@ -58,16 +75,17 @@ def size(mask: int) -> str:
     return " * ".join(_SIZES[a] for a in _axes(mask)) or "1"
 
 
-def loops(mask: int, body: list[str]) -> list[str]:
-    """``body`` inside a loop over each axis of ``mask``."""
+def loops(mask: int, body: list[str], tile: bool = False) -> list[str]:
+    """``body`` inside a loop over each axis of ``mask``: all of it, or the tile's range (``b0``..``b1``)."""
     lines = list(body)
     for a in reversed(_axes(mask)):
-        lines = [f"for (int64_t {a} = 0; {a} < {_SIZES[a]}; ++{a}) {{", *("    " + x for x in lines), "}"]
+        lo, hi = (f"{a}0", f"{a}1") if tile else ("0", _SIZES[a])
+        lines = [f"for (int64_t {a} = {lo}; {a} < {hi}; ++{a}) {{", *("    " + x for x in lines), "}"]
     return lines
 
 
 class NestEmitter(_Emitter):
-    """Translates a traced rule that reduces into per-tensor passes (see the module docstring)."""
+    """Translates a traced rule that reduces into tiled loop nests (see the module docstring)."""
 
     def __init__(
         self,
@@ -84,14 +102,14 @@ class NestEmitter(_Emitter):
         self.axis_of = dict(zip(param, "bij")) if param == MATRIX else {param[0]: "j"}
         self.full = 1 | sum(_BITS[a] for a in self.axis_of.values())
         self.shapes = {"param": param, "grad": param} | state
-        self.level: dict[torch.fx.Node, int] = {}
-        self.stages: dict[int, list[str]] = {}  # level -> statements for values smaller than full
-        self.full_nodes: dict[torch.fx.Node, str] = {}  # full value -> its definition
-        self.reductions: list[tuple[torch.fx.Node, torch.fx.Node, int]] = []  # (node, full input, input level)
-        self.buffers: list[str] = []  # allocations per tensor
-        self.allocated: list[str] = []  # their names, freed at the end
-        self.acc: dict[torch.fx.Node, str] = {}  # reduction -> its double accumulator
+        self.order: list[torch.fx.Node] = []  # values below weak, in graph order
+        self.defs: dict[torch.fx.Node, str] = {}  # value -> its C expression
+        self.deps: dict[torch.fx.Node, list[torch.fx.Node]] = {}  # value -> the values and inputs it reads
+        self.origin: dict[torch.fx.Node, torch.fx.Node] = {}  # alias -> what it aliases
+        self.reductions: dict[torch.fx.Node, tuple[torch.fx.Node, int, str, str]] = {}  # (input, out, count, acc)
+        self.inputs: dict[str, tuple[int, int]] = {}  # input symbol -> (array number, mask)
 
+    # -- the graph ------------------------------------------------------------------------------
     def mask(self, shape: Any) -> int:
         m = 1
         for n in shape:
@@ -108,8 +126,18 @@ class NestEmitter(_Emitter):
                 m |= self.values[a].cls
         return m
 
-    def _level(self, node: torch.fx.Node) -> int:
-        return max((self.level.get(a, 0) for a in node.all_input_nodes), default=0)
+    def _source_of(self, node: torch.fx.Node) -> torch.fx.Node:
+        return self.origin.get(node, node)
+
+    def _reads(self, node: torch.fx.Node) -> list[torch.fx.Node]:
+        """The inputs of ``node`` that are arrays or computed values (not numbers, not 0-dim state)."""
+        found = []
+        for a in node.all_input_nodes:
+            a = self._source_of(a)
+            v = self.values[a]
+            if v.cls != WEAK and (a in self.defs or v.name in self.inputs) and a not in found:
+                found.append(a)
+        return found
 
     def define(self, node: torch.fx.Node, cls: int, ctype: str, expr: str) -> None:
         if cls == WEAK:
@@ -117,187 +145,522 @@ class NestEmitter(_Emitter):
             return
         if cls != self.mask(node.meta["val"].shape):
             raise Unsupported(f"{node.target}: broadcast to an unexpected shape")
-        level = self.level[node] = self._level(node)
-        name = f"v{len(self.values)}"
-        if cls == self.full:
-            self.values[node] = _Value(cls, ctype, name)
-            self.full_nodes[node] = f"const {ctype} {name} = {expr};"
-        elif cls == 1:
-            self.values[node] = _Value(cls, ctype, name)
-            self.stages.setdefault(level, []).append(f"const {ctype} {name} = {expr};")
-        else:
-            self._allocate(f"{ctype} *{name} = malloc(sizeof({ctype}) * ({size(cls)}));", name)
-            self.values[node] = _Value(cls, ctype, f"{name}[{index(cls)}]")
-            self.stages.setdefault(level, []).extend(loops(cls, [f"{name}[{index(cls)}] = {expr};"]))
+        self.values[node] = _Value(cls, ctype, f"v{len(self.values)}")
+        self.defs[node] = expr
+        self.deps[node] = self._reads(node)
+        self.order.append(node)
 
     def call(self, node: torch.fx.Node) -> None:
-        fn = node.target
-        if fn in _ALIASES:
+        if node.target in _ALIASES:
+            self.origin[node] = self._source_of(node.args[0])
             self.values[node] = self.values[node.args[0]]
-            self.level[node] = self._level(node)
-        elif fn in REDUCTIONS:
+        elif node.target in REDUCTIONS:
             self.reduce(node)
         else:
             super().call(node)
 
     def reduce(self, node: torch.fx.Node) -> None:
-        x = node.args[0]
+        x = self._source_of(node.args[0])
         src = self.values[x]
         if src.cls == WEAK or node.kwargs.get("dtype") is not None:
             raise Unsupported(f"{node.target} of a number or with a dtype")
         out = self.mask(node.meta["val"].shape)
         reduced = src.cls & ~out
+        if not reduced & ~1:
+            raise Unsupported(f"{node.target} over no axis")
         count = "1" if node.target in (aten.sum.dim_IntList, aten.sum.default) else f"(double)({size(reduced | 1)})"
-        level = self.level[node] = self._level(node) + 1
-        acc = self.acc[node] = f"acc{len(self.values)}"
-        self._allocate(f"double *{acc} = calloc({size(out)}, sizeof(double));", acc)
-        stage = self.stages.setdefault(level, [])
-        if src.cls == self.full:
-            self.reductions.append((node, x, level - 1))
-        else:  # a smaller value: sum its buffer here
-            stage.extend(loops(src.cls, [f"{acc}[{index(out)}] += (double){src.name};"]))
-        name = f"v{len(self.values)}"
-        value = f"({self.T})({acc}[{index(out)}] / {count})"
-        if out == 1:
-            self.values[node] = _Value(out, self.T, name)
-            stage.append(f"const {self.T} {name} = {value};")
-        else:
-            self._allocate(f"{self.T} *{name} = malloc(sizeof({self.T}) * ({size(out)}));", name)
-            self.values[node] = _Value(out, self.T, f"{name}[{index(out)}]")
-            stage.extend(loops(out, [f"{name}[{index(out)}] = {value};"]))
+        acc = f"acc{len(self.values)}"
+        self.reductions[node] = (x, out, count, acc)
+        self.values[node] = _Value(out, self.T, f"v{len(self.values)}")
+        self.defs[node] = f"({self.T})({acc}[{index(out)}] / {count})"
+        self.deps[node] = [x]
+        self.order.append(node)
 
-    def _allocate(self, line: str, name: str) -> None:
-        self.buffers.append(line)
-        self.allocated.append(name)
-
-    # -- the kernel -----------------------------------------------------------------------------
     def array_input(self, name: str) -> _Value:
         k = self.vector.index(name)
-        m = self.mask(self.shapes[name])
-        if m != self.full:  # a row or column statistic: read where it is
-            return _Value(m, self.T, f"a{k}[{index(m)}]")
-        self.loads.append(f"const {self.T} in_{k} = a{k}[e];")
-        return _Value(m, self.T, f"in_{k}")
+        self.inputs[f"in_{k}"] = (k, self.mask(self.shapes[name]))
+        return _Value(self.inputs[f"in_{k}"][1], self.T, f"in_{k}")
 
-    def _needed(self, roots: list[Any]) -> list[str]:
-        """Definitions of the full values ``roots`` depend on, in graph order."""
-        needed: set[torch.fx.Node] = set()
-        todo = [r for r in roots if isinstance(r, torch.fx.Node)]
-        while todo:
-            n = todo.pop()
-            if n in self.full_nodes and n not in needed:
-                needed.add(n)
-                todo.extend(n.all_input_nodes)
-            elif n not in self.full_nodes and n.op == "call_function" and n.target in _ALIASES:
-                todo.extend(n.all_input_nodes)
-        return [code for n, code in self.full_nodes.items() if n in needed]
-
+    # -- the kernel -----------------------------------------------------------------------------
     def _source(self, results: list[Any]) -> Kernel:
-        outputs = dict(zip(["param", *self.keys], results))
-        changed = {k: v for k, v in outputs.items() if isinstance(v, torch.fx.Node) and v.op != "placeholder"}
-        full_out = {k: v for k, v in changed.items() if self.mask(self.shapes[k]) == self.full}
-        last = max([self.level.get(v, 0) for v in full_out.values()], default=0)
-        passes = sorted({lvl for _, _, lvl in self.reductions} | {last})
-        body: list[str] = list(self.buffers)
-        for level in range(max([last, *self.stages]) + 1):
-            body += self.stages.get(level, [])
-            if level in passes:
-                body += self._pass(level, full_out if level == last else {})
-        for k, v in changed.items():
-            if k in full_out:
-                continue
-            if k in self.scalar:
-                body.append(f"s{self.scalar.index(k)}[t][0] = {self.operand(v, self.T)};")
-            else:
-                m = self.mask(self.shapes[k])
-                body += loops(m, [f"a{self.vector.index(k)}[{index(m)}] = {self.operand(v, self.T)};"])
-        body += [f"free({name});" for name in self.allocated]
+        outputs = {}
+        for k, v in zip(["param", *self.keys], results):
+            if isinstance(v, torch.fx.Node) and self._source_of(v).op != "placeholder":
+                outputs[k] = self._source_of(v)
+        # a vector is one row: cut into ranges of its elements; matrices by any of the three ways
+        splits = [("j", _BITS["j"])] if self.full == 1 | _BITS["j"] else [(a, 2 | _BITS[a]) for a in "bij"]
+        plans = {axis: _Plan(self, split & self.full, outputs) for axis, split in splits}
         T = self.T
         pointers = [f"{T} *restrict a{k} = ({T} *)vec[{k} * n + t];" for k in range(len(self.vector))]
         scalars = [f"{T} **s{j} = ({T} **)sca + {j} * n;" for j in range(len(self.scalar))]
+        shared = [f"{self.values[n].ctype} {self.values[n].name} = 0;" for n in self.order if self.values[n].cls == 1]
+        sizing, modes = [], []
+        for number, (axis, plan) in enumerate(plans.items()):
+            test = "if" if number == 0 else "} else if"
+            need = " + ".join(f"OM_ROUND(sizeof({ct}) * (size_t)({count}))" for _, ct, count in plan.arena) or "0"
+            sizing.append(f"{test} (mode == '{axis}') {{")
+            sizing.append(f"    need = {need};")
+            modes.append(f"{test} (mode == '{axis}') {{")
+            modes += ["    " + x for x in plan.code()]
+        sizing.append("}")
+        modes.append("}")
+        planning = _PLAN_VECTOR if len(plans) == 1 else _PLAN_MATRIX
         source = _NEST.format(
-            preamble=PREAMBLE, T=T, scalars=_indent(scalars, 4), once=_indent(self.once, 4),
-            pointers=_indent(pointers, 8), body=_indent(body, 8),
+            preamble=PREAMBLE, T=T, scalars=_indent(scalars, 4), once=_indent(self.once, 4), tile=_TILE,
+            tiles=_TILES, plan=_indent(planning.splitlines(), 8), plan2=_indent(planning.splitlines(), 12),
+            sizing=_indent(sizing, 8),
+            shared=_indent(shared, 4), pointers=_indent(pointers, 12), modes=_indent(modes, 12),
         )  # fmt: skip
         axes = tuple("".join(_axes(self.mask(self.shapes[k]))) for k in self.vector)
         return Kernel(source, tuple(self.vector), tuple(self.scalar), tuple(self.hyper), dims=True, axes=axes)
 
-    def _pass(self, level: int, outputs: dict[str, Any]) -> list[str]:
-        mine = [(node, x) for node, x, lvl in self.reductions if lvl == level]
-        before, private, rows, after, merge = [], [], [], [], []
-        element = list(self.loads) + self._needed([x for _, x in mine] + list(outputs.values()))
-        for node, x in mine:
-            acc, out = self.acc[node], self.values[node].cls
-            # each thread sums into a slice of its own; the slices are added in thread order
-            # afterwards, so that a run repeats bit for bit (atomic adds would not)
-            before.append(f"double *q{acc} = calloc((size_t)nthreads * ({size(out)}), sizeof(double));")
-            private.append(f"double *p{acc} = q{acc} + me * ({size(out)});")
-            merge += [
-                f"for (int64_t w = 0; w < nthreads; ++w)",
-                f"    for (int64_t k = 0; k < {size(out)}; ++k)",
-                f"        {acc}[k] += q{acc}[w * ({size(out)}) + k];",
-                f"free(q{acc});",
+
+class _Plan:
+    """Where each value of a kernel is computed when tensors are cut along the axes ``split``."""
+
+    def __init__(self, em: NestEmitter, split: int, outputs: dict[str, torch.fx.Node]) -> None:
+        self.em, self.split, self.outputs = em, split, outputs
+        self.T = em.T
+        self.phase: dict[torch.fx.Node, int] = {}
+        self.level: dict[Any, int] = {}
+        for n in em.order:
+            deps = em.deps[n]
+            ph = max((self.phase.get(d, 0) for d in deps), default=0)
+            if n in em.reductions:
+                x, out = em.reductions[n][:2]
+                if self.local(x) and not self.local_mask(out):
+                    ph += 1  # summed in slots per tile, added between phases
+            self.phase[n] = ph
+        self.phases = max([0, *self.phase.values()]) + 1
+        self._levels()
+        self._schedule()
+
+    # -- classification -------------------------------------------------------------------------
+    def mask(self, n: torch.fx.Node) -> int:
+        return self.em.values[n].cls
+
+    def local_mask(self, m: int) -> bool:
+        return m & self.split == self.split
+
+    def local(self, n: torch.fx.Node) -> bool:
+        return self.local_mask(self.mask(n))
+
+    def is_input(self, n: torch.fx.Node) -> bool:
+        return n not in self.em.defs
+
+    def full(self, n: torch.fx.Node) -> bool:
+        return self.mask(n) == self.em.full
+
+    def stage(self, n: torch.fx.Node) -> bool:
+        """A computed value of a tile, smaller than full size."""
+        return not self.is_input(n) and self.local(n) and not self.full(n)
+
+    def _levels(self) -> None:
+        em = self.em
+        for n in em.order:
+            if not self.local(n):
+                continue
+            own = [self.level.get(d, 0) for d in em.deps[n] if self.phase.get(d, 0) == self.phase[n]]
+            if n in em.reductions:  # a local sum of a local value: ready one level after it
+                self.level[n] = self.level.get(em.reductions[n][0], 0) + 1
+            else:
+                self.level[n] = max(own, default=0)
+        for r, (x, *_) in em.reductions.items():
+            if self.local(x):
+                self.level["acc", r] = self.level.get(x, 0) if not self.is_input(x) else 0
+
+    def _schedule(self) -> None:
+        em = self.em
+        # passes: (phase, level) -> sums of full values; the outputs' pass is the last of the last phase
+        self.passes: dict[tuple[int, int], list[torch.fx.Node]] = {}
+        self.tile_sums: list[torch.fx.Node] = []  # sums accumulated in tiles (stage or pass)
+        for r, (x, *_) in em.reductions.items():
+            if self.local(x):
+                self.tile_sums.append(r)
+                if self.full(x):
+                    self.passes.setdefault((self.phase.get(x, 0), self.level["acc", r]), []).append(r)
+        last = self.phases - 1
+        self.full_outputs = {k: v for k, v in self.outputs.items() if em.mask(em.shapes[k]) == em.full}
+        out_level = max(
+            [lvl for (ph, lvl) in self.passes if ph == last]
+            + [self.level.get(v, 0) for v in self.full_outputs.values() if self.phase.get(v, 0) == last],
+            default=0,
+        )
+        self.out_pass = (last, out_level) if self.full_outputs else None
+        if self.out_pass:
+            self.passes.setdefault(self.out_pass, [])
+        # values each pass evaluates at every element
+        self.pass_nodes: dict[tuple[int, int], list[torch.fx.Node]] = {}
+        for key, sums in self.passes.items():
+            roots = [em.reductions[r][0] for r in sums]
+            if key == self.out_pass:
+                roots += list(self.full_outputs.values())
+            self.pass_nodes[key] = self._closure(roots)
+        # stage values as late as their readers allow, so that values of the same axes share a loop
+        users: dict[Any, list[Any]] = {}
+        for n in em.order:
+            if self.stage(n) or (self.full(n) and not self.is_input(n)):
+                for d in self._item_deps(n):
+                    users.setdefault(d, []).append(n)
+        for r in self.tile_sums:
+            if not self.full(em.reductions[r][0]):
+                users.setdefault(em.reductions[r][0], []).append(("acc", r))
+        self.sched: dict[Any, int] = {}
+        items = [n for n in em.order if self.stage(n)] + [
+            ("acc", r) for r in self.tile_sums if not self.full(em.reductions[r][0])
+        ]
+        position = {n: k for k, n in enumerate(em.order)}
+
+        def pos(item: Any) -> float:
+            return position[item[1]] - 0.5 if isinstance(item, tuple) else position[item]
+
+        items.sort(key=pos)
+        for item in reversed(items):
+            node = item[1] if isinstance(item, tuple) else item
+            ph = self.phase.get(em.reductions[node][0], 0) if isinstance(item, tuple) else self.phase[node]
+            bounds = []
+            if isinstance(item, tuple):  # a sum accumulated in a stage loop: a level before its result
+                bounds = [self.sched[node] - 1] if node in self.sched else []
+            else:
+                for u in users.get(node, []):
+                    if isinstance(u, tuple):
+                        bounds.append(self.sched[u])
+                    elif self.phase[u] != ph:
+                        continue
+                    elif u in self.sched:
+                        bounds.append(self.sched[u])
+                    elif self.full(u):
+                        bounds += [lv for (p, lv), ns in self.pass_nodes.items() if p == ph and u in ns]
+            self.sched[item] = max(min(bounds, default=self.level[item]), self.level[item])
+        # stage loops: per (phase, level), items grouped by axes without breaking dependencies
+        self.groups: dict[tuple[int, int], list[list[Any]]] = {}
+        for ph in range(self.phases):
+            for lvl in sorted({lv for it, lv in self.sched.items() if self._item_phase(it) == ph}):
+                todo = [it for it in items if self.sched[it] == lvl and self._item_phase(it) == ph]
+                self.groups[ph, lvl] = self._group(todo)
+        # values read outside their own loop are kept in buffers
+        home: dict[Any, tuple[int, int, int]] = {}
+        for key, gs in self.groups.items():
+            for g_number, g in enumerate(gs):
+                for it in g:
+                    home[it] = (*key, g_number)
+        self.buffered: set[torch.fx.Node] = set()
+        for n in em.order:
+            if not self.local(n) and self.mask(n) != 1:
+                self.buffered.add(n)
+        for it, h in home.items():
+            self.buffered.update(d for d in self._item_deps(it) if d in home and home[d] != h)
+        for nodes in self.pass_nodes.values():
+            for n in nodes:
+                self.buffered.update(d for d in self._item_deps(n) if self.stage(d))
+        for k, v in self.outputs.items():
+            if self.stage(v):
+                self.buffered.add(v)
+        for n in em.order:  # read by a later phase
+            if self.stage(n):
+                if any(
+                    self.phase[u] != self.phase[n] for u in users.get(n, []) if not isinstance(u, tuple)
+                ):
+                    self.buffered.add(n)
+        self.arena = self._arena()
+
+    def _item_phase(self, item: Any) -> int:
+        if isinstance(item, tuple):
+            return self.phase.get(self.em.reductions[item[1]][0], 0)
+        return self.phase[item]
+
+    def _item_deps(self, item: Any) -> list[torch.fx.Node]:
+        """What a statement reads: a sum, its input; a sum's result, its accumulator only."""
+        if isinstance(item, tuple):
+            return [self.em.reductions[item[1]][0]]
+        return [] if item in self.em.reductions else self.em.deps[item]
+
+    def _item_mask(self, item: Any) -> int:
+        return self.mask(self.em.reductions[item[1]][0]) if isinstance(item, tuple) else self.mask(item)
+
+    def _group(self, todo: list[Any]) -> list[list[Any]]:
+        """``todo`` in an order that respects dependencies, cut into runs of the same axes."""
+        groups: list[list[Any]] = []
+        done: set[Any] = set()
+        pending = list(todo)
+        members = set(todo)
+        current = None
+        while pending:
+            ready = [it for it in pending if all(d in done or d not in members for d in self._item_deps(it))]
+            same = [it for it in ready if self._item_mask(it) == current]
+            it = (same or ready)[0]
+            if self._item_mask(it) != current or not groups:
+                current = self._item_mask(it)
+                groups.append([])
+            groups[-1].append(it)
+            pending.remove(it)
+            done.add(it)
+        return groups
+
+    def _closure(self, roots: list[Any]) -> list[torch.fx.Node]:
+        """The full-size values ``roots`` depend on (recomputed per element), in graph order."""
+        needed: set[torch.fx.Node] = set()
+        todo = [r for r in roots if isinstance(r, torch.fx.Node)]
+        while todo:
+            n = todo.pop()
+            if n not in needed and not self.is_input(n) and self.full(n):
+                needed.add(n)
+                todo.extend(self.em.deps[n])
+        return [n for n in self.em.order if n in needed]
+
+    def _arena(self) -> list[tuple[str, str, str]]:
+        """Scratch arrays: (name, C type, element count), all carved from one allocation."""
+        em, arena = self.em, []
+        for n in em.order:
+            if n in self.buffered:
+                arena.append((f"{em.values[n].name}_b", em.values[n].ctype, size(self.mask(n))))
+        for r, (x, out, _, acc) in em.reductions.items():
+            arena.append((acc, "double", size(out)))
+            if self.partial(r):
+                arena.append((f"q{acc}", "double", f"tiles * ({size(out & ~_BITS['b'])})"))
+        return arena
+
+    def partial(self, r: torch.fx.Node) -> bool:
+        """Whether sum ``r`` adds slots per tile (its input is local, its result not)."""
+        x, out = self.em.reductions[r][:2]
+        return self.local(x) and not self.local_mask(out)
+
+    # -- code -----------------------------------------------------------------------------------
+    def code(self) -> list[str]:
+        """The code for one tensor: carve the arena, then the phases (module docstring)."""
+        body = ["char *om_at = om_arena;"]
+        for name, ctype, count in self.arena:
+            body += [f"{ctype} *{name} = ({ctype} *)om_at;", f"om_at += OM_ROUND(sizeof({ctype}) * (size_t)({count}));"]
+        body.append("(void)om_at;")
+        if self.split == _BITS["b"]:
+            variants = []
+            for r, c in _SPECIAL:
+                variants += [f"if (R == {r} && C == {c}) {{", f"    const int64_t R = {r}, C = {c};"]
+                variants += ["    " + x for x in self._phases(simd=False)]
+                variants.append("} else")
+            return body + variants + ["{", *("    " + x for x in self._phases(simd=True)), "}"]
+        return body + self._phases(simd=True)
+
+    def _phases(self, simd: bool) -> list[str]:
+        em = self.em
+        lines: list[str] = []
+        for ph in range(self.phases):
+            serial = self._serial(ph)
+            if serial:
+                lines += ["#pragma omp single", "{", *("    " + x for x in serial), "}"]
+            tile = self._tile_ranges()
+            for r in self.tile_sums:
+                x, out, _, acc = em.reductions[r]
+                if self.phase.get(x, 0) != ph:
+                    continue
+                if self.partial(r):
+                    part = size(out & ~_BITS["b"])
+                    tile += [f"double *p{acc} = q{acc} + k * ({part});", f"for (int64_t q = 0; q < {part}; ++q)"]
+                    tile.append(f"    p{acc}[q] = 0;")
+                else:
+                    tile += loops(out, [f"{acc}[{index(out)}] = 0;"], tile=True)
+            for lvl in sorted({lv for (p, lv) in [*self.groups, *self.passes] if p == ph}):
+                for g in self.groups.get((ph, lvl), []):
+                    tile += self._stage_loop(g)
+                if (ph, lvl) in self.passes:
+                    tile += self._pass(ph, lvl, simd)
+            if ph == self.phases - 1:
+                for k, v in self.outputs.items():
+                    m = em.mask(em.shapes[k])
+                    if m != em.full and m != 1 and self.local_mask(m):
+                        tile += loops(m, self._store(k, v, m), tile=True)
+            lines += ["#pragma omp for schedule(static)", "for (int64_t k = 0; k < tiles; ++k) {"]
+            lines += ["    " + x for x in tile] + ["}"]
+        final = []
+        for k, v in self.outputs.items():
+            m = em.mask(em.shapes[k])
+            if k in em.scalar:
+                final.append(f"s{em.scalar.index(k)}[t][0] = {em.operand(v, self.T)};")
+            elif m != em.full and not self.local_mask(m):
+                final += loops(m, self._store(k, v, m))
+        if final:
+            lines += ["#pragma omp single", "{", *("    " + x for x in final), "}"]
+        return lines
+
+    def _tile_ranges(self) -> list[str]:
+        lines = ["int64_t b0 = 0, b1 = B, i0 = 0, i1 = R, j0 = 0, j1 = C;"]
+        if self.split & _BITS["i"] or self.split & _BITS["j"]:
+            axis = "i" if self.split & _BITS["i"] else "j"
+            n = _SIZES[axis]
+            lines += [
+                "b0 = k / P, b1 = b0 + 1;",
+                f"{axis}0 = k % P * {n} / P, {axis}1 = (k % P + 1) * {n} / P;",
             ]
-            term = f"(double){self.values[x].name}"
-            if out & _BITS["j"]:  # column sums: element by element into the slice
-                element.append(f"p{acc}[{index(out)}] += {term};")
-            else:  # a row's sum, then into its slot
+        else:
+            lines.append("b0 = k * B / tiles, b1 = (k + 1) * B / tiles;")
+        lines.append("(void)b0, (void)b1, (void)i0, (void)i1, (void)j0, (void)j1;")
+        return lines
+
+    def _load(self, d: torch.fx.Node) -> list[str]:
+        """The statement that makes input or value ``d`` readable by name in a loop body."""
+        em, v = self.em, self.em.values[d]
+        if self.is_input(d):
+            k, m = em.inputs[v.name]
+            return [f"const {self.T} {v.name} = a{k}[{index(m)}];"]
+        if d in self.buffered:
+            return [f"const {v.ctype} {v.name} = {v.name}_b[{index(v.cls)}];"]
+        return []  # a shared variable
+
+    def _body(self, items: list[Any], inside: set[Any]) -> list[str]:
+        """Loads of what ``items`` read from outside, then their statements."""
+        loads: list[str] = []
+        seen: set[torch.fx.Node] = set()
+        for it in items:
+            for d in self._item_deps(it):
+                if d not in inside and d not in seen:
+                    seen.add(d)
+                    loads += self._load(d)
+        lines = []
+        for it in items:
+            if isinstance(it, tuple):
+                lines.append(self._accumulate(it[1], f"(double){self.em.values[self.em.reductions[it[1]][0]].name}"))
+                continue
+            v = self.em.values[it]
+            lines.append(f"const {v.ctype} {v.name} = {self.em.defs[it]};")
+            if it in self.buffered:
+                lines.append(f"{v.name}_b[{index(v.cls)}] = {v.name};")
+        return loads + lines
+
+    def _accumulate(self, r: torch.fx.Node, term: str) -> str:
+        _, out, _, acc = self.em.reductions[r]
+        if self.partial(r):
+            return f"p{acc}[{index(out & ~_BITS['b'])}] += {term};"
+        return f"{acc}[{index(out)}] += {term};"
+
+    def _stage_loop(self, group: list[Any]) -> list[str]:
+        return loops(self._item_mask(group[0]), self._body(group, set(group)), tile=True)
+
+    def _pass(self, ph: int, lvl: int, simd: bool) -> list[str]:
+        em = self.em
+        nodes = self.pass_nodes[ph, lvl]
+        inside = set(nodes)
+        element = self._body(nodes, inside)
+        rows, after = [], []
+        for r in self.passes[ph, lvl]:
+            x, out, _, acc = em.reductions[r]
+            term = f"(double){em.values[x].name}"
+            if x not in inside:  # a full input array
+                element[:0] = [ln for ln in self._load(x) if ln not in element]
+            if out & _BITS["j"]:  # column sums: element by element
+                element.append(self._accumulate(r, term))
+            else:  # a row's sum in a register, then into its slot
                 rows.append(acc)
                 element.append(f"r{acc} += {term};")
-                after.append(f"p{acc}[{index(out)}] += r{acc};")
-        for k, v in outputs.items():
-            element.append(f"a{self.vector.index(k)}[e] = {self.operand(v, self.T)};")
-        simd = f"#pragma omp simd reduction(+: {', '.join('r' + a for a in rows)})" if rows else "#pragma omp simd"
-        return _PASS.format(
-            before=_indent(before, 0), private=_indent(private, 4), rows=_indent([f"double r{a} = 0;" for a in rows], 8),
-            simd=simd, element=_indent(element, 12), after=_indent(after, 8), merge=_indent(merge, 0),
-        ).splitlines()  # fmt: skip
+                after.append(self._accumulate(r, f"r{acc}"))
+        if (ph, lvl) == self.out_pass:
+            for k, v in self.full_outputs.items():
+                if v not in inside:
+                    element[:0] = [ln for ln in self._load(v) if ln not in element]
+                element.append(f"a{em.vector.index(k)}[{index(em.full)}] = {em.operand(v, self.T)};")
+        head = [f"double r{a} = 0;" for a in rows]
+        pragma = []
+        if simd:
+            pragma = [f"#pragma omp simd reduction(+: {', '.join('r' + a for a in rows)})" if rows else "#pragma omp simd"]
+        inner = [*pragma, "for (int64_t j = j0; j < j1; ++j) {", *("    " + x for x in element), "}"]
+        row = [*head, *inner, *after]
+        return [
+            "for (int64_t b = b0; b < b1; ++b) {",
+            "    for (int64_t i = i0; i < i1; ++i) {",
+            *("        " + x for x in row),
+            "    }",
+            "}",
+        ]
+
+    def _serial(self, ph: int) -> list[str]:
+        """What one thread does at the start of phase ``ph``: add the tiles' slots, then the values
+        that are not local."""
+        em, lines = self.em, []
+        for r in em.order:
+            if r in em.reductions and self.partial(r) and self.phase[r] == ph:
+                _, out, _, acc = em.reductions[r]
+                part = out & ~_BITS["b"]
+                b = "0" if self.split == _BITS["b"] else "k / P"
+                lines += [f"for (int64_t q = 0; q < {size(out)}; ++q)", f"    {acc}[q] = 0;"]
+                lines += ["for (int64_t k = 0; k < tiles; ++k) {", f"    const int64_t b = {b};", "    (void)b;"]
+                lines += [
+                    "    " + x
+                    for x in loops(part, [f"{acc}[{index(out)}] += q{acc}[k * ({size(part)}) + {index(part)}];"])
+                ]
+                lines.append("}")
+        for n in em.order:
+            if self.local(n) or self.phase[n] != ph:
+                continue
+            v = em.values[n]
+            if n in em.reductions and not self.partial(n):  # a sum of a value that is not local
+                x, out, _, acc = em.reductions[n]
+                lines += [f"for (int64_t q = 0; q < {size(out)}; ++q)", f"    {acc}[q] = 0;"]
+                lines += loops(em.values[x].cls, [*self._load(x), f"{acc}[{index(out)}] += (double){em.values[x].name};"])
+            if v.cls == 1:
+                lines.append(f"{v.name} = {em.defs[n]};")
+            else:
+                lines += loops(v.cls, [*self._body([n], {n})])
+        return lines
+
+    def _store(self, k: str, v: torch.fx.Node, m: int) -> list[str]:
+        return [*self._load(v), f"a{self.em.vector.index(k)}[{index(m)}] = {self.em.operand(v, self.T)};"]
 
 
-_PASS = """\
-/* a pass over every element */
-{before}
-#ifdef _OPENMP
-#pragma omp parallel num_threads(nthreads) if (nthreads > 1 && B * R * C >= 65536)
-#endif
-{{
-#ifdef _OPENMP
-    const int64_t parts = omp_get_num_threads(), me = omp_get_thread_num();
-#else
-    const int64_t parts = 1, me = 0;
-#endif
-    const int64_t total = B * R * C;
-    int64_t share = (total + parts - 1) / parts;
-    share = (share + 15) & ~(int64_t)15;
-    const int64_t lo = me * share, hi = lo + share < total ? lo + share : total;
-{private}
-    for (int64_t row = C > 0 ? lo / C : 0; C > 0 && row < B * R && row * C < hi; ++row) {{
-        const int64_t b = row / R, i = row % R;
-        const int64_t j0 = lo > row * C ? lo - row * C : 0;
-        const int64_t j1 = hi - row * C < C ? hi - row * C : C;
-{rows}
-        {simd}
-        for (int64_t j = j0; j < j1; ++j) {{
-            const int64_t e = row * C + j;
-{element}
-        }}
-{after}
-    }}
-}}
-{merge}"""
+_PLAN_MATRIX = """\
+char mode = 'b';
+int64_t P = 1;
+if (B > 0 && B < tiles) {
+    P = (tiles + B - 1) / B;
+    tiles = B * P;
+    mode = R >= C ? 'i' : 'j';
+}"""
+
+_PLAN_VECTOR = """\
+char mode = 'j';
+const int64_t P = tiles;"""
 
 _NEST = """\
 /* generated by optimlab.optim._loopnest from an optimizer's update rule */
 {preamble}
+#include <string.h>
+#define OM_ROUND(x) (((x) + 63) & ~(size_t)63)
+
 int optimlab_step(int64_t n, const int64_t *dims, void **vec, void **sca, const double *h, int nthreads)
 {{
 {scalars}
 {once}
+    /* scratch for the largest tensor, before anything is written */
+    size_t most = 0;
+    int64_t total = 0;
     for (int64_t t = 0; t < n; ++t) {{
         const int64_t B = dims[3 * t], R = dims[3 * t + 1], C = dims[3 * t + 2];
-{pointers}
-{body}
+        /* tiles depend on the shape only, so the order of every sum does too */
+        int64_t tiles = B * R * C / {tile};
+        tiles = tiles < 1 ? 1 : tiles > {tiles} ? {tiles} : tiles;
+{plan}
+        size_t need = 0;
+{sizing}
+        (void)P;
+        most = need > most ? need : most;
+        total += B * R * C;
     }}
+    char *om_arena = malloc(most ? most : 1);
+    if (!om_arena)
+        return 1;
+{shared}
+#ifdef _OPENMP
+#pragma omp parallel num_threads(nthreads) if (nthreads > 1 && total >= 65536)
+#endif
+    {{
+        for (int64_t t = 0; t < n; ++t) {{
+            const int64_t B = dims[3 * t], R = dims[3 * t + 1], C = dims[3 * t + 2];
+            int64_t tiles = B * R * C / {tile};
+            tiles = tiles < 1 ? 1 : tiles > {tiles} ? {tiles} : tiles;
+{plan2}
+{pointers}
+{modes}
+        }}
+    }}
+    free(om_arena);
     return 0;
 }}
 """
