@@ -335,7 +335,7 @@ class OptimizerSpec:
             inner_config = hp.pop("optimizer", None)
             if inner_config is None:
                 raise ValueError(
-                    f"spec: invalid config for {canonical}: its inner optimizer is missing (hyperparameters['optimizer'])"
+                    f"spec: invalid config for {canonical}: its inner optimizer (hyperparameters['optimizer']) is missing"
                 )
             inner = inner_config if isinstance(inner_config, OptimizerSpec) else cls.from_config(inner_config)
         spec = _checked(
@@ -417,7 +417,7 @@ def _as_preset(spec: OptimizerSpec) -> OptimizerSpec:
 
 
 def _same(a: Any, b: Any) -> bool:
-    """Equal as hyperparameters: ``True`` is not ``1`` (a flag is not a number), ``(0.9, 0.999)`` is ``[0.9, 0.999]``."""
+    """Equal as hyperparameters: ``True`` is not ``1`` (a flag is not a number); a tuple equals its list."""
     if isinstance(a, bool) or isinstance(b, bool):
         return a is b
     return _plain(a) == _plain(b)
@@ -530,7 +530,8 @@ def parse(text: str | OptimizerSpec) -> OptimizerSpec:
         inner = _inner(inner_nodes[0], text)
     elif wrapper:
         raise ValueError(
-            f"invalid optimizer spec {text!r}: {_display(base)} wraps an optimizer: write e.g. {_display(base)}(Adam(lr=0.01))"
+            f"invalid optimizer spec {text!r}: {_display(base)} wraps an optimizer: "
+            f"write e.g. {_display(base)}(Adam(lr=0.01))"
         )
     given: dict[str, Any] = {}
     for kw in keywords:
