@@ -94,11 +94,10 @@ class _Compiler(NamedTuple):
     argv: tuple[str, ...]  # $CC split as a shell would, the program resolved on the PATH
     identity: str  # its --version
     timeout: float
-    explicit: bool  # named by $CC: a user who set it hears when it does not work
+    extra: tuple[str, ...] | None = None  # the flags of _EXTRA it takes, once a kernel had to be built
 
 
 _compiler: _Compiler | None = None
-_extra: list[str] | None = None  # the flags of _EXTRA that work with _compiler
 _kernels: dict[Hashable, Any] = {}  # configuration -> (Kernel, C function), or None: reference path
 _fallbacks: set[Path] = set()  # caches not used (warned about once each)
 _private: dict[Path, Path] = {}  # such a cache -> the private temporary directory used instead
@@ -151,7 +150,7 @@ def _find_compiler() -> _Compiler | None:
             why = done.stderr.strip()[-500:] or f"exit status {done.returncode}"
             _disable(f"the C compiler {shlex.join(found)} does not run ({why})", loud=True)
             return None
-        _compiler = _Compiler(tuple(found), done.stdout, timeout, bool(cc))
+        _compiler = _Compiler(tuple(found), done.stdout, timeout)
     return _compiler
 
 
@@ -377,7 +376,7 @@ def _discard(path: Path) -> None:
         pass
 
 
-def _build(directory: Path, key: str, source: str, extra: list[str]) -> None:
+def _build(directory: Path, key: str, source: str, extra: tuple[str, ...]) -> None:
     """Compile ``source`` into ``directory`` as the kernel ``key``: its file and its sha256 appear whole or not at all."""
     cc = _compiler
     assert cc is not None
@@ -420,12 +419,12 @@ def _fsync(directory: Path) -> None:
         pass
 
 
-def _flags() -> list[str] | None:
-    """The flags of ``_EXTRA`` the compiler takes (tried once per process), or None: it builds nothing."""
-    global _extra
+def _flags() -> tuple[str, ...] | None:
+    """The flags of ``_EXTRA`` the compiler takes (tried once per compiler), or None: it builds nothing."""
+    global _compiler
     cc = _compiler
     assert cc is not None
-    if _extra is None:
+    if cc.extra is None:
         errors = ""
         with tempfile.TemporaryDirectory(prefix="optimlab-cc-") as tmp:
             (Path(tmp) / "probe.c").write_text(_codegen.PROBE)
@@ -436,12 +435,12 @@ def _flags() -> list[str] | None:
                     errors = str(exc)
                     break  # a compiler that hangs once would hang again
                 if done.returncode == 0:
-                    _extra = extra
+                    _compiler = cc = cc._replace(extra=tuple(extra))
                     break
                 errors = done.stderr.strip()[-1000:] or f"exit status {done.returncode}"
-        if _extra is None:
+        if cc.extra is None:
             _disable(f"the C compiler {shlex.join(cc.argv)} cannot build a kernel ({errors})", loud=True)
-    return _extra
+    return cc.extra
 
 
 def _split(kwargs: dict[str, Any]) -> tuple[dict[str, Any], dict[str, float]]:

@@ -43,7 +43,7 @@ def cache(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[Path]:
     monkeypatch.setenv("OPTIMLAB_CACHE_DIR", str(tmp_path / "cache"))
     monkeypatch.delenv("CC", raising=False)
     monkeypatch.delenv("OPTIMLAB_CC_TIMEOUT", raising=False)
-    fresh = {"_kernels": {}, "_compiler": None, "_extra": None, "_disabled": None, "_warned": False}
+    fresh = {"_kernels": {}, "_compiler": None, "_disabled": None, "_warned": False}
     for name, value in (fresh | {"_fallbacks": set(), "_private": {}}).items():
         monkeypatch.setattr(_native, name, value)
     tmp = tmp_path / "tmp"
