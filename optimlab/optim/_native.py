@@ -136,7 +136,11 @@ def _find_compiler() -> _Compiler | None:
     if _compiler is None:
         timeout = _timeout()
         cc = os.environ.get("CC", "").strip()
-        candidates = [shlex.split(cc)] if cc else [["cc"], ["gcc"], ["clang"]]
+        try:
+            candidates = [shlex.split(cc)] if cc else [["cc"], ["gcc"], ["clang"]]
+        except ValueError as exc:  # unbalanced quotes
+            _disable(f"CC={cc!r} cannot be read as a command line ({exc})", loud=True)
+            return None
         found = next(([path, *argv[1:]] for argv in candidates if (path := shutil.which(argv[0]))), None)
         if found is None:
             tried = f"CC={cc!r}" if cc else "cc, gcc, clang"

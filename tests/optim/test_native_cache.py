@@ -373,10 +373,19 @@ def test_a_compiler_with_arguments_works(
     assert all(line.startswith(real) for line in calls.read_text().splitlines())
 
 
-@pytest.mark.parametrize("cc", ["/nonexistent/cc", "no-such-compiler-x7 -O2"])
-def test_a_missing_compiler_named_by_cc_warns_once(cache: Path, monkeypatch: pytest.MonkeyPatch, cc: str) -> None:
+@pytest.mark.parametrize(
+    ("cc", "message"),
+    [
+        ("/nonexistent/cc", "no C compiler found .*CC="),
+        ("no-such-compiler-x7 -O2", "no C compiler found .*CC="),
+        ('gcc "-O2', "CC=.* cannot be read as a command line"),
+    ],
+)
+def test_a_missing_compiler_named_by_cc_warns_once(
+    cache: Path, monkeypatch: pytest.MonkeyPatch, cc: str, message: str
+) -> None:
     monkeypatch.setenv("CC", cc)
-    with warned("no C compiler found .*CC=") as caught:
+    with warned(message) as caught:
         ps = train(fast=None)
         train(SGD, fast=None)
     assert len(caught) == 1
