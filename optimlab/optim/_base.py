@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import numbers
 from collections import defaultdict
 from collections.abc import Callable, Iterable
 from typing import Any, ClassVar
@@ -32,6 +33,7 @@ from torch import Tensor
 
 from . import _native
 from ._tensorlist import TensorList
+from ._validate import check_flag
 
 State = dict[str, Tensor]
 
@@ -58,6 +60,20 @@ class RuleOptimizer(torch.optim.Optimizer):
         takes it when a C compiler is found, ``True`` also warns once when none is, ``False``
         turns it off (the reference paths below).  Like ``foreach``, it is also a param-group
         entry (``group["fast"]``).
+    fused, capturable, differentiable:
+        torch.optim's flags, accepted so that switching from torch is a one-line change, and kept
+        in every param group as torch keeps them.  ``fused=True`` asks for the native path: it
+        sets the group's ``fast`` to ``True`` (an error with ``fast=False``, and, as in torch, with
+        ``foreach=True``); ``fused=None``/``False`` change nothing.  ``capturable=True`` (CUDA-graph
+        capture) and ``differentiable=True`` (autograd through the step) are refused with an
+        error saying so; ``False`` is torch's default.
+
+    Hyperparameters are checked wherever they enter: the constructor (its arguments even where
+    every group overrides them), :meth:`add_param_group` and :meth:`load_state_dict` (a loaded
+    group is checked as a constructed one; nothing changes if it fails).  A number may be a
+    Python number, a NumPy scalar or a one-element tensor; the step reads such a tensor's value
+    when it runs, so a scheduler may change it in place.  Options whose default is ``True`` or
+    ``False`` take only ``True`` or ``False``.  A parameter may appear only once in all groups.
 
     Policies that hold for every optimizer of the library:
 
@@ -82,8 +98,21 @@ class RuleOptimizer(torch.optim.Optimizer):
         foreach: bool | None = None,
         maximize: bool = False,
         fast: bool | None = None,
+        fused: bool | None = None,
+        capturable: bool = False,
+        differentiable: bool = False,
     ) -> None:
-        defaults = dict(defaults, foreach=foreach, maximize=maximize, fast=fast)
+        defaults = dict(
+            defaults,
+            foreach=foreach,
+            maximize=maximize,
+            fast=fast,
+            fused=fused,
+            capturable=capturable,
+            differentiable=differentiable,
+        )
+        # the arguments themselves, also where every param group overrides them (as torch.optim)
+        self._check_group(defaults)
         super().__init__(params, defaults)
 
     # -- what a subclass defines -------------------------------------------------------------
@@ -109,8 +138,30 @@ class RuleOptimizer(torch.optim.Optimizer):
 
     # -- torch.optim.Optimizer ------------------------------------------------------------------
     def add_param_group(self, param_group: dict[str, Any]) -> None:
+        if isinstance(param_group, dict) and "params" in param_group:
+            params = param_group["params"]
+            if not isinstance(params, (Tensor, set)):  # torch.optim's errors and conversions for those
+                param_group["params"] = params = list(params)  # as torch does: an iterator is read once
+                self._check_unique([p[1] if isinstance(p, tuple) else p for p in params])
         super().add_param_group(param_group)
-        self.validate(self.param_groups[-1])
+        group = self.param_groups[-1]
+        try:
+            self._check_group(group)
+        except Exception:
+            self.param_groups.pop()
+            raise
+        _settle_flags(group)
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """torch.optim's ``load_state_dict``, after checking every saved group as a constructed one.
+
+        A group that fails leaves the optimizer as it was.  Options a checkpoint lacks (one saved by
+        torch.optim, say) take this optimizer's defaults.
+        """
+        groups = [self._loaded_group(saved) for saved in state_dict["param_groups"]]
+        for group in groups:
+            self._check_group(group)
+        super().load_state_dict({**state_dict, "param_groups": groups})
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         # A state_dict saved by the reference (torch.optim.Adam, say) lacks our extra options:
@@ -119,6 +170,7 @@ class RuleOptimizer(torch.optim.Optimizer):
         for group in self.param_groups:
             for key, value in self.defaults.items():
                 group.setdefault(key, value)
+            _settle_flags(group)
 
     @torch.no_grad()
     def step(self, closure: Callable[[], Any] | None = None) -> Any:
@@ -131,7 +183,7 @@ class RuleOptimizer(torch.optim.Optimizer):
             params = [p for p in group["params"] if p.grad is not None]
             if not params:
                 continue
-            kwargs = self.rule_kwargs(group)
+            kwargs = self.rule_kwargs(_values(group))
             foreach = group["foreach"]
             if foreach is None:
                 foreach = all(p.is_cuda for p in params)
@@ -143,6 +195,62 @@ class RuleOptimizer(torch.optim.Optimizer):
                 for p, (grad, tensors, step) in zip(params, self._prepare(group, params)):
                     self._update(p, grad, tensors, step, kwargs)
         return loss
+
+    # -- checks ---------------------------------------------------------------------------
+    def _check_group(self, group: dict[str, Any]) -> None:
+        """The checks of every optimizer (option types, torch's flags), then the class's :meth:`validate`."""
+        name = type(self).__name__
+        for key in _flag_options(type(self)):
+            if key in group:
+                check_flag(name, key, group[key])
+        for key in ("foreach", "fast", "fused"):
+            check_flag(name, key, group[key], none=True)
+        if group["capturable"]:
+            raise ValueError(
+                f"{name}: invalid capturable=True: optimlab does not support CUDA-graph capture "
+                "(its steps read hyperparameters and step counts on the host); use capturable=False, torch's default"
+            )
+        if group["differentiable"]:
+            raise ValueError(
+                f"{name}: invalid differentiable=True: optimlab does not support differentiating through the "
+                "optimizer step (it updates in place, without autograd); use differentiable=False, torch's default"
+            )
+        if group["fused"] and group["fast"] is False:
+            raise ValueError(
+                f"{name}: invalid fused=True with fast=False: fused=True asks for the native path, which fast=False "
+                "turns off; pass one of them"
+            )
+        if group["fused"] and group["foreach"]:
+            raise ValueError(
+                f"{name}: invalid fused=True with foreach=True: as in torch.optim, they exclude each other"
+            )
+        self.validate(group)
+
+    def _loaded_group(self, saved: dict[str, Any]) -> dict[str, Any]:
+        group = {**self.defaults, **saved}
+        if "fast" not in saved and group["fast"] is False and group["fused"]:
+            # a torch.optim checkpoint's fused=True yields to this optimizer's explicit fast=False
+            group["fused"] = False
+        return group
+
+    def _check_unique(self, params: list[Any]) -> None:
+        """Refuse a parameter listed twice, in this group or in another (two updates of it would race)."""
+        name = type(self).__name__
+        seen: dict[Any, int] = {}
+        for i, p in enumerate(params):
+            if p in seen:
+                raise ValueError(
+                    f"{name}: invalid params: some parameters appear more than once in this parameter group "
+                    f"(entries {seen[p]} and {i}, {_describe(p)}); list each parameter once"
+                )
+            seen[p] = i
+        for g, group in enumerate(self.param_groups):
+            for p in group["params"]:
+                if p in seen:
+                    raise ValueError(
+                        f"{name}: invalid params: some parameters appear more than once, in param group {g} and in "
+                        f"the new one (its entry {seen[p]}, {_describe(p)}); list each parameter in one group only"
+                    )
 
     # -- the paths ------------------------------------------------------------------------
     def _prepare(self, group: dict[str, Any], params: list[Tensor]) -> list[tuple[Tensor, State, float]]:
@@ -208,6 +316,59 @@ class RuleOptimizer(torch.optim.Optimizer):
             ps.copy_(new_p)
             for k, v in new_state.items():
                 tensors[k].copy_(v)
+
+
+_PLAIN = frozenset({float, int, bool, type(None), str, list})
+
+
+def _values(group: dict[str, Any]) -> dict[str, Any]:
+    """``group`` with its one-element tensors and NumPy scalars as Python numbers.
+
+    Every path of the step then computes with the same double-precision value (the native path
+    can take nothing else): a float32 tensor lr is its value, 0.009999999776... for 0.01, as in
+    torch's fused step, and a scheduler that writes into the tensor is read at each step.
+    """
+    converted = None
+    for k, v in group.items():  # one pass, no call, where nothing needs converting (every step of most runs)
+        t = type(v)
+        if t in _PLAIN or (t is tuple and all(type(x) in _PLAIN for x in v)):
+            continue
+        if converted is None:
+            converted = dict(group)
+        converted[k] = _value(v)
+    return group if converted is None else converted
+
+
+def _value(v: Any) -> Any:
+    t = type(v)
+    if t is float or t is int or t is bool or v is None:
+        return v
+    if t is tuple:
+        return tuple(map(_value, v))
+    if isinstance(v, Tensor):
+        return v.item() if v.numel() == 1 else v
+    if isinstance(v, numbers.Integral):  # NumPy's bool is not one
+        return int(v)
+    if isinstance(v, numbers.Real):
+        return float(v)
+    return v
+
+
+def _settle_flags(group: dict[str, Any]) -> None:
+    # fused=True is torch's way of asking for the fastest step: here that is the native path
+    if group.get("fused") and group.get("fast") is None:
+        group["fast"] = True
+
+
+@functools.cache
+def _flag_options(cls: type) -> tuple[str, ...]:
+    """The constructor options of ``cls`` whose default is ``True`` or ``False``: they take nothing else."""
+    parameters = inspect.signature(cls.__init__).parameters.values()
+    return tuple(p.name for p in parameters if isinstance(p.default, bool))
+
+
+def _describe(p: Any) -> str:
+    return f"a tensor of shape {tuple(p.shape)}" if isinstance(p, Tensor) else repr(p)
 
 
 @functools.cache

@@ -1,13 +1,44 @@
 """Hyperparameter checks shared by every optimizer.
 
-Every message names the optimizer, the parameter, the value given and the allowed range, so a
-typo in a config file is found from the error alone.
+Every message names the optimizer, the parameter, the value given and what is allowed, so a typo
+in a config file is found from the error alone.  The same checks run wherever a hyperparameter
+enters: the constructor, ``add_param_group`` and ``load_state_dict``.
+
+A number may be a Python ``int``/``float``, a NumPy scalar or a one-element tensor (torch.optim
+accepts a tensor ``lr``), and is checked by its value.  ``True``/``False`` are not numbers here
+(Python would take ``lr=True`` as 1).  A value of the wrong type raises :class:`HyperparameterTypeError`,
+a ``TypeError`` that is also a ``ValueError``, so code that catches ``ValueError`` for a bad
+hyperparameter (the lab's command line does) catches every one.
 """
 
 from __future__ import annotations
 
 import math
+import numbers
 from typing import Any
+
+import torch
+
+
+class HyperparameterTypeError(TypeError, ValueError):
+    """A hyperparameter of the wrong type (a string, a bool for a number, a number for a pair)."""
+
+
+def number(owner: str, name: str, value: Any, allowed: str = "") -> float:
+    """``value`` as a float, or :class:`HyperparameterTypeError` unless it is a real number.
+
+    ``allowed`` (the range, say) completes the message.
+    """
+    if torch.is_tensor(value):
+        # torch accepts a one-element tensor lr; bool and complex tensors are no more numbers than bool and complex
+        if value.numel() == 1 and not value.dtype.is_complex and value.dtype != torch.bool:
+            return float(value.item())
+    elif isinstance(value, numbers.Real) and not isinstance(value, bool):
+        return float(value)
+    what = "a number (int, float, NumPy scalar or one-element tensor)"
+    raise HyperparameterTypeError(
+        f"{owner}: invalid {name}={value!r}: expected {what}{' with ' + allowed if allowed else ''}"
+    )
 
 
 def check_range(
@@ -22,15 +53,13 @@ def check_range(
 ) -> None:
     """Raise ``ValueError`` unless ``low <= value <= high`` (bounds open where asked).
 
-    ``None`` for a bound means unbounded on that side.  NaN is always rejected.
+    ``None`` for a bound means unbounded on that side.  NaN is always rejected; a value that is
+    not a number raises :class:`HyperparameterTypeError`.
     """
     lo = "" if low is None else f"{_fmt(low)} {'<' if low_open else '<='} "
     hi = "" if high is None else f" {'<' if high_open else '<='} {_fmt(high)}"
     allowed = f"{lo}{name}{hi}"
-    try:
-        v = float(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"{owner}: invalid {name}={value!r}: expected a number with {allowed}") from None
+    v = number(owner, name, value, allowed)
     bad = math.isnan(v)
     if low is not None:
         bad |= v <= low if low_open else v < low
@@ -40,20 +69,48 @@ def check_range(
         raise ValueError(f"{owner}: invalid {name}={value!r}: expected {allowed}")
 
 
+def check_pair(owner: str, name: str, value: Any, parts: str) -> tuple[Any, Any]:
+    """``value`` unpacked, or an error unless it is a tuple or list of two entries (``parts`` names them)."""
+    if not isinstance(value, (tuple, list)):
+        raise HyperparameterTypeError(f"{owner}: invalid {name}={value!r}: expected a pair {parts}")
+    if len(value) != 2:
+        got = f"{len(value)} value{'' if len(value) == 1 else 's'}"
+        raise ValueError(f"{owner}: invalid {name}={value!r}: expected a pair {parts}, got {got}")
+    return value[0], value[1]
+
+
+def check_betas(owner: str, group: dict[str, Any]) -> None:
+    """``betas`` is a pair of numbers in [0, 1)."""
+    beta1, beta2 = check_pair(owner, "betas", group["betas"], "(beta1, beta2)")
+    check_range(owner, "betas[0]", beta1, 0.0, 1.0, high_open=True)
+    check_range(owner, "betas[1]", beta2, 0.0, 1.0, high_open=True)
+
+
 def check_adam_family(owner: str, group: dict[str, Any]) -> None:
     """The checks every Adam-like optimizer shares: ``lr``, ``eps``, ``weight_decay`` >= 0, betas in [0, 1)."""
     check_range(owner, "lr", group["lr"], 0.0)
-    beta1, beta2 = group["betas"]
-    check_range(owner, "betas[0]", beta1, 0.0, 1.0, high_open=True)
-    check_range(owner, "betas[1]", beta2, 0.0, 1.0, high_open=True)
+    check_betas(owner, group)
     check_range(owner, "eps", group["eps"], 0.0)
     check_range(owner, "weight_decay", group["weight_decay"], 0.0)
 
 
 def check_int(owner: str, name: str, value: Any, low: int) -> None:
-    """Raise ``ValueError`` unless ``value`` is an integer ``>= low``."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+    """Raise an error unless ``value`` is an integer (Python or NumPy, not a bool) ``>= low``."""
+    if not isinstance(value, numbers.Integral) or isinstance(value, bool):
+        raise HyperparameterTypeError(f"{owner}: invalid {name}={value!r}: expected an integer >= {low}")
+    if value < low:
         raise ValueError(f"{owner}: invalid {name}={value!r}: expected an integer >= {low}")
+
+
+def check_flag(owner: str, name: str, value: Any, *, none: bool = False) -> None:
+    """Raise :class:`HyperparameterTypeError` unless ``value`` is ``True`` or ``False`` (or ``None`` if ``none``).
+
+    A string such as ``"false"`` would otherwise count as true.
+    """
+    if isinstance(value, bool) or (none and value is None):
+        return
+    allowed = "None, True or False" if none else "True or False"
+    raise HyperparameterTypeError(f"{owner}: invalid {name}={value!r}: expected {allowed}")
 
 
 def check_choice(owner: str, name: str, value: Any, choices: tuple[Any, ...]) -> None:

@@ -48,7 +48,7 @@ from torch import Tensor
 
 from ._base import RuleOptimizer, State
 from ._math import is_zero
-from ._validate import check_adam_family
+from ._validate import check_adam_family, check_flag
 from .radam import rectified_update
 
 
@@ -126,8 +126,12 @@ class AdaBelief(RuleOptimizer):
         foreach: bool | None = None,
         maximize: bool = False,
         fast: bool | None = None,
+        fused: bool | None = None,
+        capturable: bool = False,
+        differentiable: bool = False,
     ) -> None:
-        del print_change_log  # accepted for drop-in compatibility; this class never prints
+        # accepted as the reference's, so that its code runs unchanged; this class never prints
+        check_flag(type(self).__name__, "print_change_log", print_change_log)
         defaults = dict(
             lr=lr,
             betas=betas,
@@ -139,7 +143,16 @@ class AdaBelief(RuleOptimizer):
             rectify=rectify,
             degenerated_to_sgd=degenerated_to_sgd,
         )
-        super().__init__(params, defaults, foreach=foreach, maximize=maximize, fast=fast)
+        super().__init__(
+            params,
+            defaults,
+            foreach=foreach,
+            maximize=maximize,
+            fast=fast,
+            fused=fused,
+            capturable=capturable,
+            differentiable=differentiable,
+        )
 
     def validate(self, group: dict[str, Any]) -> None:
         name = type(self).__name__

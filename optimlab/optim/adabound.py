@@ -44,9 +44,9 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ._base import RuleOptimizer, State
+from ._base import RuleOptimizer, State, _value
 from ._math import is_zero
-from ._validate import check_range
+from ._validate import check_betas, check_range
 
 
 def adabound(
@@ -110,15 +110,29 @@ class AdaBound(RuleOptimizer):
         foreach: bool | None = None,
         maximize: bool = False,
         fast: bool | None = None,
+        fused: bool | None = None,
+        capturable: bool = False,
+        differentiable: bool = False,
     ) -> None:
         defaults = dict(
             lr=lr, betas=betas, final_lr=final_lr, gamma=gamma, eps=eps, weight_decay=weight_decay, amsbound=amsbound
         )
-        super().__init__(params, defaults, foreach=foreach, maximize=maximize, fast=fast)
+        super().__init__(
+            params,
+            defaults,
+            foreach=foreach,
+            maximize=maximize,
+            fast=fast,
+            fused=fused,
+            capturable=capturable,
+            differentiable=differentiable,
+        )
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
         if "base_lr" not in param_group:
-            param_group = dict(param_group, base_lr=param_group.get("lr", self.defaults["lr"]))
+            # the lr's value now: a tensor lr is the same object a scheduler writes into
+            base_lr = _value(param_group.get("lr", self.defaults["lr"]))
+            param_group = dict(param_group, base_lr=base_lr)
         super().add_param_group(param_group)
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
@@ -133,10 +147,9 @@ class AdaBound(RuleOptimizer):
         name = type(self).__name__
         # lr = 0 would make the base of the bounds' scaling zero (the reference divides by it).
         check_range(name, "lr", group["lr"], 0.0, low_open=True)
-        check_range(name, "base_lr", group["base_lr"], 0.0, low_open=True)
-        beta1, beta2 = group["betas"]
-        check_range(name, "betas[0]", beta1, 0.0, 1.0, high_open=True)
-        check_range(name, "betas[1]", beta2, 0.0, 1.0, high_open=True)
+        # a group being built (the constructor's arguments) has no base_lr yet: it will be lr
+        check_range(name, "base_lr", group.get("base_lr", group["lr"]), 0.0, low_open=True)
+        check_betas(name, group)
         check_range(name, "final_lr", group["final_lr"], 0.0)
         check_range(name, "gamma", group["gamma"], 0.0, 1.0, high_open=True)
         check_range(name, "eps", group["eps"], 0.0)

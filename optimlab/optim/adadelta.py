@@ -63,9 +63,21 @@ class Adadelta(RuleOptimizer):
         *,
         maximize: bool = False,
         fast: bool | None = None,
+        fused: bool | None = None,
+        capturable: bool = False,
+        differentiable: bool = False,
     ) -> None:
         defaults = dict(lr=lr, rho=rho, eps=eps, weight_decay=weight_decay)
-        super().__init__(params, defaults, foreach=foreach, maximize=maximize, fast=fast)
+        super().__init__(
+            params,
+            defaults,
+            foreach=foreach,
+            maximize=maximize,
+            fast=fast,
+            fused=fused,
+            capturable=capturable,
+            differentiable=differentiable,
+        )
 
     def validate(self, group: dict[str, Any]) -> None:
         name = type(self).__name__

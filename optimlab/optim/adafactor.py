@@ -50,7 +50,7 @@ from torch import Tensor
 
 from ._base import RuleOptimizer, State
 from ._math import is_zero, where
-from ._validate import check_range
+from ._validate import check_pair, check_range
 
 _LOW_PRECISION = (torch.float16, torch.bfloat16)
 
@@ -151,6 +151,9 @@ class Adafactor(RuleOptimizer):
         foreach: bool | None = None,
         maximize: bool = False,
         fast: bool | None = None,
+        fused: bool | None = None,
+        capturable: bool = False,
+        differentiable: bool = False,
     ) -> None:
         defaults = dict(
             lr=lr,
@@ -163,7 +166,16 @@ class Adafactor(RuleOptimizer):
             relative_step=relative_step,
             warmup_init=warmup_init,
         )
-        super().__init__(params, defaults, foreach=foreach, maximize=maximize, fast=fast)
+        super().__init__(
+            params,
+            defaults,
+            foreach=foreach,
+            maximize=maximize,
+            fast=fast,
+            fused=fused,
+            capturable=capturable,
+            differentiable=differentiable,
+        )
 
     def validate(self, group: dict[str, Any]) -> None:
         name = type(self).__name__
@@ -179,11 +191,9 @@ class Adafactor(RuleOptimizer):
             raise ValueError(f"{name}: invalid warmup_init=True with relative_step=False: it needs relative_step=True")
         if lr is not None:
             check_range(name, "lr", lr, 0.0)
-        eps = group["eps"]
-        if not isinstance(eps, (tuple, list)) or len(eps) != 2:
-            raise ValueError(f"{name}: invalid eps={eps!r}: expected a pair (eps1, eps2)")
-        check_range(name, "eps[0]", eps[0], 0.0)
-        check_range(name, "eps[1]", eps[1], 0.0)
+        eps1, eps2 = check_pair(name, "eps", group["eps"], "(eps1, eps2)")
+        check_range(name, "eps[0]", eps1, 0.0)
+        check_range(name, "eps[1]", eps2, 0.0)
         check_range(name, "clip_threshold", group["clip_threshold"], 0.0, low_open=True)
         check_range(name, "decay_rate", group["decay_rate"], None, 0.0)
         if group["beta1"] is not None:

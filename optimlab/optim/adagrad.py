@@ -71,6 +71,9 @@ class Adagrad(RuleOptimizer):
         *,
         maximize: bool = False,
         fast: bool | None = None,
+        fused: bool | None = None,
+        capturable: bool = False,
+        differentiable: bool = False,
     ) -> None:
         defaults = dict(
             lr=lr,
@@ -79,7 +82,16 @@ class Adagrad(RuleOptimizer):
             initial_accumulator_value=initial_accumulator_value,
             eps=eps,
         )
-        super().__init__(params, defaults, foreach=foreach, maximize=maximize, fast=fast)
+        super().__init__(
+            params,
+            defaults,
+            foreach=foreach,
+            maximize=maximize,
+            fast=fast,
+            fused=fused,
+            capturable=capturable,
+            differentiable=differentiable,
+        )
 
     def validate(self, group: dict[str, Any]) -> None:
         name = type(self).__name__

@@ -95,6 +95,9 @@ class Adam(RuleOptimizer):
         foreach: bool | None = None,
         maximize: bool = False,
         fast: bool | None = None,
+        fused: bool | None = None,
+        capturable: bool = False,
+        differentiable: bool = False,
         decoupled_weight_decay: bool = False,
         amsgrad_corrected_max: bool = False,
         eps_inside_sqrt: bool = False,
@@ -109,7 +112,16 @@ class Adam(RuleOptimizer):
             amsgrad_corrected_max=amsgrad_corrected_max,
             eps_inside_sqrt=eps_inside_sqrt,
         )
-        super().__init__(params, defaults, foreach=foreach, maximize=maximize, fast=fast)
+        super().__init__(
+            params,
+            defaults,
+            foreach=foreach,
+            maximize=maximize,
+            fast=fast,
+            fused=fused,
+            capturable=capturable,
+            differentiable=differentiable,
+        )
 
     def validate(self, group: dict[str, Any]) -> None:
         name = type(self).__name__
@@ -135,6 +147,9 @@ class AdamW(Adam):
         foreach: bool | None = None,
         maximize: bool = False,
         fast: bool | None = None,
+        fused: bool | None = None,
+        capturable: bool = False,
+        differentiable: bool = False,
         amsgrad_corrected_max: bool = False,
         eps_inside_sqrt: bool = False,
     ) -> None:
@@ -148,6 +163,9 @@ class AdamW(Adam):
             foreach=foreach,
             maximize=maximize,
             fast=fast,
+            fused=fused,
+            capturable=capturable,
+            differentiable=differentiable,
             decoupled_weight_decay=True,
             amsgrad_corrected_max=amsgrad_corrected_max,
             eps_inside_sqrt=eps_inside_sqrt,

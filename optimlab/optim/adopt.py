@@ -49,7 +49,7 @@ from torch import Tensor
 
 from ._base import RuleOptimizer, State
 from ._math import is_zero, where
-from ._validate import check_adam_family
+from ._validate import check_adam_family, check_flag
 
 
 def quarter_power(updates: Any) -> Any:
@@ -118,8 +118,12 @@ class ADOPT(RuleOptimizer):
         foreach: bool | None = None,
         maximize: bool = False,
         fast: bool | None = None,
+        fused: bool | None = None,
+        capturable: bool = False,
+        differentiable: bool = False,
         original: bool = False,
     ) -> None:
+        check_flag("ADOPT", "original", original)  # before it decides what clip_lambda may be
         if clip_lambda is not None and not callable(clip_lambda):
             raise ValueError(
                 f"ADOPT: invalid clip_lambda={clip_lambda!r}: expected a function of the number of updates "
@@ -134,7 +138,16 @@ class ADOPT(RuleOptimizer):
         defaults = dict(
             lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, decouple=decouple, original=original
         )
-        super().__init__(params, defaults, foreach=foreach, maximize=maximize, fast=fast)
+        super().__init__(
+            params,
+            defaults,
+            foreach=foreach,
+            maximize=maximize,
+            fast=fast,
+            fused=fused,
+            capturable=capturable,
+            differentiable=differentiable,
+        )
 
     def validate(self, group: dict[str, Any]) -> None:
         check_adam_family(type(self).__name__, group)

@@ -50,7 +50,7 @@ from torch import Tensor
 
 from ._base import RuleOptimizer, State
 from ._math import is_zero
-from ._validate import check_range
+from ._validate import check_betas, check_range
 
 
 def lion(
@@ -94,16 +94,26 @@ class Lion(RuleOptimizer):
         foreach: bool | None = None,
         maximize: bool = False,
         fast: bool | None = None,
+        fused: bool | None = None,
+        capturable: bool = False,
+        differentiable: bool = False,
     ) -> None:
         defaults = dict(lr=lr, betas=betas, weight_decay=weight_decay)
-        super().__init__(params, defaults, foreach=foreach, maximize=maximize, fast=fast)
+        super().__init__(
+            params,
+            defaults,
+            foreach=foreach,
+            maximize=maximize,
+            fast=fast,
+            fused=fused,
+            capturable=capturable,
+            differentiable=differentiable,
+        )
 
     def validate(self, group: dict[str, Any]) -> None:
         name = type(self).__name__
         check_range(name, "lr", group["lr"], 0.0)
-        beta1, beta2 = group["betas"]
-        check_range(name, "betas[0]", beta1, 0.0, 1.0, high_open=True)
-        check_range(name, "betas[1]", beta2, 0.0, 1.0, high_open=True)
+        check_betas(name, group)
         check_range(name, "weight_decay", group["weight_decay"], 0.0)
 
     def init_state(self, param: Tensor, group: dict[str, Any]) -> State:

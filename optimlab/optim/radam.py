@@ -160,6 +160,9 @@ class RAdam(RuleOptimizer):
         foreach: bool | None = None,
         maximize: bool = False,
         fast: bool | None = None,
+        fused: bool | None = None,
+        capturable: bool = False,
+        differentiable: bool = False,
         degenerated_to_sgd: bool = True,
         inclusive_threshold: bool = False,
     ) -> None:
@@ -172,7 +175,16 @@ class RAdam(RuleOptimizer):
             degenerated_to_sgd=degenerated_to_sgd,
             inclusive_threshold=inclusive_threshold,
         )
-        super().__init__(params, defaults, foreach=foreach, maximize=maximize, fast=fast)
+        super().__init__(
+            params,
+            defaults,
+            foreach=foreach,
+            maximize=maximize,
+            fast=fast,
+            fused=fused,
+            capturable=capturable,
+            differentiable=differentiable,
+        )
 
     def validate(self, group: dict[str, Any]) -> None:
         name = type(self).__name__

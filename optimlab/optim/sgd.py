@@ -94,10 +94,22 @@ class SGD(RuleOptimizer):
         *,
         maximize: bool = False,
         fast: bool | None = None,
+        fused: bool | None = None,
+        capturable: bool = False,
+        differentiable: bool = False,
         foreach: bool | None = None,
     ) -> None:
         defaults = dict(lr=lr, momentum=momentum, dampening=dampening, weight_decay=weight_decay, nesterov=nesterov)
-        super().__init__(params, defaults, foreach=foreach, maximize=maximize, fast=fast)
+        super().__init__(
+            params,
+            defaults,
+            foreach=foreach,
+            maximize=maximize,
+            fast=fast,
+            fused=fused,
+            capturable=capturable,
+            differentiable=differentiable,
+        )
 
     def validate(self, group: dict[str, Any]) -> None:
         name = type(self).__name__

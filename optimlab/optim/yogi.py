@@ -43,7 +43,7 @@ from torch import Tensor
 
 from ._base import RuleOptimizer, State
 from ._math import is_zero
-from ._validate import check_range
+from ._validate import check_betas, check_range
 
 
 def yogi(
@@ -97,6 +97,9 @@ class Yogi(RuleOptimizer):
         foreach: bool | None = None,
         maximize: bool = False,
         fast: bool | None = None,
+        fused: bool | None = None,
+        capturable: bool = False,
+        differentiable: bool = False,
         zero_exp_avg: bool = False,
         bias_correction: bool = True,
         eps_before_bias_correction: bool = False,
@@ -113,14 +116,21 @@ class Yogi(RuleOptimizer):
             eps_before_bias_correction=eps_before_bias_correction,
             eps_root=eps_root,
         )
-        super().__init__(params, defaults, foreach=foreach, maximize=maximize, fast=fast)
+        super().__init__(
+            params,
+            defaults,
+            foreach=foreach,
+            maximize=maximize,
+            fast=fast,
+            fused=fused,
+            capturable=capturable,
+            differentiable=differentiable,
+        )
 
     def validate(self, group: dict[str, Any]) -> None:
         name = type(self).__name__
         check_range(name, "lr", group["lr"], 0.0)
-        beta1, beta2 = group["betas"]
-        check_range(name, "betas[0]", beta1, 0.0, 1.0, high_open=True)
-        check_range(name, "betas[1]", beta2, 0.0, 1.0, high_open=True)
+        check_betas(name, group)
         check_range(name, "eps", group["eps"], 0.0)
         # a negative v_0 has no square root
         check_range(name, "initial_accumulator", group["initial_accumulator"], 0.0)
