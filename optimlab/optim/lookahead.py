@@ -57,7 +57,7 @@ from torch import Tensor
 from . import _native
 from ._math import where
 from ._tensorlist import TensorList
-from ._validate import check_choice, check_int, check_range
+from ._validate import HyperparameterTypeError, check_choice, check_int, check_range, number
 
 PULLBACK_MODES = ("none", "reset", "pullback")
 #: the state keys of the inner optimizer's momentum, in the order they are looked for.
@@ -96,6 +96,11 @@ def _sync_rule(param: Any, grad: Any, state: dict[str, Any], step: Any, *, k: An
 def _validate(k: Any, alpha: Any, pullback_momentum: Any) -> None:
     check_int("Lookahead", "k", k, 1)
     check_range("Lookahead", "alpha", alpha, 0.0, 1.0, low_open=True)
+    if not isinstance(pullback_momentum, str):
+        raise HyperparameterTypeError(
+            f"Lookahead: invalid pullback_momentum={pullback_momentum!r}: expected one of "
+            f"{', '.join(map(repr, PULLBACK_MODES))}"
+        )
     check_choice("Lookahead", "pullback_momentum", pullback_momentum, PULLBACK_MODES)
 
 
@@ -120,8 +125,11 @@ class Lookahead(torch.optim.Optimizer):
     ``state`` holds Lookahead's own per-parameter state (``"slow_param"``, and ``"slow_momentum"``
     for ``"pullback"``); the inner optimizer's is ``optimizer.state``.  ``state_dict()`` is the
     inner optimizer's with a ``"lookahead"`` entry (hyperparameters, step count, slow state), so a
-    run resumed from it, in a fresh process into a fresh Lookahead, continues exactly.  Like every
-    optimizer of the library, Lookahead rejects sparse gradients (``RuntimeError``).
+    run resumed from it, in a fresh process into a fresh Lookahead, continues exactly.  A
+    Lookahead may wrap another (``Lookahead(Lookahead(Adam(...)), k=10)``): each keeps its own
+    slow weights and step count, the state dict holds both, and the pullback modes act on the
+    innermost optimizer's momentum.  Like every optimizer of the library, Lookahead rejects
+    sparse gradients (``RuntimeError``).
     """
 
     def __init__(
@@ -180,14 +188,22 @@ class Lookahead(torch.optim.Optimizer):
         """The inner optimizer's state dict plus ``"lookahead"``: k, alpha, pullback_momentum, step, state.
 
         The slow state is keyed by parameter index, numbered as in ``torch.optim`` state dicts.
+        Around another Lookahead, that one's entry is kept in this one's, as ``"inner"``.
         """
         index = {p: i for i, p in enumerate(self._params())}
         options = {key: self.defaults[key] for key in ("k", "alpha", "pullback_momentum")}
         lookahead = dict(options, step=self.step_count, state={index[p]: dict(s) for p, s in self.state.items()})
-        return {**self.optimizer.state_dict(), "lookahead": lookahead}
+        inner = self.optimizer.state_dict()
+        if "lookahead" in inner:
+            lookahead["inner"] = inner.pop("lookahead")
+        return {**inner, "lookahead": lookahead}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        """Restore the inner optimizer, the slow weights, the step count and the hyperparameters."""
+        """Restore the inner optimizer, the slow weights, the step count and the hyperparameters.
+
+        Everything is checked before anything changes: a checkpoint that fails leaves this
+        Lookahead and its inner optimizer as they were.
+        """
         if "lookahead" not in state_dict:
             raise ValueError(
                 "Lookahead: invalid state_dict: it has no 'lookahead' entry (slow weights and step count), so it was "
@@ -196,19 +212,32 @@ class Lookahead(torch.optim.Optimizer):
             )
         saved = state_dict["lookahead"]
         _validate(saved["k"], saved["alpha"], saved["pullback_momentum"])
+        check_int("Lookahead", "step", saved["step"], 0)
+        nested = isinstance(self.optimizer, Lookahead)
+        if nested != ("inner" in saved):
+            saved_by = "a Lookahead around a Lookahead" if "inner" in saved else "a Lookahead around an optimizer"
+            raise ValueError(
+                f"Lookahead: invalid state_dict: it was saved by {saved_by}, and this Lookahead wraps "
+                f"{type(self.optimizer).__name__}"
+            )
         params = self._params()
         unknown = sorted(i for i in saved["state"] if not 0 <= i < len(params))
         if unknown:
             raise ValueError(
-                f"Lookahead: invalid state_dict: slow state for parameter indices {unknown}, expected 0 to {len(params) - 1}"
+                f"Lookahead: invalid state_dict: slow state for parameter indices {unknown}, "
+                f"expected 0 to {len(params) - 1}"
             )
-        self.optimizer.load_state_dict({key: value for key, value in state_dict.items() if key != "lookahead"})
-        self.defaults.update(k=saved["k"], alpha=saved["alpha"], pullback_momentum=saved["pullback_momentum"])
-        self.step_count = int(saved["step"])
-        self.state = defaultdict(dict)
+        state: defaultdict[Tensor, dict[str, Tensor]] = defaultdict(dict)
         for i, tensors in saved["state"].items():
             p = params[i]
-            self.state[p] = {key: t.to(device=p.device, dtype=p.dtype).clone() for key, t in tensors.items()}
+            state[p] = {key: t.to(device=p.device, dtype=p.dtype).clone() for key, t in tensors.items()}
+        inner = {key: value for key, value in state_dict.items() if key != "lookahead"}
+        if nested:
+            inner["lookahead"] = saved["inner"]
+        self.optimizer.load_state_dict(inner)  # checks its own part before it changes anything
+        self.defaults.update(k=saved["k"], alpha=saved["alpha"], pullback_momentum=saved["pullback_momentum"])
+        self.step_count = int(saved["step"])
+        self.state = state
 
     # -- internals ------------------------------------------------------------------------------
     def _params(self) -> list[Tensor]:
@@ -252,7 +281,8 @@ class Lookahead(torch.optim.Optimizer):
                 self._sync_pairs(momenta, [self.state[p]["slow_momentum"] for p in params])
 
     def _sync_pairs(self, fast: list[Tensor], slow: list[Tensor]) -> None:
-        k, alpha = self.defaults["k"], self.defaults["alpha"]
+        # plain numbers (k and alpha may be NumPy scalars or a tensor alpha), as the optimizers' steps use
+        k, alpha = int(self.defaults["k"]), number("Lookahead", "alpha", self.defaults["alpha"])
         # natively, unless an inner group turned the native path off (fast=False)
         if all(group.get("fast") is not False for group in self.param_groups):
             states = [{"slow_param": s} for s in slow]
@@ -265,11 +295,14 @@ class Lookahead(torch.optim.Optimizer):
             slow_list.copy_(new_slow)
 
     def _momentum(self, p: Tensor, mode: str) -> Tensor:
-        inner = self.optimizer.state.get(p, {})
+        optimizer = self.optimizer
+        while isinstance(optimizer, Lookahead):  # the momentum is the innermost optimizer's
+            optimizer = optimizer.optimizer
+        inner = optimizer.state.get(p, {})
         for key in MOMENTUM_KEYS:
             if torch.is_tensor(inner.get(key)):
                 return inner[key]
         raise RuntimeError(
             f"Lookahead: pullback_momentum={mode!r} needs the inner optimizer's state to hold one of "
-            f"{', '.join(map(repr, MOMENTUM_KEYS))}; {type(self.optimizer).__name__}'s has {sorted(inner)}"
+            f"{', '.join(map(repr, MOMENTUM_KEYS))}; {type(optimizer).__name__}'s has {sorted(inner)}"
         )
