@@ -40,7 +40,6 @@ The statuses:
 from __future__ import annotations
 
 import functools
-import inspect
 import itertools
 import math
 import numbers
@@ -51,13 +50,12 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from . import spec
 from .optim._base import RuleOptimizer, State
 from .optim._validate import check_range
 from .optim.lookahead import Lookahead, lookahead_sync
 
 STATUSES = ("converged", "escaped", "diverged", "stuck", "moving")
-# Rule names that are one half of a constructor's pair: beta1 is betas[0], Adafactor's eps1 is eps[0].
-_PAIRS = {"betas": ("beta1", "beta2"), "eps": ("eps1", "eps2")}
 
 
 @dataclass
@@ -315,18 +313,14 @@ def concat(results: Sequence[SweepResult]) -> list[dict[str, Any]]:
 
 
 def _sweepable(optimizer: type[RuleOptimizer], options: dict[str, Any]) -> list[str]:
-    """The names a grid may vary: the rule's numeric keywords and the constructor's numeric options."""
+    """The names a grid may vary: numbers the constructor takes, under the rule's names where they
+    differ (``beta1`` for ``betas[0]``), the rule's own first."""
     opt = _unchecked(optimizer)([torch.zeros(2)], **options)
-    group = opt.param_groups[0]
-    numeric = [k for k, v in opt.rule_kwargs(group).items() if _is_number(v) or v is None]
-    numeric += [k for k in _constructor(optimizer) if k not in numeric and _is_number(group.get(k))]
-    return numeric
-
-
-@functools.cache
-def _constructor(optimizer: type[RuleOptimizer]) -> dict[str, inspect.Parameter]:
-    params = dict(inspect.signature(optimizer.__init__).parameters)
-    return {k: p for k, p in params.items() if k not in ("self", "params")}
+    group, rule_kwargs = opt.param_groups[0], opt.rule_kwargs(opt.param_groups[0])
+    ctor, components = spec.parameters(optimizer), spec.components(optimizer)
+    # None: a number that may also be left out (Adafactor's lr and beta1)
+    names = [k for k, v in rule_kwargs.items() if k in components or (k in ctor and (_is_number(v) or v is None))]
+    return names + [k for k in ctor if k not in names and _is_number(group.get(k))]
 
 
 @functools.cache
@@ -341,13 +335,16 @@ def _build(
 ) -> tuple[RuleOptimizer, dict[str, Any]]:
     """The class (without checks) and the param group of one grid combination, checked as the
     module docstring says."""
-    ctor = _constructor(optimizer)
     kwargs = dict(options)
-    for pair, (first, second) in _PAIRS.items():
-        if pair in ctor and (first in values or second in values) and first not in ctor:
-            a, b = kwargs.get(pair, ctor[pair].default)
-            kwargs[pair] = (values.get(first, a), values.get(second, b))
-    kwargs.update({k: v for k, v in values.items() if k in ctor})
+    components = spec.components(optimizer)  # beta1 is betas[0]; Adafactor's eps1 is eps[0]
+    for name, value in values.items():
+        if name in components:
+            pair, i = components[name]
+            both = list(kwargs.get(pair, spec.defaults(optimizer)[pair]))
+            both[i] = value
+            kwargs[pair] = tuple(both)
+        else:
+            kwargs[name] = value
     opt = _unchecked(optimizer)([torch.zeros(2, dtype=dtype)], **kwargs)
     group = opt.param_groups[0]
     try:
