@@ -16,7 +16,8 @@ configurations, and the title names the ones they share (switches that are off, 
 ``amsgrad=False`` or a zero weight decay, are left out of the title; the JSON has them all).
 
 A diverged configuration is drawn up to its last recorded point before the step at which it
-diverged and marked there with ✕; a configuration that never moved is labelled "stuck".
+diverged and marked there with ✕; a configuration that never moved is labelled "stuck"; one that
+left an unbounded surface's box downhill is labelled "escaped" with its step.
 """
 
 from __future__ import annotations
@@ -45,12 +46,24 @@ from matplotlib.ticker import Locator, LogLocator, MaxNLocator, NullLocator, Sym
 from .sweep import SweepResult
 from .tables import write_config, write_table
 
-__all__ = ["trajectories", "loss_curves", "heatmap", "animation", "HEATMAP_VALUES"]
+__all__ = [
+    "HEATMAP_VALUES",
+    "animation",
+    "check_heatmap",
+    "heatmap",
+    "heatmap_filename",
+    "loss_curves",
+    "small_multiples",
+    "trajectories",
+]
 
 Box = tuple[tuple[float, float], tuple[float, float]]
 
 #: The per-configuration numbers :func:`heatmap` can colour cells by (columns of ``summary_rows``).
-HEATMAP_VALUES = ("final_loss", "steps_to_target", "first_bad_step", "final_w1", "final_w2")
+HEATMAP_VALUES = ("final_loss", "steps_to_target", "steps_to_escape", "first_bad_step", "final_w1", "final_w2")
+#: Up to this many values per axis a heatmap prints every cell's number and ticks every grid value;
+#: beyond it a number per cell is too small to read, and the figure keeps a fixed size.
+HEATMAP_NUMBERS_UP_TO = 15
 
 # How hyperparameters are written in labels; names not listed are written as they are.
 _SYMBOLS = {
@@ -204,31 +217,29 @@ def heatmap(
     x, y:
         the swept hyperparameters on the horizontal and vertical axes.  An axis is logarithmic
         for ``lr``, ``eps`` and ``weight_decay``; other grids get the scale that spaces them
-        evenly (log for 1e-3, 1e-2, 1e-1; logit for ``beta2`` in 0.9, 0.99, 0.999; linear), or
-        one equal cell per value when none does (0, 0.5, 0.9, 0.99).  The ticks are the grid's
-        values.
+        evenly (log for a geometric grid such as 1e-3, 1e-2, 1e-1; logit for ``beta2`` in 0.9,
+        0.99, 0.999; linear), or one equal cell per value when none does (0, 0.5, 0.9, 0.99).
+        Up to :data:`HEATMAP_NUMBERS_UP_TO` values the ticks are the grid's values, to 3
+        significant digits (more only where 3 would print two values alike); beyond, round ticks
+        of the axis's scale.
     value:
         one of :data:`HEATMAP_VALUES` (the columns of ``summary_rows``).
     fixed:
         a value for every other hyperparameter (and ``start``) that the sweep varied, selecting
         the slice to show, e.g. ``{"beta1": 0.9}``.
 
-    Diverged cells are hatched red and show the step they diverged at, stuck cells hatched grey;
-    cells without a value (a target never reached) are pale grey.  Every cell prints its number,
-    with enough digits to tell apart the cells the colour scale tells apart.  The CSV has one
-    row per cell: the hyperparameters, the value coloured (empty where none), the text shown,
-    the cell's kind, the status and the step of divergence.
+    Diverged cells are hatched red (off the colour scale, named in the legend) and show the step
+    they diverged at, stuck cells hatched grey; cells without a value (a target never reached)
+    are pale grey.  With at most :data:`HEATMAP_NUMBERS_UP_TO` values per axis every cell prints
+    its number, with enough digits to tell apart the cells the colour scale tells apart, and the
+    figure grows with the grid; larger grids are drawn at a fixed 960 x 768 px without numbers.
+    The CSV has one row per cell: the hyperparameters, the value coloured (empty where none), the
+    text shown (empty when numbers are not printed), the cell's kind, the status and the step of
+    divergence.  Raises ``ValueError`` as :func:`check_heatmap` does.
     """
     if not isinstance(result, SweepResult):
         raise ValueError(f"heatmap: invalid result of type {type(result).__name__}: expected a SweepResult")
-    if value not in HEATMAP_VALUES:
-        raise ValueError(f"heatmap: invalid value={value!r}: expected one of {', '.join(HEATMAP_VALUES)}")
-    swept = [k for k in result.configs[0] if k != "start"]
-    for name, axis in (("x", x), ("y", y)):
-        if axis not in swept:
-            raise ValueError(f"heatmap: invalid {name}={axis!r}: expected a swept hyperparameter, one of {swept}")
-    if x == y:
-        raise ValueError(f"heatmap: invalid y={y!r}: expected a hyperparameter other than x={x!r}")
+    check_heatmap([k for k in result.configs[0] if k != "start"], x, y, value, result.target)
     cells = _select(result, x, y, dict(fixed or {}))
 
     xs = _unique([result.configs[c][x] for c in cells.values()])
@@ -240,7 +251,10 @@ def heatmap(
         if v is not None and result.status[c] not in ("diverged", "stuck"):
             grid[ys.index(yv), xs.index(xv)] = float(v)
 
-    fig = _figure((max(5.5, 2.6 + 0.95 * len(xs)), max(4.2, 2.4 + 0.55 * len(ys))))
+    numbers = max(len(xs), len(ys)) <= HEATMAP_NUMBERS_UP_TO
+    # A cell must hold "1.23e-5" at 8 pt when numbers are printed; otherwise colour alone does.
+    size = (max(5.5, 2.6 + 0.62 * len(xs)), max(4.2, 2.4 + 0.36 * len(ys))) if numbers else (8.0, 6.4)
+    fig = _figure(size)
     ax = fig.subplots()
     xscale, yscale = _axis_scale(x, xs), _axis_scale(y, ys)
     # Where each grid value sits on its axis: the value itself, or its index on a categorical axis.
@@ -275,22 +289,24 @@ def heatmap(
             ax.add_patch(Rectangle((x0, y0), x1 - x0, y1 - y0, lw=0, **_CELL_STYLES[kind]))
             color = "black"
         box = dict(boxstyle="round,pad=0.15", fc="white", ec="none", alpha=0.8) if kind != "value" else None
-        ax.text(xpos[xv], ypos[yv], text, ha="center", va="center", fontsize=fontsize, color=color, bbox=box)
+        if numbers:
+            ax.text(xpos[xv], ypos[yv], text, ha="center", va="center", fontsize=fontsize, color=color, bbox=box)
+        else:
+            text = ""
         table.append({
             x: xv, y: yv, **{k: v for k, v in _flat(result.configs[c]).items() if k not in (x, y)},
             value: None if math.isnan(grid[i, j]) else float(grid[i, j]), "shown": text, "cell": kind,
             "status": result.status[c], "first_bad_step": rows[c]["first_bad_step"],
         })
-    for axis, positions, name in ((ax.xaxis, xpos, x), (ax.yaxis, ypos, y)):
-        axis.set_ticks(list(positions.values()), [_fmt(v) for v in positions])
-        axis.set_minor_locator(NullLocator())
+    for axis, positions, name, scale in ((ax.xaxis, xpos, x, xscale), (ax.yaxis, ypos, y, yscale)):
+        _grid_ticks(axis, list(positions), list(positions.values()), scale)
         axis.set_label_text(_axis_label(name), fontsize=_FONT)
     ax.tick_params(labelsize=_FONT - 1)
-    if len(xs) > 5:
+    if len(ax.get_xticks()) > 5:
         ax.tick_params(axis="x", labelrotation=45)
 
     missing = "target not reached" if value == "steps_to_target" else "no value"
-    names = {"diverged": "diverged (✕ step)", "stuck": "stuck", "missing": missing}
+    names = {"diverged": "diverged (✕ step)" if numbers else "diverged", "stuck": "stuck", "missing": missing}
     used = {row["cell"] for row in table}
     handles = [Patch(**style, label=names[kind]) for kind, style in _CELL_STYLES.items() if kind in used]
     if handles:
@@ -302,6 +318,97 @@ def heatmap(
         options = dict(x=x, y=y, value=value, fixed=dict(fixed or {}), x_scale=xscale, y_scale=yscale)
         _save(fig, path, table, _config("heatmap", [result], None, options))
     return fig
+
+
+def small_multiples(
+    results: SweepResult | Sequence[SweepResult],
+    surface: Any,
+    path: str | os.PathLike[str] | None = None,
+    *,
+    columns: int | None = None,
+    bounds: Box | None = None,
+) -> Figure:
+    """One panel per result (one per optimizer, say) with shared axes: each path over the same
+    contour, instead of many paths crossing on one panel.
+
+    Panels are in the order given, titled with the line's label (what tells it from the others,
+    and its status: ✕ diverged at step n, escaped, converged, stuck); paths are drawn as in
+    :func:`trajectories` (ends beyond the view pinned to its edge).  ``columns`` defaults to
+    ceil(sqrt(n)), at most 5.  The CSV has one row per drawn point, as for :func:`trajectories`.
+    """
+    results = _as_list(results)
+    _check_same_surface(results, surface)
+    if columns is not None and (isinstance(columns, bool) or not isinstance(columns, int) or columns < 1):
+        raise ValueError(f"small_multiples: invalid columns={columns!r}: expected an integer >= 1")
+    lines = _lines(results)
+    box = _check_box("bounds", bounds) if bounds is not None else _check_box("surface.bounds", surface.bounds)
+    ncols = columns or min(5, math.ceil(math.sqrt(len(results))))
+    nrows = math.ceil(len(results) / ncols)
+    fig = _figure((2.7 * ncols + 1.2, 2.55 * nrows + 1.0), dpi=100)
+    axes = fig.subplots(nrows, ncols, sharex=True, sharey=True, squeeze=False)
+    contour = _contour_data(surface, box, levels=16)
+    cs = None
+    for i, (ax, result) in enumerate(zip(axes.flat, results)):
+        mine = [line for line in lines if line.result is result]
+        cs = _draw_contour(ax, contour)
+        for line in mine:
+            # every panel stands alone, so one strong colour reads better than the palette's light shades
+            _draw_path(ax, dataclasses.replace(line, color="#d1495b") if len(mine) == 1 else line, box)
+        _draw_landmarks(ax, surface, mine)
+        (x0, x1), (y0, y1) = box
+        ax.set_xlim(x0, x1)
+        ax.set_ylim(y0, y1)
+        ax.tick_params(labelsize=_FONT - 2)
+        title = "\n".join(line.label for line in mine) if len(mine) <= 2 else result.optimizer
+        diverged = all(line.status == "diverged" for line in mine)
+        ax.set_title(title, fontsize=_FONT - 1, color="#b2182b" if diverged else "black")
+        if diverged:
+            # its path may stop before the first recorded step: say so where the eye looks
+            ax.text(0.5, 0.5, "✕ diverged", transform=ax.transAxes, ha="center", va="center", fontsize=_FONT + 2,
+                    color="#b2182b", bbox=dict(boxstyle="round,pad=0.3", fc="white", ec="#b2182b", alpha=0.9), zorder=7)
+        if i % ncols == 0:
+            ax.set_ylabel("w2", fontsize=_FONT - 1)
+        if i >= len(results) - ncols:
+            ax.set_xlabel("w1", fontsize=_FONT - 1)
+            ax.xaxis.set_tick_params(labelbottom=True)
+    for ax in list(axes.flat)[len(results) :]:
+        ax.set_visible(False)
+    _colorbar(fig, axes, cs, shrink=0.6)
+    fig.suptitle(_title(lines, "one panel per run, shared axes"), fontsize=_FONT + 1)
+    handles = _landmark_handles(surface)
+    fig.legend(handles=handles, loc="outside lower center", ncol=2, fontsize=_FONT - 1, frameon=False)
+    if path is not None:
+        options = dict(bounds=box, columns=ncols)
+        _save(fig, path, _point_rows(lines), _config("small_multiples", results, surface, options))
+    return fig
+
+
+def check_heatmap(grid: Sequence[str], x: str, y: str, value: str = "final_loss", target: float | None = None) -> None:
+    """Raise ``ValueError`` unless :func:`heatmap` can draw ``value`` over ``x`` and ``y`` of a sweep
+    of these ``grid`` names and this ``target``.
+
+    Needs no result: a command calls it before the sweep runs, so a wrong request costs nothing.
+    ``steps_to_target`` needs a target (without one every cell would be empty).
+    """
+    if value not in HEATMAP_VALUES:
+        raise ValueError(f"heatmap: invalid value={value!r}: expected one of {', '.join(HEATMAP_VALUES)}")
+    swept = list(grid)
+    for name, axis in (("x", x), ("y", y)):
+        if axis not in swept:
+            raise ValueError(f"heatmap: invalid {name}={axis!r}: expected a swept hyperparameter, one of {swept}")
+    if x == y:
+        raise ValueError(f"heatmap: invalid y={y!r}: expected a hyperparameter other than x={x!r}")
+    if value == "steps_to_target" and target is None:
+        raise ValueError(
+            "heatmap: invalid value='steps_to_target' without a target: give the loss that counts as arrived "
+            "(sweep(..., target=...), --target)"
+        )
+
+
+def heatmap_filename(x: str, y: str, value: str | None = None) -> str:
+    """``heatmap-X-Y[-VALUE].png``: the axes in the order asked (x first), then the value if given."""
+    parts = ["heatmap", x, y] + ([value.replace("_", "-")] if value else [])
+    return "-".join(parts) + ".png"
 
 
 def animation(
@@ -406,6 +513,12 @@ class _Line:
         return step if step >= 0 else None
 
     @property
+    def first_escape_step(self) -> int | None:
+        steps = self.result.first_escape_step
+        step = -1 if steps is None else int(steps[self.index])
+        return step if step >= 0 else None
+
+    @property
     def steps(self) -> np.ndarray:
         return self._drawn[0]
 
@@ -476,6 +589,8 @@ def _lines(results: list[SweepResult]) -> list[_Line]:
         label = _label(line.params, varying)
         if line.status == "diverged":
             label += f" — ✕ diverged at step {line.first_bad_step}"
+        elif line.status == "escaped":
+            label += f" — escaped at step {line.first_escape_step}"
         elif line.status in ("stuck", "converged"):
             label += f" — {line.status}"
         line.label, line.color = label, color
@@ -569,13 +684,14 @@ def _palette(n: int) -> list[Any]:
 
 
 def _fmt(value: Any) -> str:
-    """A hyperparameter as typed: ``0.005``, ``1e-8``, ``0.999``, ``3``."""
+    """A hyperparameter as typed when that is short (``0.005``, ``1e-8``, ``0.9995``, ``3``), else to 3
+    significant digits (a log-grid value 0.000120679 reads ``0.000121``)."""
     if isinstance(value, (bool, str)):
         return str(value)
     value = float(value)
     if value.is_integer() and abs(value) < 1e6:
         return str(int(value))
-    text = repr(value) if len(repr(value)) <= 9 else f"{value:.6g}"
+    text = repr(value) if len(repr(value)) <= 6 else f"{value:.3g}"
     return re.sub(r"e\+?(-?)0*(\d)", r"e\1\2", text)
 
 
@@ -621,6 +737,20 @@ def _figure(size: tuple[float, float], dpi: int = 120) -> Figure:
 
 
 def _draw_surface(fig: Figure, ax: Axes, surface: Any, box: Box, levels: int = 24) -> None:
+    _colorbar(fig, ax, _draw_contour(ax, _contour_data(surface, box, levels)))
+
+
+@dataclass
+class _Contour:
+    X: np.ndarray
+    Y: np.ndarray
+    Z: np.ndarray
+    levels: Any
+    norm: colors.Normalize
+
+
+def _contour_data(surface: Any, box: Box, levels: int) -> _Contour:
+    """The surface on a 240 x 240 grid of ``box`` with its contour levels (computed once, drawn on any axes)."""
     (x0, x1), (y0, y1) = box
     n = 240
     X, Y = np.meshgrid(np.linspace(x0, x1, n), np.linspace(y0, y1, n))
@@ -635,9 +765,18 @@ def _draw_surface(fig: Figure, ax: Axes, surface: Any, box: Box, levels: int = 2
         bounds = norm.inverse(np.linspace(0, 1, levels))
     else:
         bounds = np.linspace(finite.min(), finite.max(), levels) if np.ptp(finite) > 0 else levels
-    cs = ax.contourf(X, Y, Z, levels=bounds, cmap=_CONTOUR_CMAP, norm=norm, extend="neither", zorder=0)
-    ax.contour(X, Y, Z, levels=cs.levels, colors="white", linewidths=0.3, alpha=0.5, zorder=1)
-    bar = fig.colorbar(cs, ax=ax, shrink=0.9, pad=0.02, ticks=_ticks(norm))
+    return _Contour(X, Y, Z, bounds, norm)
+
+
+def _draw_contour(ax: Axes, data: _Contour) -> Any:
+    style = dict(cmap=_CONTOUR_CMAP, norm=data.norm, extend="neither", zorder=0)
+    cs = ax.contourf(data.X, data.Y, data.Z, levels=data.levels, **style)
+    ax.contour(data.X, data.Y, data.Z, levels=cs.levels, colors="white", linewidths=0.3, alpha=0.5, zorder=1)
+    return cs
+
+
+def _colorbar(fig: Figure, ax: Any, cs: Any, shrink: float = 0.9) -> None:
+    bar = fig.colorbar(cs, ax=ax, shrink=shrink, pad=0.02, ticks=_ticks(cs.norm))
     bar.set_label("f(w)", fontsize=_FONT)
     bar.ax.tick_params(labelsize=_FONT - 2)
 
@@ -814,7 +953,7 @@ def _axis_scale(name: str, values: list[Any]) -> str:
     """
     v = np.asarray(values, dtype=float)
     positive = len(v) > 1 and v.min() > 0
-    if positive and (name in _LOG_NAMES or (v.max() / v.min() >= 20 and _even(np.log10(v)))):
+    if positive and (name in _LOG_NAMES or (_even(np.log10(v)) and (v.max() / v.min() >= 20 or not _even(v)))):
         return "log"
     if positive and len(v) > 2 and v.max() < 1 and (1 - v.min()) / (1 - v.max()) >= 20 and _even(np.log(v / (1 - v))):
         return "logit"
@@ -825,6 +964,27 @@ def _even(t: np.ndarray) -> bool:
     """Whether sorted values are roughly evenly spaced (no gap more than twice another)."""
     gaps = np.diff(t)
     return len(t) <= 2 or gaps.max() <= 2 * gaps.min()
+
+
+def _grid_ticks(axis: Any, values: list[Any], positions: list[float], scale: str) -> None:
+    """Ticks of a heatmap axis: every grid value up to :data:`HEATMAP_NUMBERS_UP_TO` of them, else
+    the scale's own round ticks (a categorical axis labels every k-th value)."""
+    if len(values) <= HEATMAP_NUMBERS_UP_TO:
+        axis.set_ticks(positions, _tick_labels(values))
+        axis.set_minor_locator(NullLocator())
+    elif scale == "categorical":
+        every = math.ceil(len(values) / 10)
+        axis.set_ticks(positions[::every], _tick_labels(values)[::every])
+        axis.set_minor_locator(NullLocator())
+
+
+def _tick_labels(values: list[Any]) -> list[str]:
+    """3 significant digits, or as few more as keep the labels of distinct values distinct."""
+    for digits in range(3, 10):
+        labels = [_fmt_value(float(v), digits) for v in values]
+        if len(set(labels)) == len(labels):
+            return labels
+    return [_fmt(v) for v in values]
 
 
 def _positions(values: list[Any], scale: str) -> list[float]:

@@ -303,3 +303,111 @@ def test_write_config_is_deterministic_json_with_exact_floats(tmp_path):
     assert write_config(dict(reversed(config.items())), tmp_path / "d.json").read_text() == text
     with pytest.raises(ValueError, match=r"config\['bad'\]"):
         write_config({"bad": object()}, tmp_path / "e.json")
+
+
+# --- figures for people (issue 10): readable heatmaps, small multiples, errors before the sweep -------
+
+
+def _png_size(path: Path) -> tuple[int, int]:
+    with Image.open(path) as im:
+        return im.size
+
+
+@pytest.fixture(scope="module")
+def big():
+    """A 50 x 50 grid on a log lr axis, the size that used to give a 6012 x 3588 px heatmap."""
+    lrs = np.geomspace(1e-4, 1e-1, 50).tolist()
+    return sweep(SURFACE, Adam, {"lr": lrs, "beta1": np.linspace(0, 0.99, 50).tolist()}, steps=20, record_every=20)
+
+
+def test_a_large_heatmap_is_readable_colour_without_a_number_per_cell(big, tmp_path):
+    fig = figures.heatmap(big, "lr", "beta1", path=tmp_path / "h.png")
+    width, height = _png_size(tmp_path / "h.png")
+    assert width <= 1000 and height <= 800
+    ax = fig.axes[0]
+    assert len(ax.texts) == 0  # 2,500 numbers would be unreadable
+    assert ax.get_xscale() == "log"
+    # round ticks of each axis's scale (powers of ten; tenths), not the 50 raw grid values
+    (x0, x1), (y0, y1) = ax.get_xlim(), ax.get_ylim()
+    xticks = [v for v in ax.get_xticks() if x0 <= v <= x1]
+    yticks = [v for v in ax.get_yticks() if y0 <= v <= y1]
+    assert 3 <= len(xticks) <= 10 and all(float(np.log10(v)).is_integer() for v in xticks), xticks
+    assert 3 <= len(yticks) <= 10 and all(abs(v * 10 - round(v * 10)) < 1e-9 for v in yticks), yticks
+    rows = read_csv(tmp_path / "h.csv")
+    assert len(rows) == 2500 and {r["shown"] for r in rows} == {""}
+    assert all(float(r["final_loss"]) == s["final_loss"] for r, s in zip(rows, _by_cell(big, rows)))
+
+
+def _by_cell(result, rows):
+    summary = {(s["lr"], s["beta1"]): s for s in result.summary_rows()}
+    return [summary[(float(r["lr"]), float(r["beta1"]))] for r in rows]
+
+
+def test_small_heatmaps_print_numbers_and_ticks_to_three_significant_digits(tmp_path):
+    lrs = np.geomspace(1e-4, 1e-3, 4).tolist()  # 0.0001, 0.000215443..., 0.000464158..., 0.001
+    r = sweep(SURFACE, Adam, {"lr": lrs, "beta2": [0.999, 0.9995, 0.9999]}, steps=10, record_every=10)
+    fig = figures.heatmap(r, "lr", "beta2", path=tmp_path / "s.png")
+    ax = fig.axes[0]
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["0.0001", "0.000215", "0.000464", "0.001"]
+    # 3 digits would print 0.9995 and 0.9999 both as "1": one more digit keeps them apart
+    assert [t.get_text() for t in ax.get_yticklabels()] == ["0.999", "0.9995", "0.9999"]
+    assert len(ax.texts) == 12
+    assert _png_size(tmp_path / "s.png")[0] < 1000
+
+
+@pytest.mark.parametrize(
+    ("name", "values"),
+    [("gamma", np.geomspace(0.01, 0.1, 50).tolist()), ("beta1", np.geomspace(0.01, 0.1, 6).tolist())],
+)
+def test_a_log_grid_gets_a_log_axis_even_over_less_than_a_decade_and_a_half(name, values):
+    assert figures._axis_scale(name, values) == "log"
+
+
+def test_diverged_cells_sit_off_the_colour_scale_in_a_labelled_style(result, tmp_path):
+    fig = figures.heatmap(result, "lr", "beta1", fixed={"start": START}, path=tmp_path / "d.png")
+    rows = read_csv(tmp_path / "d.csv")
+    diverged = [r for r in rows if r["status"] == "diverged"]
+    assert diverged and all(r["cell"] == "diverged" and r["final_loss"] == "" for r in diverged)
+    mesh = fig.axes[0].collections[0]
+    colour_bar = fig.axes[1]
+    finite = [float(r["final_loss"]) for r in rows if r["cell"] == "value"]
+    low, high = sorted(colour_bar.get_ylim())
+    assert low <= min(finite) and max(finite) <= high  # the scale spans the finite values only
+    assert mesh.get_array().mask.sum() == len(rows) - len(finite)
+    assert "diverged (✕ step)" in legend_texts(fig)
+
+
+def test_steps_to_target_without_a_target_is_an_error_before_anything_runs(result):
+    with pytest.raises(ValueError, match="steps_to_target' without a target"):
+        figures.check_heatmap(["lr", "beta1"], "lr", "beta1", "steps_to_target", target=None)
+    figures.check_heatmap(["lr", "beta1"], "lr", "beta1", "steps_to_target", target=-5.0)
+    with pytest.raises(ValueError, match="invalid x='eps'"):
+        figures.check_heatmap(["lr", "beta1"], "eps", "beta1")
+    untargeted = sweep(SURFACE, Adam, {"lr": [0.01, 0.1], "beta1": [0.5, 0.9]}, steps=5, record_every=5)
+    with pytest.raises(ValueError, match="without a target"):
+        figures.heatmap(untargeted, "lr", "beta1", "steps_to_target")
+
+
+def test_heatmap_file_names_keep_the_order_asked():
+    assert figures.heatmap_filename("beta1", "eps") == "heatmap-beta1-eps.png"
+    assert figures.heatmap_filename("eps", "beta1", "steps_to_target") == "heatmap-eps-beta1-steps-to-target.png"
+
+
+def test_small_multiples_give_each_optimizer_its_own_panel_on_shared_axes(tmp_path):
+    from optimlab.optim import SGD, Adagrad, RMSprop
+
+    runs = []
+    for cls, lr in ((Adam, 0.05), (SGD, 0.01), (RMSprop, 0.01), (Adagrad, 0.1), (SGD, 3.0)):
+        r = sweep(SURFACE, cls, {"lr": [lr]}, steps=30, record_every=5, divergence_radius=6.0)
+        runs.append(r)
+    fig = figures.small_multiples(runs, SURFACE, tmp_path / "m.png")
+    panels = [ax for ax in fig.axes if ax.get_visible() and ax.get_label() != "<colorbar>" and ax.get_title()]
+    assert len(panels) == len(runs)
+    assert {ax.get_xlim() for ax in panels} == {(-4.0, 4.0)} and {ax.get_ylim() for ax in panels} == {(-4.0, 4.0)}
+    titles = [ax.get_title() for ax in panels]
+    assert titles[0].startswith("Adam, lr=0.05") and titles[1].startswith("SGD, lr=0.01")
+    assert runs[-1].status == ["diverged"] and "✕ diverged at step" in titles[-1]
+    assert all("diverged" not in t for t in titles[:-1])
+    rows, config = outputs(tmp_path / "m.png")
+    assert {r["optimizer"] for r in rows} == {"Adam", "SGD", "RMSprop", "Adagrad"}
+    assert config["figure"] == "small_multiples" and len(config["runs"]) == len(runs)
