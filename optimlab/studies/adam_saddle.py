@@ -39,6 +39,9 @@ GRID = {
     "eps": [0.0] + [float(f"1e{e}") for e in range(-8, 1)],
 }
 
+#: (x, y, the slice of the third name) of each heatmap over the whole grid
+HEATMAPS = [("beta1", "beta2", {"eps": 1e-8}), ("eps", "beta1", {"beta2": 0.999}), ("eps", "beta2", {"beta1": 0.9})]
+
 
 @dataclass
 class StudyOutput:
@@ -74,9 +77,9 @@ def run(out_dir: str | Path, *, heatmaps: bool = True, animate: bool = True, log
         full = _sweep(surface, GRID, target=0.0)
         tables.write_table(full.summary_rows(), out / "grid.csv")
         files.append(out / "grid.csv")
-        for x, y, fixed in [("beta1", "beta2", {"eps": 1e-8}), ("eps", "beta1", {"beta2": 0.999}), ("eps", "beta2", {"beta1": 0.9})]:
+        for x, y, fixed in HEATMAPS:
             for value in ("final_loss", "steps_to_target"):
-                path = out / f"heatmap-{y}-{x}-{value.replace('_', '-')}.png"
+                path = out / figures.heatmap_filename(x, y, value)
                 figures.heatmap(full, x, y, value, fixed=fixed, path=path)
                 files.append(path)
 
@@ -177,8 +180,9 @@ def _grid_notes(full: SweepResult) -> list[str]:
         "",
         f"{n} configurations: beta1 in {_span(full, 'beta1')}, beta2 in {_span(full, 'beta2')}, eps in {_span(full, 'eps')}.",
         "",
-        "![beta1 x beta2](heatmap-beta2-beta1-final-loss.png) ![eps x beta1](heatmap-beta1-eps-final-loss.png) "
-        "![eps x beta2](heatmap-beta2-eps-final-loss.png)",
+        " ".join(
+            f"![{x} x {y}]({figures.heatmap_filename(x, y, 'final_loss')})" for x, y, _ in HEATMAPS
+        ),
         "",
         f"- Diverged: {len(diverged)} of {n}; {at_edges} of them have beta1 = 1 or beta2 = 1 (the 0/0 bias corrections above).",
         f"- The defaults (0.9, 0.999, 1e-8) end at loss {default['final_loss']:.4g}: rank {rank} of {len(finite)} finite configurations.",

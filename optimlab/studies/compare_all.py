@@ -6,6 +6,12 @@ counting as +inf) measured over exactly the steps that are plotted, the same sta
 gradient clipping.  Optimizers whose step size is not ``lr`` alone are tuned on their ``lr`` all the
 same; Adafactor's default (``relative_step=True``) ignores ``lr``, so its tuned runs set
 ``relative_step=False`` (said in the summary).
+
+On a surface without a lower bound (the saddle) the final loss only measures how far a run
+travelled downhill, and a larger learning rate always travels further: ranking by it, or tuning
+the learning rate on it, would crown whoever got the largest step.  There the study runs every
+optimizer at its defaults, reports each one's status and the step at which it escaped the
+plotting box, and says that it ranks nothing.
 """
 
 from __future__ import annotations
@@ -49,6 +55,8 @@ def run(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     surf = surfaces.get(surface)
+    if not surf.bounded_below:
+        return _run_unbounded(out, surf, steps, animate, log)
     lrs = [float(x) for x in np.geomspace(*LR_RANGE, lr_trials)]
     target = None if surf.min_value is None else surf.min_value + 1e-3
     default_runs: list[SweepResult] = []
@@ -74,9 +82,7 @@ def run(
     tables.write_table(rows, out / "lr-search.csv")
     files = [out / "lr-search.csv"]
     for name, runs in (("defaults", default_runs), ("tuned", tuned_runs)):
-        figures.trajectories(runs, surf, out / f"{name}-paths.png")
-        figures.loss_curves(runs, out / f"{name}-loss.png")
-        files += [out / f"{name}-paths.png", out / f"{name}-loss.png"]
+        files += _figures(out, name, runs, surf)
     if animate:
         figures.animation(tuned_runs, surf, out / "tuned-paths.gif")
         files.append(out / "tuned-paths.gif")
@@ -84,6 +90,62 @@ def run(
     (out / "summary.md").write_text(summary)
     files.append(out / "summary.md")
     return StudyOutput(out, files, summary)
+
+
+def _figures(out: Path, name: str, runs: list[SweepResult], surf: Any) -> list[Path]:
+    """One panel per optimizer (shared axes) for the paths, one plot for the loss curves."""
+    figures.small_multiples(runs, surf, out / f"{name}-paths.png")
+    figures.loss_curves(runs, out / f"{name}-loss.png")
+    return [out / f"{name}-paths.png", out / f"{name}-loss.png"]
+
+
+def _run_unbounded(out: Path, surf: Any, steps: int, animate: bool, log: Callable[[str], None]) -> StudyOutput:
+    """Every optimizer at its defaults, unranked (module docstring)."""
+    log(f"{surf.name} has no lower bound: running every optimizer at its defaults, without tuning or ranking")
+    runs = []
+    for label, cls, opts, la in entries():
+        r = sweep(surf, cls, options=opts, steps=steps, lookahead=la)
+        r.optimizer = label
+        runs.append(r)
+    files = _figures(out, "defaults", runs, surf)
+    if animate:
+        figures.animation(runs, surf, out / "defaults-paths.gif")
+        files.append(out / "defaults-paths.gif")
+    rows = [row for r in runs for row in r.summary_rows()]
+    tables.write_table(rows, out / "defaults.csv")
+    files.append(out / "defaults.csv")
+    summary = _summary_unbounded(surf, steps, runs)
+    (out / "summary.md").write_text(summary)
+    files.append(out / "summary.md")
+    return StudyOutput(out, files, summary)
+
+
+def _summary_unbounded(surf: Any, steps: int, runs: list[SweepResult]) -> str:
+    (x0, x1), (y0, y1) = surf.bounds
+    lines = [
+        f"# Every optimizer on {surf.name}, at its defaults: not ranked",
+        "",
+        f"Surface: {surf.description}. Start {tuple(surf.start)}, {steps} steps, no gradient clipping.",
+        "",
+        f"**No ranking.** {surf.name} has no lower bound: the final loss only measures how far a run went down the "
+        "unbounded direction, and a larger learning rate always goes further, so ranking by it (or tuning the "
+        "learning rate on it) would crown the largest step. Each optimizer runs at its own defaults "
+        f"(Lookahead wraps Adam with k={LOOKAHEAD['k']}, alpha={LOOKAHEAD['alpha']}); 'escaped' means the run left "
+        f"the box [{x0:g}, {x1:g}] x [{y0:g}, {y1:g}] downhill, at the step given.",
+        "",
+        "![defaults](defaults-paths.png)",
+        "",
+        "![loss](defaults-loss.png)",
+        "",
+        "| optimizer | status | escaped at step | final loss |",
+        "|---|---|---|---|",
+    ]
+    for r in runs:
+        row = r.summary_rows()[0]
+        escape = row["steps_to_escape"]
+        escaped = "-" if escape is None else escape
+        lines.append(f"| {r.optimizer} | {row['status']} | {escaped} | {row['final_loss']:.4g} |")
+    return "\n".join(lines + [""])
 
 
 def _objective(r: SweepResult, c: int) -> float:
