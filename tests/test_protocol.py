@@ -283,6 +283,122 @@ def test_an_absurd_house_price_error_counts_as_divergence(tmp_path: Path) -> Non
 
 
 # ---------------------------------------------------------------------------------------------
+# Tuning tunes what is free, labels say what ran, failures and a second process (issue 10, "Why" 1, 3, 6)
+# ---------------------------------------------------------------------------------------------
+
+
+def _lab(capsys: pytest.CaptureFixture[str], argv: list[str]) -> list[str]:
+    from optimlab.cli import main
+
+    assert main([*argv, "--budget", "smoke"]) == 0
+    return [line for line in capsys.readouterr().err.splitlines() if "/s]" not in line and "/s," not in line]
+
+
+def _stored(path: Path) -> list[dict[str, Any]]:
+    with Store(path) as store:
+        return store.runs()
+
+
+def test_a_fixed_lr_is_never_tuned_and_the_label_says_what_ran(tmp_path: Path, capsys: pytest.CaptureFixture[str]):
+    path = tmp_path / "lab.sqlite"
+    argv = ["tune", "--task", "airfoil-linreg", "--opt", "Adam(lr=0.01)", "--opt", "Adam", "--trials", "2"]
+    argv += ["--seeds", "2"]
+    lines = _lab(capsys, [*argv, "--store", str(path)])
+    assert "Adam(lr=0.01): nothing to tune; fixed by the spec: lr" in lines
+    runs = _stored(path)
+    fixed = [r for r in runs if r["config"]["hyperparameters"]["lr"] == 0.01]
+    assert sorted(r["config"]["seed"] for r in fixed) == [1, 2]  # its two seeds and no trial
+    tuned = [r for r in runs if r["config"]["hyperparameters"]["lr"] != 0.01]
+    assert sorted(r["config"]["seed"] for r in tuned) == [0, 0, 1, 2]  # Adam: two trials, then its two seeds
+    chosen = tuned[-1]["config"]["hyperparameters"]["lr"]
+    rows = [line.strip() for line in lines if line.startswith("  Adam(")]
+    assert rows[0].startswith("Adam(lr=0.01) ") and rows[1].startswith(f"Adam(lr={chosen:.3g}*) ")
+
+
+def test_space_tunes_beta2_and_a_wrapped_lr_but_never_what_the_spec_fixes(tmp_path: Path) -> None:
+    with Store(tmp_path / "lab.sqlite") as store:
+        result = tune(
+            "airfoil-linreg", ["Adam(beta1=0.5)", "Lookahead(Adam(beta2=0.99), k=3)"], "smoke", trials=3,
+            store=store, extra_space={"beta2": ("lin", 0.9, 0.999)}, progress=False,
+        )  # fmt: skip
+        runs = store.runs()
+    adam, look = result["Adam(beta1=0.5)"], result["Lookahead(Adam(beta2=0.99), k=3)"]
+    assert (adam.free, adam.fixed) == (("lr", "beta2"), ())
+    betas = [r["config"]["hyperparameters"]["betas"] for r in runs if r["config"]["optimizer"] == "optimlab.Adam"]
+    assert len(betas) == 3 and len({b[1] for b in betas}) == 3
+    assert all(b[0] == 0.5 and 0.9 <= b[1] <= 0.999 for b in betas)
+    assert (look.free, look.fixed) == (("lr",), ("beta2",))  # the inner Adam's lr; its beta2 stays 0.99
+    configs = [r["config"] for r in runs if r["config"]["optimizer"] == "optimlab.Lookahead"]
+    inner = [c["hyperparameters"]["optimizer"]["hyperparameters"] for c in configs]
+    assert [h["betas"] for h in inner] == [[0.9, 0.99]] * 3 and len({h["lr"] for h in inner}) == 3
+    assert r"k=3" in look.label and "*" in look.label and "0.99)" in look.label
+    # SGD has no beta2: a name an optimizer lacks is an error, before anything runs
+    with pytest.raises(ValueError, match=r"tune: SGD cannot tune 'beta2'.*SGD has no hyperparameter 'beta2'"):
+        tune("airfoil-linreg", ["SGD"], "smoke", trials=1, extra_space={"beta2": ("lin", 0.9, 0.999)}, progress=False)
+    with pytest.raises(ValueError, match=r"a pair is not one value; tune its components beta1 and beta2"):
+        tune("airfoil-linreg", ["Adam"], "smoke", trials=1, extra_space={"betas": [0.9, 0.99]}, progress=False)
+
+
+def test_every_spelling_runs_in_run_and_tune(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    store = ["--store", str(tmp_path / "lab.sqlite")]
+    lines = _lab(capsys, ["run", "--task", "airfoil-linreg", "--opt", "torch.Adam(lr=0.01)", "--opt", "Adam(beta1=0.5)",
+                          "--opt", "Lookahead(Adam(lr=0.01), k=3)", "--seeds", "2", *store])  # fmt: skip
+    rows = [line.strip().split("  ")[0] for line in lines if line.startswith("  ")]
+    assert rows == ["torch.Adam(lr=0.01)", "Adam(lr=0.001, betas=(0.5, 0.999))", "Lookahead(Adam(lr=0.01), k=3)"]
+    lines = _lab(capsys, ["tune", "--task", "airfoil-linreg", "--opt", "Lookahead(Adam, k=3)",
+                          "--space", "optimizer.beta1=lin:0.5:0.9", "--trials", "2", "--seeds", "2",
+                          *store])  # fmt: skip
+    said = [line for line in lines if line.startswith("Lookahead(Adam(lr=")]
+    assert len(said) == 1 and "tuned lr, optimizer.beta1 over 2 trials" in said[0]
+
+
+def test_a_failed_trial_is_recorded_and_tuning_goes_on(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    train = _CountingTrain()
+
+    def second_fails(*args: Any, **kwargs: Any) -> Any:
+        if train.calls == 1:
+            train.calls += 1
+            raise RuntimeError("out of memory (simulated)")
+        return train(*args, **kwargs)
+
+    monkeypatch.setattr(runner, "_train", second_fails)
+    with Store(tmp_path / "lab.sqlite") as store:
+        result = tune("airfoil-linreg", ["Adam"], "smoke", trials=3, store=store, progress=False)["Adam"]
+        statuses = sorted(r["status"] for r in store.runs())
+    assert [t.status for t in result.trials] == ["finished", "failed", "finished"]
+    assert math.isnan(result.trials[1].value) and "out of memory (simulated)" in result.trials[1].error
+    assert result.value == min(result.trials[0].value, result.trials[2].value)
+    assert statuses == ["failed", "finished", "finished"]
+    assert "1 failed" in result.describe()
+    # without a store, an invalid suggested value (beta2 = 1 is refused by Adam) is a failed trial too
+    space = {"beta2": [0.99, 1.0]}
+    result = tune("airfoil-linreg", ["Adam"], "smoke", trials=4, extra_space=space, progress=False)["Adam"]
+    by_beta2 = {b: {t.status for t in result.trials if t.suggested["beta2"] == b} for b in (0.99, 1.0)}
+    assert by_beta2 == {0.99: {"finished"}, 1.0: {"failed"}} and result.spec.hyperparameters["betas"] == (0.9, 0.99)
+    # every trial failing is an error naming the arm and the last error
+    with pytest.raises(RuntimeError, match=r"every trial of Adam failed; the last: .*invalid betas\[1\]=1"):
+        tune("airfoil-linreg", ["Adam"], "smoke", trials=2, extra_space={"beta2": [1.0]}, progress=False)
+
+
+def test_two_identical_tune_commands_share_one_store(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    path = tmp_path / "lab.sqlite"
+    argv = [sys.executable, "-m", "optimlab", "tune", "--task", "airfoil-linreg", "--opt", "Adam", "--opt", "Momentum",
+            "--trials", "3", "--seeds", "2", "--budget", "smoke", "--store", str(path)]  # fmt: skip
+    env = {**os.environ, "OPTIMLAB_DATA_DIR": str(DATA)}
+    pipe = subprocess.PIPE
+    processes = [subprocess.Popen(argv, env=env, stdout=pipe, stderr=pipe, text=True) for _ in "ab"]
+    outputs = [p.communicate(timeout=600) for p in processes]
+    assert [p.returncode for p in processes] == [0, 0], [err[-2000:] for _, err in outputs]
+    runs = _stored(path)
+    assert len(runs) == 2 * (3 + 2) and all(r["status"] == "finished" and r["attempt"] == 1 for r in runs)
+    verdicts = [err.strip().splitlines()[-1] for _, err in outputs]
+    assert verdicts[0] == verdicts[1]  # both read the same results
+
+
+# ---------------------------------------------------------------------------------------------
 # The slower tasks
 # ---------------------------------------------------------------------------------------------
 
