@@ -381,7 +381,8 @@ def _plan(a: Arm, space: Mapping[str, Any]) -> tuple[tuple[str, ...], tuple[str,
     """``(free, fixed)``: the names of ``space`` that ``a`` tunes, and those its spec fixes.
 
     Raises:
-        ValueError: a name of ``extra_space`` that ``a``'s optimizer does not have.
+        ValueError: a name of ``extra_space`` that ``a``'s optimizer does not have, or free values that
+            its class refuses at the middle of their ranges (Adafactor's lr with ``relative_step=True``).
     """
     free, fixed = [], []
     for name in space:
@@ -390,7 +391,24 @@ def _plan(a: Arm, space: Mapping[str, Any]) -> tuple[tuple[str, ...], tuple[str,
         except ValueError as e:
             raise ValueError(f"tune: {spec_mod.format(a.spec)} cannot tune {name!r}: {str(e).removeprefix('spec: ')}") from None
         (fixed if is_fixed else free).append(name)
+    middle = {name: _middle(space[name]) for name in free}
+    try:  # the class's own checks, so that an arm every trial of which would fail stops before anything runs
+        spec_mod.build(a.spec.with_values(middle), [torch.zeros(1, requires_grad=True)])
+    except ValueError as e:
+        raise ValueError(
+            f"tune: {spec_mod.format(a.spec)} cannot tune {', '.join(free)}: {e} (fix the value in the spec instead)"
+        ) from None
     return tuple(free), tuple(fixed)
+
+
+def _middle(dimension: Any) -> Any:
+    """A value inside a search-space dimension: the geometric or arithmetic middle, or the first choice."""
+    if isinstance(dimension, list):
+        return dimension[0]
+    kind, low, high = dimension
+    if kind == "log":
+        return math.sqrt(low * high)
+    return (low + high) // 2 if kind == "int" else (low + high) / 2
 
 
 def _suggest(trial: Any, space: Mapping[str, Any]) -> dict[str, Any]:
