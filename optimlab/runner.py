@@ -5,14 +5,15 @@
 >>> result["status"], round(result["final"]["full_loss"], 2), result["final"]["lstsq_floor"] < 0.243
 ('finished', 0.24, True)
 
-**Optimizers** are named as ``"optimlab.<Class>"`` (every optimizer class of a module of
-:mod:`optimlab.optim`) or ``"torch.<Class>"`` (``torch.optim``'s); ``"optimlab.optim."`` and
-``"torch.optim."`` prefixes are accepted, case does not matter, and a bare name (``"Adam"``)
-means optimlab's where both have it.  ``torch.optim.LBFGS`` is left out: its ``step`` needs a
-closure.  ``hyperparameters`` are the constructor's keyword arguments; the run's configuration
-spells out every one of them, defaults included.  A wrapper whose first argument is an optimizer
-(``optimlab.Lookahead``) takes the inner one as ``{"optimizer": {"name": "Adam",
-"hyperparameters": {"lr": 1e-3}}, "k": 5, ...}``.  A GAN task has two roles, ``"generator"``
+**Optimizers** are specs of :mod:`optimlab.spec` (the one grammar of every command): a name
+(``"Adam"``, ``"torch.SGD"``, a preset such as ``"NAG"``) or spec text (``"Adam(beta1=0.5)"``,
+``"Lookahead(Adam(lr=0.01), k=5)"``), stored under the canonical class name (``"optimlab.Adam"``,
+``"torch.SGD"``).  ``torch.optim.LBFGS`` is left out: its ``step`` needs a closure.
+``hyperparameters`` (constructor names, or a pair's components such as ``beta1``) are set over
+the spec's; the run's configuration spells out every constructor argument, defaults included, so
+every spelling of one configuration is one run.  A wrapper whose first argument is an optimizer
+(``optimlab.Lookahead``) may also take the inner one as ``{"optimizer": {"name": "Adam",
+"hyperparameters": {"lr": 1e-3}}, "k": 5, ...}`` (how it is stored).  A GAN task has two roles, ``"generator"``
 and ``"discriminator"``: a name and a hyperparameter dict apply to both, or give a mapping from
 role to name and/or from role to hyperparameters.  An unknown name or hyperparameter raises
 ``ValueError`` listing the valid ones, before anything is trained or stored.
