@@ -40,6 +40,7 @@ The statuses:
 from __future__ import annotations
 
 import functools
+import inspect
 import itertools
 import math
 import numbers
@@ -191,6 +192,7 @@ def sweep(
             raise ValueError(f"sweep: grid[{name!r}] is empty: give at least one value")
     options = dict(options or {})
     starts = [tuple(surface.start)] if starts is None else [tuple(s) for s in starts]
+    check_sweepable(optimizer)
     check_grid_names(optimizer, grid, options)
 
     names = list(grid)
@@ -289,6 +291,25 @@ def sweep(
             dtype=str(dtype),
         ),
     )
+
+
+def check_sweepable(optimizer: Any) -> None:
+    """Raise ``ValueError`` unless the sweep reproduces ``optimizer``: a :class:`RuleOptimizer` whose
+    ``step`` is the base class's, so that one step is its rule and nothing else.
+
+    A class whose ``step`` does more (Schedule-Free moves a schedule and an average along in its param
+    group between steps) would be batched wrongly, without a word: it is refused.
+    """
+    if not (isinstance(optimizer, type) and issubclass(optimizer, RuleOptimizer)):
+        raise ValueError(
+            f"sweep: invalid optimizer={optimizer!r}: expected a class of optimlab.optim with an update rule"
+        )
+    if inspect.unwrap(optimizer.step) is not inspect.unwrap(RuleOptimizer.step):
+        raise ValueError(
+            f"sweep: {optimizer.__name__} cannot be swept: its step() does more than its update rule "
+            "(state kept in its param group between steps), which a batched run would leave out; "
+            "run it through the class"
+        )
 
 
 def check_grid_names(

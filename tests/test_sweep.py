@@ -26,6 +26,7 @@ from optimlab.optim import (
     RMSprop,
     Yogi,
 )
+from optimlab.optim._base import RuleOptimizer
 from optimlab.sweep import sweep
 
 SADDLE = surfaces.get("saddle")
@@ -276,3 +277,30 @@ def test_the_cli_refuses_an_ignored_lr_and_sweeps_momentum_through_zero(tmp_path
 def _csv(path):
     with open(path, newline="") as f:
         return list(csv.DictReader(f))
+
+
+def _rule_classes():
+    import optimlab.optim as optim
+
+    classes = [getattr(optim, n) for n in optim.__all__]
+    return [c for c in classes if isinstance(c, type) and issubclass(c, RuleOptimizer) and c is not RuleOptimizer]
+
+
+def _steps_like_its_rule(cls):
+    import inspect
+
+    return inspect.unwrap(cls.step) is inspect.unwrap(RuleOptimizer.step)
+
+
+@pytest.mark.parametrize("cls", _rule_classes(), ids=lambda c: c.__name__)
+def test_every_optimizer_at_its_defaults_equals_its_class(cls):
+    booth = surfaces.get("booth")
+    if not _steps_like_its_rule(cls):
+        # a step that carries more than the rule (Schedule-Free's schedule) cannot be batched: refused, not faked
+        with pytest.raises(ValueError, match=f"{cls.__name__} cannot be swept"):
+            sweep(booth, cls, steps=5)
+        return
+    result = sweep(booth, cls, steps=40, record_every=5)
+    alone = _class_path(booth, cls, {}, booth.start, 40, 5)
+    assert torch.isfinite(alone).all()
+    assert _displacement_gap(result.path[0], alone, booth.start) <= 1e-12
