@@ -301,7 +301,7 @@ def check_sweepable(optimizer: Any) -> None:
     group between steps) would be batched wrongly, without a word: it is refused.
     """
     if not (isinstance(optimizer, type) and issubclass(optimizer, RuleOptimizer)):
-        raise ValueError(
+        raise ValueError(  # noqa: TRY004 (the commands report ValueError as one clean line)
             f"sweep: invalid optimizer={optimizer!r}: expected a class of optimlab.optim with an update rule"
         )
     if inspect.unwrap(optimizer.step) is not inspect.unwrap(RuleOptimizer.step):

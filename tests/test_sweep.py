@@ -280,7 +280,7 @@ def _csv(path):
 
 
 def _rule_classes():
-    import optimlab.optim as optim
+    from optimlab import optim
 
     classes = [getattr(optim, n) for n in optim.__all__]
     return [c for c in classes if isinstance(c, type) and issubclass(c, RuleOptimizer) and c is not RuleOptimizer]
