@@ -24,6 +24,7 @@ from __future__ import annotations
 import functools
 import inspect
 import numbers
+import warnings
 from collections import defaultdict
 from collections.abc import Callable, Iterable
 from typing import Any, ClassVar
@@ -151,6 +152,8 @@ class RuleOptimizer(torch.optim.Optimizer):
             self.param_groups.pop()
             raise
         _settle_flags(group)
+        if group["fused"]:
+            _warn_unfused(type(self).__name__, group)
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         """torch.optim's ``load_state_dict``, after checking every saved group as a constructed one.
@@ -358,6 +361,19 @@ def _settle_flags(group: dict[str, Any]) -> None:
     # fused=True is torch's way of asking for the fastest step: here that is the native path
     if group.get("fused") and group.get("fast") is None:
         group["fast"] = True
+
+
+def _warn_unfused(name: str, group: dict[str, Any]) -> None:
+    """Say which tensors of a ``fused=True`` group the native path cannot take (torch's fused step would)."""
+    taken = _native._DTYPES
+    others = sorted({f"{p.dtype} on {p.device.type}" for p in group["params"] if not (p.is_cpu and p.dtype in taken)})
+    if others:
+        warnings.warn(
+            f"{name}: fused=True, but the native path takes only float32 and float64 CPU tensors: this group's "
+            f"{', '.join(others)} tensors take the reference path",
+            RuntimeWarning,
+            stacklevel=3,
+        )
 
 
 @functools.cache

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import inspect
+import warnings
 
 import pytest
 import torch
@@ -233,3 +234,15 @@ def test_fast_false_turns_off_what_a_torch_checkpoints_fused_asked_for():
     group = opt.param_groups[0]
     assert (group["fused"], group["fast"]) == (False, False)
     assert not _native.wanted(opt, group)
+
+
+def test_fused_says_which_tensors_the_native_path_does_not_take():
+    # torch's fused step takes 16-bit tensors; here they take the reference path, and fused=True says so
+    with pytest.warns(RuntimeWarning, match=r"^Adam: fused=True, but .* this group's torch\.bfloat16 on cpu tensors"):
+        ours.Adam(
+            [torch.zeros(3, dtype=torch.bfloat16, requires_grad=True), torch.zeros(2, requires_grad=True)], fused=True
+        )
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        ours.Adam([torch.zeros(3, dtype=torch.bfloat16, requires_grad=True)], fused=None)
+        ours.Adam([torch.zeros(3, dtype=torch.float32, requires_grad=True)], fused=True)
