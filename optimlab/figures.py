@@ -305,7 +305,7 @@ def heatmap(
     if len(ax.get_xticks()) > 5:
         ax.tick_params(axis="x", labelrotation=45)
 
-    missing = "target not reached" if value == "steps_to_target" else "no value"
+    missing = {"steps_to_target": "target not reached", "steps_to_escape": "did not escape"}.get(value, "no value")
     names = {"diverged": "diverged (✕ step)" if numbers else "diverged", "stuck": "stuck", "missing": missing}
     used = {row["cell"] for row in table}
     handles = [Patch(**style, label=names[kind]) for kind, style in _CELL_STYLES.items() if kind in used]

@@ -411,3 +411,19 @@ def test_small_multiples_give_each_optimizer_its_own_panel_on_shared_axes(tmp_pa
     rows, config = outputs(tmp_path / "m.png")
     assert {r["optimizer"] for r in rows} == {"Adam", "SGD", "RMSprop", "Adagrad"}
     assert config["figure"] == "small_multiples" and len(config["runs"]) == len(runs)
+
+
+def test_a_saddle_heatmap_can_show_when_each_configuration_escaped(tmp_path):
+    from optimlab import surfaces
+
+    saddle = surfaces.get("saddle")
+    r = sweep(saddle, Adam, {"lr": [0.005, 0.05, 0.5], "beta1": [0.5, 0.9]}, steps=300, record_every=10)
+    assert {"escaped", "moving"} <= set(r.status)
+    fig = figures.heatmap(r, "lr", "beta1", "steps_to_escape", path=tmp_path / "e.png")
+    rows = read_csv(tmp_path / "e.csv")
+    for row, s in zip(rows, _by_cell(r, rows)):
+        if s["status"] == "escaped":
+            assert int(float(row["steps_to_escape"])) == s["steps_to_escape"] > 0 and row["cell"] == "value"
+        else:
+            assert row["steps_to_escape"] == "" and row["cell"] == "missing"
+    assert "did not escape" in legend_texts(fig)
