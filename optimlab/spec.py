@@ -378,24 +378,12 @@ def _checked(spec: OptimizerSpec, given: Mapping[str, Any], *, source: str) -> O
             f"invalid optimizer spec {source!r}: {_display(spec)} has no hyperparameter {unknown[0]!r}{hint}: "
             f"expected some of {', '.join(names)}"
         )
-    hp = dict(spec.hyperparameters)
-    fixed = set(spec.fixed)
-    ordered = sorted(given, key=lambda k: k in parts_of)  # a whole pair first, then its components
-    for key in ordered:
-        if key in parts_of:
-            pair, index = parts_of[key]
-            current = list(hp.get(pair, defaults(klass)[pair]))
-            current[index] = given[key]
-            hp[pair] = tuple(current)
-        else:
-            hp[key] = given[key]
-        fixed.add(key)
-    missing = [n for n, p in accepted.items() if p.default is inspect.Parameter.empty and n not in hp]
+    for key in sorted(given, key=lambda k: k in parts_of):  # a whole pair first, then its components
+        spec = _set(spec, key, given[key])
+    missing = [n for n, p in accepted.items() if p.default is inspect.Parameter.empty and n not in spec.hyperparameters]
     if missing:
         raise ValueError(f"invalid optimizer spec {source!r}: {_display(spec)} needs {missing[0]}= (it has no default)")
-    order = list(accepted)
-    hp = {k: hp[k] for k in sorted(hp, key=order.index)}
-    return replace(spec, hyperparameters=hp, fixed=_absorbed(fixed), source=source)
+    return replace(spec, source=source)
 
 
 def _absorbed(fixed: Iterable[str]) -> frozenset[str]:
