@@ -335,7 +335,7 @@ class OptimizerSpec:
             inner_config = hp.pop("optimizer", None)
             if inner_config is None:
                 raise ValueError(
-                    f"spec: invalid config for {canonical}: its inner optimizer (hyperparameters['optimizer']) is missing"
+                    f"spec: invalid config for {canonical}: hyperparameters['optimizer'] (its optimizer) is missing"
                 )
             inner = inner_config if isinstance(inner_config, OptimizerSpec) else cls.from_config(inner_config)
         spec = _checked(
