@@ -309,12 +309,11 @@ def _make_private(directory: Path) -> str | None:
             os.mkdir(path, 0o700)
         except FileExistsError:
             continue
-        os.chmod(path, 0o700)  # the umask may have taken bits away (or left others' in, for the parents)
-    for path in (root, root / directory.name):
-        problem = _not_private(os.lstat(path), directory=True)
-        if problem is not None:
-            return f"{problem} ({path})" if path != directory else problem
-    return None
+        os.chmod(path, 0o700)  # mkdir's mode goes through the umask, which may take the owner's bits too
+    problem = _not_private(os.lstat(root), directory=True)
+    if problem is not None:
+        return f"is in {root}, which {problem}"
+    return _not_private(os.lstat(root / directory.name), directory=True)
 
 
 def _not_private(st: os.stat_result, directory: bool) -> str | None:
