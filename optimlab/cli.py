@@ -252,7 +252,10 @@ def cmd_tune(args: argparse.Namespace) -> int:
     --space), choose on the final validation metric, run the choice with --seeds seeds, print mean ± 95% CI
     and which differences are within noise (Welch p >= 0.05).
 
-    Every trial is a stored run: after Ctrl-C, the same command resumes where it stopped."""
+    What an --opt spec sets is never tuned: "Adam(lr=0.01)" tunes only the --space names, and each
+    optimizer's line says what it tuned and what its spec fixed; labels show the values that ran,
+    tuned ones marked *.  A failed trial is recorded and the tuning goes on.  Every trial is a
+    stored run: after Ctrl-C, the same command resumes where it stopped."""
     from . import protocol
     from .store import Store
 
