@@ -52,6 +52,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ValueError, FileNotFoundError) as exc:
         print(f"optimlab {args.command}: error: {exc}", file=sys.stderr)
         return 2
+    except RuntimeError as exc:
+        from .protocol import RunFailedError
+
+        if not isinstance(exc, RunFailedError):
+            raise
+        print(f"optimlab {args.command}: error: {exc}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print(f"optimlab {args.command}: interrupted", file=sys.stderr)
         return 130
@@ -127,6 +134,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", type=Path, help="JSON file of option values")
     p.set_defaults(func=cmd_report)
 
+    p = sub.add_parser("export", help="a results store as CSV or Parquet tables, or a one-file copy", description=_doc(cmd_export))
+    p.add_argument("--store", type=Path, required=True, help="the results store (SQLite)")
+    p.add_argument("--out", type=Path, required=True, help="csv/parquet: a folder for runs.* and epochs.*; sqlite: the new file")
+    p.add_argument("--format", default="csv", choices=["csv", "parquet", "sqlite"], help="(default csv)")
+    p.add_argument("--config", type=Path, help="JSON file of option values")
+    p.set_defaults(func=cmd_export)
+
     p = sub.add_parser("list", help="tasks, optimizers, presets, surfaces and budgets", description=_doc(cmd_list))
     p.set_defaults(func=cmd_list)
     return parser
@@ -150,6 +164,10 @@ def _lab_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data-dir", type=Path, help="the data directory (default $OPTIMLAB_DATA_DIR)")
     p.add_argument("--warmup", help="'untuned' (Ma & Yarats) or a number of linear warmup steps")
     p.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
+    p.add_argument(
+        "--no-retry-failed", dest="retry_failed", action="store_false",
+        help="keep runs the store holds as failed (by default the same command runs them again)",
+    )  # fmt: skip
     p.add_argument("--config", type=Path, help="JSON file of option values")
 
 
@@ -241,7 +259,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     with Store(args.store) as store:
         result = protocol.evaluate(
             task, specs, args.budget, args.seeds, 0, store,
-            warmup=_warmup(args.warmup), data_dir=args.data_dir, device=args.device,
+            warmup=_warmup(args.warmup), data_dir=args.data_dir, device=args.device, retry_failed=args.retry_failed,
         )  # fmt: skip
     _print_comparison(result)
     return 0
@@ -265,6 +283,7 @@ def cmd_tune(args: argparse.Namespace) -> int:
         result = protocol.compare(
             task, specs, args.budget, args.seeds, args.trials, args.tuning_seed, store,
             tuple(args.lr_range), space, warmup=_warmup(args.warmup), data_dir=args.data_dir, device=args.device,
+            retry_failed=args.retry_failed,
         )  # fmt: skip
     _print_comparison(result)
     return 0
@@ -278,9 +297,24 @@ def cmd_report(args: argparse.Namespace) -> int:
     if not args.store.exists():
         raise FileNotFoundError(f"--store {args.store}: no such file")
     out = args.out or Path("results") / "report"
-    with Store(args.store) as store:
+    with Store(args.store, readonly=True) as store:  # reads a store the user may not write
         paths = report(store, out, tuning_seed=args.tuning_seed)
     _log(f"wrote {len(paths)} files to {out}/; summary: {paths[-1]}")
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    """Write --store as two tidy tables (runs and epochs, CSV or Parquet) into the folder --out, or with
+    --format sqlite copy it into the one self-contained file --out (consistent while the store is being written;
+    copying the .sqlite file alone can lose what is still in its -wal file)."""
+    from .store import Store
+
+    with Store(args.store, readonly=True) as store:
+        if args.format == "sqlite":
+            paths = [store.backup(args.out)]
+        else:
+            paths = list(store.export(args.out, args.format).values())
+    _log(f"wrote {', '.join(str(p) for p in paths)}")
     return 0
 
 

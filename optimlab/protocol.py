@@ -63,7 +63,7 @@ from tqdm import tqdm
 from . import spec as spec_mod
 from . import tasks as tasks_mod
 from .optim._validate import check_choice, check_int, check_range
-from .runner import optimizer_spec, run
+from .runner import check_environment, optimizer_spec, run
 from .schedules import LinearWarmup, UntunedWarmup
 from .stats import Summary, summarize, verdict
 from .store import Store
@@ -72,6 +72,7 @@ from .tasks import BUDGETS, Budget, Instance, Task
 __all__ = [
     "Arm",
     "Comparison",
+    "RunFailedError",
     "Trial",
     "Tuned",
     "WarmupTask",
@@ -187,6 +188,9 @@ class WarmupTask(Task):
     def setup(self, budget: Budget, *, data_dir: Any, device: torch.device) -> Instance:
         return _WarmupInstance(self.task.setup(budget, data_dir=data_dir, device=device), self.warmup)
 
+    def check_data(self, data_dir: Any) -> None:
+        self.task.check_data(data_dir)
+
 
 class _WarmupInstance(Instance):
     def __init__(self, inner: Instance, warmup: int | str) -> None:
@@ -254,8 +258,15 @@ def _outcome(result: Mapping[str, Any], what: str) -> str:
             status = "diverged"
     if status not in ("finished", "diverged"):
         error = (result.get("error") or "").strip().splitlines()
-        raise RuntimeError(f"protocol: {what} is {status} (run key {result['key']}): {error[-1] if error else 'no error stored'}")
+        raise RunFailedError(
+            f"{what} {status} (run key {result['key'][:12]}...): {error[-1] if error else 'no error stored'}; its traceback "
+            "is in the store (optimlab export), and the same command runs it again unless --no-retry-failed"
+        )
     return status
+
+
+class RunFailedError(RuntimeError):
+    """An evaluation run failed (its exception is stored with the run); the command line prints it in one line."""
 
 
 def final_value(task: Task, final: Mapping[str, Any]) -> float:
@@ -453,6 +464,7 @@ def tune(
     data_dir: str | os.PathLike[str] | None = None,
     device: str = "cpu",
     progress: bool = True,
+    retry_failed: bool = True,
 ) -> dict[str, Tuned]:
     """Tune every optimizer with the same number of trials over the same search space, restricted to
     what its spec leaves free.
@@ -490,6 +502,8 @@ def tune(
         Passed to :func:`optimlab.runner.run`.
     progress : bool
         A progress bar over the trials and one line per optimizer on stderr.
+    retry_failed : bool
+        Run again a trial the store holds as failed (default); false keeps the stored failure.
 
     Returns
     -------
@@ -527,7 +541,7 @@ def tune(
                 for number in range(trials):
                     trial = study.ask()
                     suggested = _suggest(trial, {k: space[k] for k in free})
-                    done.append(_trial(the_task, a, number, suggested, seed, budget, store, data_dir, device))
+                    done.append(_trial(the_task, a, number, suggested, seed, budget, store, data_dir, device, retry_failed))
                     if done[-1].status == "failed":
                         study.tell(trial, state=optuna.trial.TrialState.FAIL)
                     else:
@@ -548,13 +562,15 @@ def tune(
 
 def _trial(
     task: Task, a: Arm, number: int, suggested: dict[str, Any], seed: int, budget: str, store: Store | None,
-    data_dir: Any, device: str,
+    data_dir: Any, device: str, retry_failed: bool = True,
 ) -> Trial:  # fmt: skip
     """Run one trial; a failure is its result, not an exception (Ctrl-C still stops the tuning)."""
     what = f"trial {number} of {spec_mod.format(a.spec)}"
     key = None
     try:
-        result = _shared_run(task, a.spec.with_values(suggested), seed, budget, store, data_dir=data_dir, device=device)
+        result = _shared_run(
+            task, a.spec.with_values(suggested), seed, budget, store, data_dir=data_dir, device=device, retry_failed=retry_failed
+        )
         key = result["key"]
         value = _validation(task, result, what)
         status = _outcome(result, what)
@@ -613,11 +629,17 @@ def run_seeds(
     data_dir: Any = None,
     device: str = "cpu",
     bar: tqdm | None = None,
+    retry_failed: bool = True,
 ) -> list[dict[str, Any]]:
-    """Run ``a`` with ``hyperparameters`` at each seed; returns each run's result (diverged included)."""
+    """Run ``a`` with ``hyperparameters`` at each seed; returns each run's result (diverged included).
+
+    Raises:
+        RunFailedError: a run failed (now, or before when ``retry_failed`` is false).
+    """
     results = []
     for s in seeds:
-        result = run(task, a.optimizer, hyperparameters, s, budget, store, False, data_dir=data_dir, device=device)
+        result = run(task, a.optimizer, hyperparameters, s, budget, store, False, data_dir=data_dir, device=device,
+                     retry_failed=retry_failed)  # fmt: skip
         _outcome(result, f"{a.label} seed {s}")
         results.append(result)
         if bar is not None:
@@ -638,6 +660,7 @@ def evaluate(
     data_dir: str | os.PathLike[str] | None = None,
     device: str = "cpu",
     progress: bool = True,
+    retry_failed: bool = True,
 ) -> Comparison:
     """Run each optimizer as given (no tuning) at the seeds :func:`evaluation_seeds` gives, and summarize.
 
@@ -648,12 +671,15 @@ def evaluate(
     check_choice("evaluate", "budget", budget, BUDGETS)
     the_task = _task(task, warmup)
     arms = _arms(optimizers)
+    check_environment(the_task, data_dir, device)
     chosen = {} if hyperparameters is None else hyperparameters
     finals = {}
     with tqdm(total=len(arms) * seeds, desc="seeds", unit="run", disable=not progress, file=sys.stderr) as bar:
         for a in arms:
             hp = chosen.get(a.label, a.hyperparameters)
-            results = run_seeds(the_task, a, hp, seed_list, budget, store, data_dir=data_dir, device=device, bar=bar)
+            results = run_seeds(
+                the_task, a, hp, seed_list, budget, store, data_dir=data_dir, device=device, bar=bar, retry_failed=retry_failed
+            )
             finals[a.label] = tuple(r["final"] for r in results)
     final_key = metric_key(the_task.metric, finals[arms[0].label][0])
     values = {label: [final_value(the_task, f) for f in fs] for label, fs in finals.items()}
@@ -676,22 +702,25 @@ def compare(
     data_dir: str | os.PathLike[str] | None = None,
     device: str = "cpu",
     progress: bool = True,
+    retry_failed: bool = True,
 ) -> Comparison:
     """The whole protocol: :func:`tune`, then each chosen configuration with ``seeds`` seeds (:func:`evaluate`).
 
     The parameters are :func:`tune`'s, plus ``seeds`` (``>= 1``) evaluation runs per optimizer
-    at the seeds :func:`evaluation_seeds` gives.  Returns a :class:`Comparison` whose summaries
-    hold the final metric (test split) over seeds, see :func:`summarize`.
+    at the seeds :func:`evaluation_seeds` gives, and ``retry_failed`` (run again what the store
+    holds as failed; default true).  Returns a :class:`Comparison` whose summaries hold the final
+    metric (test split) over seeds, see :mod:`optimlab.stats`.
     """
     evaluation_seeds(seed, seeds)  # a bad seeds fails before the tuning
     the_task = _task(task, warmup)
+    check_environment(the_task, data_dir, device)  # a wrong data directory fails once, not as every trial
     tuned = tune(
         the_task, optimizers, budget, trials, seed, store, lr_range, extra_space,
-        data_dir=data_dir, device=device, progress=progress,
+        data_dir=data_dir, device=device, progress=progress, retry_failed=retry_failed,
     )  # fmt: skip
     result = evaluate(  # the tuned specs: each summary's label shows the values that ran
         the_task, [t.spec for t in tuned.values()], budget, seeds, seed, store,
-        data_dir=data_dir, device=device, progress=progress,
+        data_dir=data_dir, device=device, progress=progress, retry_failed=retry_failed,
     )  # fmt: skip
     return replace(result, tuned=tuned)
 
@@ -709,6 +738,7 @@ def lr_sensitivity(
     data_dir: str | os.PathLike[str] | None = None,
     device: str = "cpu",
     progress: bool = True,
+    retry_failed: bool = True,
 ) -> list[dict[str, Any]]:
     """The final validation metric of ``optimizer`` at each learning rate, for seeds :func:`evaluation_seeds` gives.
 
@@ -721,11 +751,14 @@ def lr_sensitivity(
     the_task = _task(task, warmup)
     a = arm(optimizer)
     seed_list = evaluation_seeds(seed, seeds)
+    check_environment(the_task, data_dir, device)
     rows = []
     with tqdm(total=len(lrs) * seeds, desc=f"lr sensitivity {a.label}", unit="run", disable=not progress, file=sys.stderr) as bar:
         for lr in lrs:
             hp = {**a.hyperparameters, "lr": float(lr)}
-            results = run_seeds(the_task, a, hp, seed_list, budget, store, data_dir=data_dir, device=device, bar=bar)
+            results = run_seeds(
+                the_task, a, hp, seed_list, budget, store, data_dir=data_dir, device=device, bar=bar, retry_failed=retry_failed
+            )
             for s, result in zip(seed_list, results):
                 value = _validation(the_task, result, f"{a.label} lr {lr} seed {s}")
                 diverged = int(_outcome(result, "a run") == "diverged")

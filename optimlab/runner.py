@@ -87,11 +87,15 @@ identical curves, bit for bit.
 
 **Store.**  With ``store``, the run is keyed by its configuration (task, optimizer and every
 hyperparameter, seed, budget, device, dtype, library versions: :func:`optimlab.store.with_versions`),
-claimed before training (a run that is finished, failed, or live in another process is skipped:
-the stored result is returned with ``status`` ``"skipped"``), and every curve point is written
-as it is made.  An exception during training is stored as ``'failed'`` with its traceback and
-returned as ``status`` ``"failed"``, so that a sweep goes on; Ctrl-C is stored as
-``'interrupted'`` and raised.  Without a store, exceptions propagate.
+claimed before training, and every curve point is written as it is made.  A finished run is
+not run again: the stored result is returned with ``status`` ``"skipped"``.  A run live in another
+process is waited for, then returned the same way (two identical commands on one store share the
+work).  A run stored as failed is run again (``retry_failed=False`` returns the stored failure).
+Before a run is claimed, :func:`check_environment` checks the device and the task's data, so a
+wrong ``data_dir`` or ``device`` is one ``ValueError`` and nothing is stored.  An exception during
+training is stored as ``'failed'`` with its traceback and returned as ``status`` ``"failed"``, so
+that a sweep goes on; Ctrl-C is stored as ``'interrupted'`` and raised.  Without a store,
+exceptions propagate.
 """
 
 from __future__ import annotations
@@ -111,12 +115,21 @@ from tqdm import tqdm
 
 from . import spec as spec_mod
 from . import tasks as tasks_mod
+from .data import DataError
 from .optim._validate import check_choice, check_int
 from .spec import OptimizerSpec
 from .store import Store, canonical_json, run_key, with_versions
 from .tasks import BUDGETS, Instance, Task
 
-__all__ = ["build_optimizer", "optimizer_names", "optimizer_spec", "resolve_optimizer", "run", "state_bytes"]
+__all__ = [
+    "build_optimizer",
+    "check_environment",
+    "optimizer_names",
+    "optimizer_spec",
+    "resolve_optimizer",
+    "run",
+    "state_bytes",
+]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -256,7 +269,8 @@ def run(
     *,
     data_dir: str | os.PathLike[str] | None = None,
     device: str | torch.device = "cpu",
-    retry_failed: bool = False,
+    retry_failed: bool = True,
+    poll: float = 2.0,
 ) -> dict[str, Any]:
     """Train ``task`` with ``optimizer`` for ``seed`` and ``budget``; see the module docstring.
 
@@ -281,7 +295,11 @@ def run(
     device : str or torch.device
         Where to train (``"cpu"``, ``"cuda"``); part of the run's key.
     retry_failed : bool
-        With a store, re-run a run stored as failed instead of skipping it.
+        With a store, re-run a run stored as failed (the default: the environment may have been
+        fixed since) instead of returning the stored failure.
+    poll : float
+        With a store, seconds between looks at a run that is live in another process: the call
+        waits for it and returns its stored result (two processes on one store share the work).
 
     Returns
     -------
@@ -320,12 +338,21 @@ def run(
     }
     train = lambda log: _train(task, specs, seed, budget, data_dir, device, progress, log)  # noqa: E731
     if store is None:
+        check_environment(task, data_dir, device)
         return {"key": None, "config": config, **train(None)}
     config = with_versions(config)
     key = run_key(config)
-    handle = store.claim(config, retry_failed=retry_failed)
-    if handle is None:
-        return _stored(store, key, config, skipped=True)
+    stored = store.record(key)
+    if stored is None or stored["status"] not in ("finished", "failed") or (stored["status"] == "failed" and retry_failed):
+        check_environment(task, data_dir, device)  # a wrong data directory or device: one error, nothing stored
+    waiting = False
+    while (handle := store.claim(config, retry_failed=retry_failed)) is None:
+        if store.record(key)["status"] != "running":
+            return _stored(store, key, config, skipped=True)
+        if progress and not waiting:
+            tqdm.write(f"{task.name} seed {seed}: waiting for the run live in another process (key {key[:12]})", file=sys.stderr)
+        waiting = True
+        time.sleep(poll)
     outcome = None
     with handle:
         outcome = train(handle.log_epoch)
@@ -358,10 +385,31 @@ def _role_specs(
     return {role: optimizer_spec(names[role], hyperparameters[role] if per_role else hyperparameters) for role in roles}
 
 
+def check_environment(task: Task, data_dir: str | os.PathLike[str] | None, device: str | torch.device) -> None:
+    """Check that ``device`` exists and that ``task``'s data is in ``data_dir`` and verifies
+    (:meth:`optimlab.tasks.Task.check_data`), before a run is claimed.
+
+    Raises:
+        ValueError: one line naming what is wrong (the device, or the data file and why).
+    """
+    device = torch.device(device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(
+            f"run: invalid device='{device}': this torch ({torch.__version__}) sees no CUDA device; use --device cpu"
+        )
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise ValueError(f"run: invalid device='{device}': there are {torch.cuda.device_count()} CUDA devices")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise ValueError(f"run: invalid device='{device}': this machine or torch build has no MPS device; use --device cpu")
+    try:
+        task.check_data(data_dir)
+    except DataError as e:
+        raise ValueError(f"run: the data of {task.name} is not usable: {' '.join(str(e).split())}") from None  # one line
+
+
 def _stored(store: Store, key: str, config: dict[str, Any], *, skipped: bool) -> dict[str, Any]:
     """The result of a run the store holds: skipped (claimed before) or just failed."""
-    where = {k: config[k] for k in ("task", "seed", "budget")}
-    (record,) = [r for r in store.runs(**where) if r["key"] == key]
+    record = store.record(key)
     return {
         "key": key,
         "config": config,

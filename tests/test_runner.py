@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import inspect
 import math
+import os
 from dataclasses import replace
 from pathlib import Path
 
@@ -19,6 +20,7 @@ from optimlab.runner import build_optimizer, optimizer_names, optimizer_spec, re
 from optimlab.store import Store, run_key, with_versions
 
 TIMES = ("train_time", "wall_time", "setup_time")
+DATA = Path(os.environ.get("OPTIMLAB_DATA_DIR") or Path(__file__).resolve().parents[2] / "shared" / "data")
 
 
 @pytest.fixture(autouse=True)
@@ -264,9 +266,104 @@ def test_store_keeps_a_failure_and_the_sweep_goes_on(tmp_path: Path) -> None:
         result = run(broken, "Adam", {}, 0, "smoke", store, progress=False)
         assert result["status"] == "failed" and "mat1 and mat2 shapes cannot be multiplied" in result["error"]
         assert store.runs()[0]["status"] == "failed"
-        assert run(broken, "Adam", {}, 0, "smoke", store, progress=False)["status"] == "skipped"
+        kept = run(broken, "Adam", {}, 0, "smoke", store, progress=False, retry_failed=False)
+        assert kept["status"] == "skipped" and kept["stored_status"] == "failed" and store.runs()[0]["attempt"] == 1
+        assert run(broken, "Adam", {}, 0, "smoke", store, progress=False)["status"] == "failed"  # retried by default
+        assert store.runs()[0]["attempt"] == 2
     with pytest.raises(RuntimeError, match="mat1 and mat2"):  # without a store, errors propagate
         run(broken, "Adam", {}, 0, "smoke", progress=False)
+
+
+# -- failures are retried, the environment checked first (issue 10, "Why" 3) ---------------------
+
+
+def _lab(tmp_path: Path, *extra: str) -> list[str]:
+    return ["run", "--task", "airfoil-linreg", "--opt", "Adam(lr=0.01)", "--seeds", "2", "--budget", "smoke",
+            "--store", str(tmp_path / "lab.sqlite"), *extra]  # fmt: skip
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a torch that sees no CUDA device")
+def test_a_missing_device_is_one_error_and_nothing_is_stored(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from optimlab.cli import main
+
+    assert main(_lab(tmp_path, "--device", "cuda")) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"optimlab run: error: run: invalid device='cuda': this torch ({torch.__version__}) sees no CUDA device; "
+                   "use --device cpu"]  # fmt: skip
+    with Store(tmp_path / "lab.sqlite") as store:
+        assert store.runs() == []
+
+
+def test_a_wrong_data_directory_is_one_error_and_nothing_is_stored(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from optimlab.cli import main
+
+    monkeypatch.setenv("OPTIMLAB_DATA_MIRROR", (tmp_path / "no-mirror").as_uri())  # no network needed to fail
+    (tmp_path / "data" / "airfoil").mkdir(parents=True)
+    (tmp_path / "data" / "airfoil" / "airfoil_self_noise.dat").write_text("not the data\n")
+    assert main(_lab(tmp_path, "--data-dir", str(tmp_path / "data"))) == 2
+    err = [line for line in capsys.readouterr().err.splitlines() if "it/s" not in line]
+    assert len(err) == 1 and err[0].startswith("optimlab run: error: run: the data of airfoil-linreg is not usable: ")
+    assert "airfoil_self_noise.dat" in err[0]
+    with Store(tmp_path / "lab.sqlite") as store:
+        assert store.runs() == []
+
+
+def test_a_stored_failure_is_retried_by_the_same_command(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from optimlab.cli import main
+
+    if not (DATA / "airfoil").exists():
+        pytest.skip(f"airfoil data not staged under {DATA} (set OPTIMLAB_DATA_DIR)")
+    monkeypatch.setenv("OPTIMLAB_DATA_DIR", str(DATA))
+    train = runner_mod._train
+
+    def broken(*args: object, **kwargs: object) -> None:
+        raise OSError("disk on fire")
+
+    monkeypatch.setattr(runner_mod, "_train", broken)
+    assert main(_lab(tmp_path)) == 1
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err.startswith("optimlab run: error: Adam(lr=0.01) seed 1 failed") and "OSError: disk on fire" in err
+    monkeypatch.setattr(runner_mod, "_train", train)  # the environment is fixed
+    assert main(_lab(tmp_path, "--no-retry-failed")) == 1  # kept as it was
+    assert "disk on fire" in capsys.readouterr().err
+    assert main(_lab(tmp_path)) == 0  # by default the same command runs it again
+    assert "0 of 2 diverged" in capsys.readouterr().err
+    with Store(tmp_path / "lab.sqlite") as store:
+        assert [(r["status"], r["attempt"]) for r in store.runs()] == [("finished", 2), ("finished", 1)]
+
+
+def test_a_run_live_in_another_process_is_waited_for(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import threading
+    import time
+
+    train = runner_mod._train
+    started = threading.Event()
+
+    def slow(*args: object, **kwargs: object) -> object:
+        started.set()
+        time.sleep(1.0)
+        return train(*args, **kwargs)
+
+    monkeypatch.setattr(runner_mod, "_train", slow)
+    results = {}
+
+    def first() -> None:
+        with Store(tmp_path / "lab.sqlite") as store:
+            results["first"] = run(AIRFOIL, "Adam", {"lr": 0.01}, 0, "smoke", store, progress=False)
+
+    thread = threading.Thread(target=first)
+    thread.start()
+    assert started.wait(10)
+    with Store(tmp_path / "lab.sqlite") as store:  # the claim is live: its owner (this pid) is alive
+        second = run(AIRFOIL, "Adam", {"lr": 0.01}, 0, "smoke", store, progress=False, poll=0.05)
+    thread.join()
+    assert results["first"]["status"] == "finished"
+    assert second["status"] == "skipped" and second["stored_status"] == "finished"
+    assert second["final"] == results["first"]["final"] and second["curve"] == results["first"]["curve"]
 
 
 # -- progress and docs ----------------------------------------------------------------------

@@ -145,6 +145,10 @@ class Task(ABC):
     def setup(self, budget: Budget, *, data_dir: Any, device: torch.device) -> Instance:
         """Load the data and build the models (from torch's global generator) for one run."""
 
+    def check_data(self, data_dir: Any) -> None:
+        """Raise :class:`optimlab.data.DataError` unless the data :meth:`setup` needs is in ``data_dir``
+        and verifies (the runner calls it before claiming a run); nothing to check by default."""
+
     def __repr__(self) -> str:
         return f"<Task {self.name!r}: {self.description}>"
 
@@ -197,6 +201,10 @@ class UsesDataset:
         if self.data is not None:
             return self.data
         return _load(self.dataset, str(resolve_data_dir(data_dir)), tuple(sorted(self.load_kwargs.items())))
+
+    def check_data(self, data_dir: Any) -> None:
+        """Load (and so verify, or download as :meth:`setup` would) the data set: kept for the run's setup."""
+        self.load(data_dir)
 
     def with_data(self, data: Dataset) -> Any:
         """This task on ``data`` (tiny synthetic tensors in tests, another copy of the data).
