@@ -23,6 +23,7 @@ from .lookahead import Lookahead
 from .nadam import NAdam
 from .radam import RAdam
 from .rmsprop import RMSprop
+from .schedulefree import ScheduleFreeAdamW, ScheduleFreeSGD
 from .sgd import SGD
 from .yogi import Yogi
 
@@ -78,6 +79,8 @@ __all__ = [
     "RMSprop",
     "RuleOptimizer",
     "SGD",
+    "ScheduleFreeAdamW",
+    "ScheduleFreeSGD",
     "Yogi",
     "get",
 ]
