@@ -76,7 +76,8 @@ def adopt(
     first = step == 1
     if not is_zero(weight_decay):
         if decouple:
-            decayed = param * (1 - lr * weight_decay)
+            # the authors' form: in float32 it rounds far less than param * (1 - lr * weight_decay)
+            decayed = param - (lr * weight_decay) * param
             param = decayed if original else where(first, param, decayed)
         else:
             grad = grad + weight_decay * param
@@ -135,9 +136,7 @@ class ADOPT(RuleOptimizer):
                 "pass clip_lambda=None"
             )
         self.clip_lambda = clip_lambda
-        defaults = dict(
-            lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, decouple=decouple, original=original
-        )
+        defaults = dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, decouple=decouple, original=original)
         super().__init__(
             params,
             defaults,

@@ -15,7 +15,10 @@ INVALID = [
     (dict(eps=-1e-6), r"ADOPT: invalid eps=-1e-06: expected 0 <= eps"),
     (dict(weight_decay=float("nan")), r"ADOPT: invalid weight_decay=nan"),
     (dict(clip_lambda=0.25), r"ADOPT: invalid clip_lambda=0.25: expected a function of the number of updates"),
-    (dict(clip_lambda=quarter_power, original=True), r"ADOPT: invalid clip_lambda=<function quarter_power.*> with original=True: .*clip_lambda=None"),
+    (
+        dict(clip_lambda=quarter_power, original=True),
+        r"ADOPT: invalid clip_lambda=<function quarter_power.*> with original=True: .*clip_lambda=None",
+    ),
 ]
 
 
@@ -35,16 +38,24 @@ def _case(id, ref, ref_kw=None, **kw):
     )
 
 
-_original = dict(lr=0.01, weight_decay=0.1, decouple=True, clip_lambda=None, original=True)
+_original = dict(lr=0.05, weight_decay=0.1, decouple=True, clip_lambda=None, original=True)
 CASES = [
-    _case("ADOPT", AuthorsADOPT, lr=0.01),
-    _case("ADOPT-l2", AuthorsADOPT, lr=0.01, weight_decay=0.1, betas=(0.5, 0.99)),
-    _case("ADOPT-decouple", AuthorsADOPT, lr=0.01, weight_decay=0.1, decouple=True),
-    _case("ADOPT-no-clip", AuthorsADOPT, lr=0.01, clip_lambda=None, eps=1e-3),
+    _case("ADOPT", AuthorsADOPT, lr=0.05),
+    _case("ADOPT-l2", AuthorsADOPT, lr=0.05, weight_decay=0.1, betas=(0.5, 0.99)),
+    _case("ADOPT-decouple", AuthorsADOPT, lr=0.05, weight_decay=0.1, decouple=True),
+    _case("ADOPT-no-clip", AuthorsADOPT, lr=0.05, clip_lambda=None, eps=1e-3),
     # the first release, against its equations (test_adopt.py)
-    _case("ADOPT-original", OriginalADOPT, ref_kw=dict(lr=0.01, weight_decay=0.1, decoupled=True), **_original),
-    _case("ADOPT-original-l2", OriginalADOPT, ref_kw=dict(lr=0.01, weight_decay=0.1), **{**_original, "decouple": False}),
+    _case("ADOPT-original", OriginalADOPT, ref_kw=dict(lr=0.05, weight_decay=0.1, decoupled=True), **_original),
+    _case(
+        "ADOPT-original-l2", OriginalADOPT, ref_kw=dict(lr=0.05, weight_decay=0.1), **{**_original, "decouple": False}
+    ),
     # pytorch_optimizer agrees where its clip schedule and decay timing do not matter (test_adopt.py)
-    _case("ADOPT-vs-pytorch-optimizer", partial(pytorch_optimizer.ADOPT, clip_lambda=None), ref_kw=dict(lr=0.01, weight_decay=0.1),
-          lr=0.01, weight_decay=0.1, clip_lambda=None),  # fmt: skip
+    _case(
+        "ADOPT-vs-pytorch-optimizer",
+        partial(pytorch_optimizer.ADOPT, clip_lambda=None),
+        ref_kw=dict(lr=0.05, weight_decay=0.1),
+        lr=0.05,
+        weight_decay=0.1,
+        clip_lambda=None,
+    ),
 ]

@@ -15,7 +15,8 @@ from . import harness as h
 class OriginalADOPT(torch.optim.Optimizer):
     """The first release of the authors' ADOPT (iShohei220/adopt, initial commit), as equations in plain torch.
 
-    Per parameter, with t counted from 1: weight decay first (decoupled, or added to the gradient),
+    Per parameter, with t counted from 1: weight decay first (decoupled, theta -= lr wd theta, or
+    added to the gradient),
     then at t = 1 only v = g^2; after that n = g / max(sqrt(v), eps), m = n at t = 2 and
     beta1 m + (1 - beta1) n later, theta -= lr m, v = beta2 v + (1 - beta2) g^2.  No clipping.
     """
@@ -37,7 +38,7 @@ class OriginalADOPT(torch.optim.Optimizer):
                 t, m, v, g = state["step"], state["exp_avg"], state["exp_avg_sq"], p.grad
                 if wd != 0:
                     if group["decoupled"]:
-                        p.mul_(1 - lr * wd)
+                        p.sub_(lr * wd * p)
                     else:
                         g = g + wd * p
                 if t == 1:
