@@ -5,9 +5,9 @@ configurations advance together: the optimizer's own update rule (the function i
 e.g. :func:`optimlab.optim.adam.adam`) runs under ``torch.vmap`` with one hyperparameter value per
 configuration, so there is no second copy of the equations here.
 
-Each configuration is built as its class builds it: its param group is the constructor's (defaults,
-the fixed ``options`` and that configuration's grid values) and its state is the class's
-``init_state`` for that group, so an option that decides the state (SGD's or RMSprop's momentum,
+Each configuration is built as its class builds it: its param group is the one the class makes of
+its values (defaults, the fixed ``options``, that configuration's grid values; torch's
+``add_param_group``) and its state is the class's ``init_state`` for that group, so an option that decides the state (SGD's or RMSprop's momentum,
 RMSprop's ``centered``, Adafactor's ``beta1``) is honoured per configuration; a configuration
 whose state lacks a buffer that another one has (momentum 0 in a momentum grid) gets zeros there,
 which the rule ignores for that value.  Each group is checked by the class's own ``validate``:
@@ -197,19 +197,19 @@ def sweep(
 
     names = list(grid)
     combos = list(itertools.product(*(grid[n] for n in names)))
-    built = [_build(optimizer, options, dict(zip(names, combo)), dtype) for combo in combos]
+    opt, groups = _groups(optimizer, options, [dict(zip(names, combo)) for combo in combos], dtype)
     configs = [dict(zip(names, combo), start=list(s)) for s in starts for combo in combos]
     which = [i for _ in starts for i in range(len(combos))]  # configuration -> its combination
     n = len(configs)
 
     w = torch.tensor([c["start"] for c in configs], dtype=dtype)
-    kwargs = [opt.rule_kwargs(group) for opt, group in built]
+    kwargs = [opt.rule_kwargs(group) for group in groups]
     fixed, swept = _batched_kwargs(kwargs, names, which, dtype)
-    state = _batched_state([built[i] for i in which], w)
-    maximize = bool(built[0][1]["maximize"])
+    state = _batched_state(opt, [groups[i] for i in which], w)
+    maximize = bool(groups[0]["maximize"])
     rule = optimizer.rule
     if lookahead is not None:
-        k, alpha = _check_lookahead(built[0][0], lookahead)
+        k, alpha = _check_lookahead(opt, lookahead)
         state = {"inner": state, "slow_param": w.clone()}
 
     def update(p: Tensor, g: Tensor, st: dict[str, Any], step: float, hp: dict[str, Tensor]) -> Any:
@@ -351,30 +351,45 @@ def _unchecked(optimizer: type[RuleOptimizer]) -> type[RuleOptimizer]:
     return type(optimizer.__name__, (optimizer,), {"validate": lambda self, group: None})
 
 
-def _build(
-    optimizer: type[RuleOptimizer], options: dict[str, Any], values: dict[str, Any], dtype: torch.dtype
-) -> tuple[RuleOptimizer, dict[str, Any]]:
-    """The class (without checks) and the param group of one grid combination, checked as the
-    module docstring says."""
-    kwargs = dict(options)
-    components = spec.components(optimizer)  # beta1 is betas[0]; Adafactor's eps1 is eps[0]
-    for name, value in values.items():
-        if name in components:
-            pair, i = components[name]
-            both = list(kwargs.get(pair, spec.defaults(optimizer)[pair]))
-            both[i] = value
-            kwargs[pair] = tuple(both)
-        else:
-            kwargs[name] = value
-    opt = _unchecked(optimizer)([torch.zeros(2, dtype=dtype)], **kwargs)
-    group = opt.param_groups[0]
-    try:
-        optimizer.validate(opt, group)
-    except ValueError as exc:
-        if not _is_range_error(exc):
-            where = f" (grid values {values})" if values else ""
-            raise ValueError(f"sweep: {exc}{where}") from None
-    return opt, group
+@functools.cache
+def _components(optimizer: type[RuleOptimizer]) -> dict[str, tuple[str, int, Any]]:
+    """Rule name -> (constructor pair, index, the pair's default): beta1 is betas[0], Adafactor's eps1 is eps[0]."""
+    defaults = spec.defaults(optimizer)
+    return {name: (pair, i, defaults[pair]) for name, (pair, i) in spec.components(optimizer).items()}
+
+
+def _groups(
+    optimizer: type[RuleOptimizer], options: dict[str, Any], combos: list[dict[str, Any]], dtype: torch.dtype
+) -> tuple[RuleOptimizer, list[dict[str, Any]]]:
+    """One instance of the class without checks (its defaults and the fixed ``options``) and, per
+    grid combination, the param group its ``add_param_group`` makes of those values: torch's way of
+    giving a group values of its own, completed as the class completes every group (defaults,
+    AdaBound's ``base_lr``).  Each group is then checked as the module docstring says."""
+    opt = _unchecked(optimizer)([torch.zeros(2, dtype=dtype)], **options)
+    components = _components(optimizer)
+    groups = []
+    for values in combos:
+        entries: dict[str, Any] = {}
+        for name, value in values.items():
+            if name in components:
+                pair, i, _ = components[name]
+                both = list(entries.get(pair, opt.defaults[pair]))
+                both[i] = value
+                entries[pair] = tuple(both)
+            else:
+                entries[name] = value
+        # torch compares a new group's parameters with every group already there: keep none
+        opt.param_groups.clear()
+        opt.add_param_group({"params": [torch.zeros(2, dtype=dtype)], **entries})
+        group = opt.param_groups[0]
+        try:
+            optimizer.validate(opt, group)
+        except ValueError as exc:
+            if not _is_range_error(exc):
+                where = f" (grid values {values})" if values else ""
+                raise ValueError(f"sweep: {exc}{where}") from None
+        groups.append(group)
+    return opt, groups
 
 
 def _is_range_error(exc: ValueError) -> bool:
@@ -407,10 +422,10 @@ def _batched_kwargs(
     return fixed, swept
 
 
-def _batched_state(built: list[tuple[RuleOptimizer, dict[str, Any]]], w: Tensor) -> State:
+def _batched_state(opt: RuleOptimizer, groups: list[dict[str, Any]], w: Tensor) -> State:
     """Each configuration's ``init_state`` from its own group, stacked; buffers that only some
     configurations keep are zeros in the others (module docstring)."""
-    states = [opt.init_state(p, group) for (opt, group), p in zip(built, w)]
+    states = [opt.init_state(p, group) for group, p in zip(groups, w)]
     keys = list(dict.fromkeys(k for st in states for k in st))
     return {k: torch.stack([st[k] if k in st else torch.zeros_like(p) for st, p in zip(states, w)]) for k in keys}
 
