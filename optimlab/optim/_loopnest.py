@@ -193,7 +193,7 @@ class NestEmitter(_Emitter):
         T = self.T
         pointers = [f"{T} *restrict a{k} = ({T} *)vec[{k} * n + t];" for k in range(len(self.vector))]
         scalars = [f"{T} **s{j} = ({T} **)sca + {j} * n;" for j in range(len(self.scalar))]
-        shared = [f"{self.values[n].ctype} {self.values[n].name} = 0;" for n in self.order if self.values[n].cls == 1]
+        shared = [f"{self.values[n].ctype} {self.values[n].name}_s = 0;" for n in self.order if self.values[n].cls == 1]
         sizing, modes = [], []
         for number, (axis, plan) in enumerate(plans.items()):
             test = "if" if number == 0 else "} else if"
@@ -436,19 +436,19 @@ class _Plan:
             variants = []
             for r, c in _SPECIAL:
                 variants += [f"if (R == {r} && C == {c}) {{", f"    const int64_t R = {r}, C = {c};"]
-                variants += ["    " + x for x in self._phases(simd=False)]
+                variants += ["    " + x for x in self._phases(across=(r, c))]
                 variants.append("} else")
-            return body + variants + ["{", *("    " + x for x in self._phases(simd=True)), "}"]
-        return body + self._phases(simd=True)
+            return body + variants + ["{", *("    " + x for x in self._phases(across=None)), "}"]
+        return body + self._phases(across=None)
 
-    def _phases(self, simd: bool) -> list[str]:
+    def _phases(self, across: tuple[int, int] | None) -> list[str]:
         em = self.em
         lines: list[str] = []
         for ph in range(self.phases):
             serial = self._serial(ph)
             if serial:
-                lines += ["#pragma omp single", "{", *("    " + x for x in serial), "}"]
-            tile = self._tile_ranges()
+                lines += ["#pragma omp single", "{", *("    " + x for x in self._copies(ph) + serial), "}"]
+            tile = self._copies(ph + 1) + self._tile_ranges()
             for r in self.tile_sums:
                 x, out, _, acc = em.reductions[r]
                 if self.phase.get(x, 0) != ph:
@@ -461,9 +461,9 @@ class _Plan:
                     tile += loops(out, [f"{acc}[{index(out)}] = 0;"], tile=True)
             for lvl in sorted({lv for (p, lv) in [*self.groups, *self.passes] if p == ph}):
                 for g in self.groups.get((ph, lvl), []):
-                    tile += self._stage_loop(g)
+                    tile += self._stage_loop(g, across)
                 if (ph, lvl) in self.passes:
-                    tile += self._pass(ph, lvl, simd)
+                    tile += self._pass(ph, lvl, across)
             if ph == self.phases - 1:
                 for k, v in self.outputs.items():
                     m = em.mask(em.shapes[k])
@@ -479,8 +479,18 @@ class _Plan:
             elif m != em.full and not self.local_mask(m):
                 final += loops(m, self._store(k, v, m))
         if final:
-            lines += ["#pragma omp single", "{", *("    " + x for x in final), "}"]
+            lines += ["#pragma omp single", "{", *("    " + x for x in self._copies(self.phases) + final), "}"]
         return lines
+
+    def _copies(self, ph: int) -> list[str]:
+        """Private copies of the tensor-wide numbers of phases before ``ph`` (a loop that reads a
+        shared variable could not be vectorised: a store might change it)."""
+        em = self.em
+        return [
+            f"const {em.values[n].ctype} {em.values[n].name} = {em.values[n].name}_s;"
+            for n in em.order
+            if em.values[n].cls == 1 and self.phase[n] < ph
+        ]
 
     def _tile_ranges(self) -> list[str]:
         lines = ["int64_t b0 = 0, b1 = B, i0 = 0, i1 = R, j0 = 0, j1 = C;"]
@@ -532,15 +542,31 @@ class _Plan:
             return f"p{acc}[{index(out & ~_BITS['b'])}] += {term};"
         return f"{acc}[{index(out)}] += {term};"
 
-    def _stage_loop(self, group: list[Any]) -> list[str]:
-        return loops(self._item_mask(group[0]), self._body(group, set(group)), tile=True)
+    def _stage_loop(self, group: list[Any], across: tuple[int, int] | None) -> list[str]:
+        mask = self._item_mask(group[0])
+        body = self._body(group, set(group))
+        if not across or not mask & _BITS["b"]:
+            return loops(mask, body, tile=True)
+        # rows of constant length: written out, and the loop vectorised over the matrices when no
+        # two of them add into the same slot
+        for axis, count in zip("ij", across):
+            if mask & _BITS[axis]:
+                body = _unrolled(axis, count, body)
+        sums = [self.em.reductions[it[1]][1] for it in group if isinstance(it, tuple)]
+        simd = ["#pragma omp simd"] if all(out & _BITS["b"] for out in sums) else []
+        return [*simd, "for (int64_t b = b0; b < b1; ++b) {", *("    " + x for x in body), "}"]
 
-    def _pass(self, ph: int, lvl: int, simd: bool) -> list[str]:
+    def _pass(self, ph: int, lvl: int, across: tuple[int, int] | None) -> list[str]:
+        """A pass over the tile's elements: row by row (``#pragma omp simd`` along a row), or, with
+        ``across`` (rows of constant length), vectorised over the matrices where that is safe."""
         em = self.em
         nodes = self.pass_nodes[ph, lvl]
         inside = set(nodes)
         element = self._body(nodes, inside)
-        rows, after = [], []
+        # a row's sum goes into a register, then into its slot per row, per matrix or per tile
+        per: dict[str, list[str]] = {"row": [], "b": [], "tile": []}
+        after: dict[str, list[str]] = {"row": [], "b": [], "tile": []}
+        columns_apart = True
         for r in self.passes[ph, lvl]:
             x, out, _, acc = em.reductions[r]
             term = f"(double){em.values[x].name}"
@@ -548,27 +574,41 @@ class _Plan:
                 element[:0] = [ln for ln in self._load(x) if ln not in element]
             if out & _BITS["j"]:  # column sums: element by element
                 element.append(self._accumulate(r, term))
-            else:  # a row's sum in a register, then into its slot
-                rows.append(acc)
-                element.append(f"r{acc} += {term};")
-                after.append(self._accumulate(r, f"r{acc}"))
+                columns_apart = columns_apart and bool(out & _BITS["b"])
+                continue
+            element.append(f"r{acc} += {term};")
+            where = "row" if out & _BITS["i"] else "b" if out & _BITS["b"] else "tile"
+            per["row"].append(acc)
+            if where == "row":
+                after["row"].append(self._accumulate(r, f"r{acc}"))
+            else:
+                per[where].append(acc)
+                after["row"].append(f"t{acc} += r{acc};")
+                after[where].append(self._accumulate(r, f"t{acc}"))
         if (ph, lvl) == self.out_pass:
             for k, v in self.full_outputs.items():
                 if v not in inside:
                     element[:0] = [ln for ln in self._load(v) if ln not in element]
                 element.append(f"a{em.vector.index(k)}[{index(em.full)}] = {em.operand(v, self.T)};")
-        head = [f"double r{a} = 0;" for a in rows]
-        pragma = []
-        if simd:
-            pragma = [f"#pragma omp simd reduction(+: {', '.join('r' + a for a in rows)})" if rows else "#pragma omp simd"]
-        inner = [*pragma, "for (int64_t j = j0; j < j1; ++j) {", *("    " + x for x in element), "}"]
-        row = [*head, *inner, *after]
+        row = [f"double r{a} = 0;" for a in per["row"]]
+        outer = []
+        if across:
+            row += [*_unrolled("j", across[1], element), *after["row"]]
+            rows = _unrolled("i", across[0], row)
+            outer = [_simd(["t" + a for a in per["tile"]])] if columns_apart else []
+        else:
+            row += [_simd(["r" + a for a in per["row"]]), "for (int64_t j = j0; j < j1; ++j) {"]
+            row += ["    " + x for x in element] + ["}", *after["row"]]
+            rows = ["for (int64_t i = i0; i < i1; ++i) {", *("    " + x for x in row), "}"]
         return [
+            *(f"double t{a} = 0;" for a in per["tile"]),
+            *outer,
             "for (int64_t b = b0; b < b1; ++b) {",
-            "    for (int64_t i = i0; i < i1; ++i) {",
-            *("        " + x for x in row),
-            "    }",
+            *(f"    double t{a} = 0;" for a in per["b"]),
+            *("    " + x for x in rows),
+            *("    " + x for x in after["b"]),
             "}",
+            *after["tile"],
         ]
 
     def _serial(self, ph: int) -> list[str]:
@@ -596,13 +636,25 @@ class _Plan:
                 lines += [f"for (int64_t q = 0; q < {size(out)}; ++q)", f"    {acc}[q] = 0;"]
                 lines += loops(em.values[x].cls, [*self._load(x), f"{acc}[{index(out)}] += (double){em.values[x].name};"])
             if v.cls == 1:
-                lines.append(f"{v.name} = {em.defs[n]};")
+                lines += [f"const {v.ctype} {v.name} = {em.defs[n]};", f"{v.name}_s = {v.name};"]
             else:
                 lines += loops(v.cls, [*self._body([n], {n})])
         return lines
 
     def _store(self, k: str, v: torch.fx.Node, m: int) -> list[str]:
         return [*self._load(v), f"a{self.em.vector.index(k)}[{index(m)}] = {self.em.operand(v, self.T)};"]
+
+
+def _unrolled(axis: str, count: int, body: list[str]) -> list[str]:
+    """``body`` once for each value of ``axis`` below ``count``, as a constant."""
+    lines = []
+    for k in range(count):
+        lines += ["{", f"    const int64_t {axis} = {k};", *("    " + x for x in body), "}"]
+    return lines
+
+
+def _simd(sums: list[str]) -> str:
+    return f"#pragma omp simd reduction(+: {', '.join(sums)})" if sums else "#pragma omp simd"
 
 
 _PLAN_MATRIX = """\
