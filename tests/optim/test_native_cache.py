@@ -336,20 +336,34 @@ def test_a_hanging_compiler_is_stopped_and_leaves_nothing(
     assert not ours_in_tmp() and not list(cache.iterdir())
 
 
-def test_a_kernel_whose_compilation_hangs_takes_the_reference_path_alone(
-    cache: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, launched: list[int]
+@pytest.mark.parametrize(
+    ("failure", "message", "timeout"),
+    [
+        pytest.param("echo 'cc: internal compiler error' >&2; exit 4", "internal compiler error", "120", id="fails"),
+        # waits for the timeout, long enough for the other kernels to build on a busy machine
+        pytest.param("sleep 600", "did not finish in 10 s", "10", id="hangs", marks=pytest.mark.slow),
+    ],
+)
+def test_a_kernel_that_cannot_be_built_takes_the_reference_path_alone(
+    cache: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    launched: list[int],
+    failure: str,
+    message: str,
+    timeout: str,
 ) -> None:
     real = shutil.which("cc") or shutil.which("gcc")
     cc = fake_compiler(
         tmp_path,
-        # Adam's kernel never finishes; everything else is compiled
-        'for a in "$@"; do case "$a" in *.c) grep -q optimlab_kernel_key "$a" && grep -q sqrt "$a" && sleep 600;; '
-        "esac; done\n"
+        # Adam's kernel (the one with a sqrt) fails; the probe and every other kernel are compiled
+        'for a in "$@"; do case "$a" in *.c) if grep -q optimlab_kernel_key "$a" && grep -q sqrt "$a"; then '
+        f"{failure}; fi;; esac; done\n"
         f'exec {real} "$@"\n',
     )
     monkeypatch.setenv("CC", str(cc))
-    monkeypatch.setenv("OPTIMLAB_CC_TIMEOUT", "10")  # time enough for the others on a busy machine
-    with warned("kernel of adam .* could not be built.*did not finish") as caught:
+    monkeypatch.setenv("OPTIMLAB_CC_TIMEOUT", timeout)
+    with warned(f"kernel of adam .* could not be built.*{message}") as caught:
         ps = train(Adam)
         train(Adam)
     assert len(caught) == 1 and not launched
