@@ -17,6 +17,7 @@ from .adagrad import Adagrad
 from .adam import Adam, AdamW
 from .adamax import Adamax
 from .adamod import AdaMod
+from .ademamix import AdEMAMix
 from .adopt import ADOPT
 from .lion import Lion
 from .lookahead import Lookahead
@@ -65,6 +66,7 @@ __all__ = [
     "PRESETS",
     "AdaBelief",
     "AdaBound",
+    "AdEMAMix",
     "AdaMod",
     "Adadelta",
     "Adafactor",
