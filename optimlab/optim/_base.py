@@ -190,7 +190,8 @@ class RuleOptimizer(torch.optim.Optimizer):
             foreach = group["foreach"]
             if foreach is None:
                 foreach = all(p.is_cuda for p in params)
-            if _native.wanted(self, group):
+            # the native path takes CPU tensors only: a group with none (CUDA) keeps its foreach path
+            if any(p.is_cpu for p in params) and _native.wanted(self, group):
                 _native.step_group(self, group, params, kwargs)
             elif foreach and self.elementwise:
                 self._step_foreach(group, params, kwargs)

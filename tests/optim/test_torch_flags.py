@@ -246,3 +246,32 @@ def test_fused_says_which_tensors_the_native_path_does_not_take():
         warnings.simplefilter("error")
         ours.Adam([torch.zeros(3, dtype=torch.bfloat16, requires_grad=True)], fused=None)
         ours.Adam([torch.zeros(3, dtype=torch.float32, requires_grad=True)], fused=True)
+
+
+class _OnAnotherDevice(torch.Tensor):
+    """A CPU tensor that says it is not (no CUDA here): what the step decides from ``is_cpu``/``is_cuda``."""
+
+    @property
+    def is_cuda(self) -> bool:
+        return True
+
+    @property
+    def is_cpu(self) -> bool:
+        return False
+
+
+@pytest.mark.filterwarnings("ignore:Adam. fused=True, but the native path takes only")  # said for these tensors
+@pytest.mark.parametrize("flags", [dict(fused=True), dict(fast=True), dict()])
+def test_a_group_without_cpu_tensors_keeps_the_multi_tensor_path(flags, monkeypatch):
+    # torch.optim's default on CUDA is foreach; the native path has nothing to take there
+    taken = []
+    monkeypatch.setattr(_native, "step_group", lambda *args: taken.append("native"))
+    monkeypatch.setattr(ours.Adam, "_step_foreach", lambda *args: taken.append("foreach"))
+    params = [_OnAnotherDevice._make_subclass(_OnAnotherDevice, torch.zeros(3), True)]
+    params[0].grad = torch.ones(3)
+    ours.Adam(params, **flags).step()
+    cpu = [torch.zeros(3, requires_grad=True)]
+    cpu[0].grad = torch.ones(3)
+    ours.Adam(cpu, **flags).step()
+    # and a CPU group takes the native path where a compiler is found (the per-parameter path otherwise)
+    assert taken == ["foreach"] + (["native"] if _native.available() else [])
