@@ -325,6 +325,10 @@ class Store:
                 self._migrate()
         except sqlite3.DatabaseError as e:  # "file is not a database", "database disk image is malformed"
             self._db.close()
+            if "readonly" in str(e):
+                raise StoreError(
+                    f"Store: {str(self.path)!r} cannot be written ({e}); `optimlab report` and `export` read it read-only"
+                ) from None
             raise StoreError(f"Store: {str(self.path)!r} is not a readable SQLite results file: {e}") from None
         except BaseException:
             self._db.close()

@@ -7,6 +7,7 @@ import json
 import math
 import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -99,3 +100,41 @@ def test_cli_run_tune_report_produce_files(tmp_path: Path, capsys: pytest.Captur
     assert cli.main(["tune", *common, "--opt", "Adam", "--trials", "0"]) == 2
     assert "trials" in capsys.readouterr().err
     assert cli.main(["report", "--store", str(tmp_path / "missing.sqlite"), "--out", str(out)]) == 2
+
+
+def test_report_of_a_store_with_betas_and_lookahead_runs(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from optimlab.runner import run
+
+    store = tmp_path / "lab.sqlite"
+    with Store(store) as s:
+        for seed in (1, 2):
+            run("airfoil-linreg", "Adam(lr=0.01, betas=(0.5, 0.9))", None, seed, "smoke", s, False)
+            run("airfoil-linreg", "Lookahead(Adam(lr=0.01), k=5)", None, seed, "smoke", s, False)
+    assert cli.main(["report", "--store", str(store), "--out", str(tmp_path / "out")]) == 0
+    md = (tmp_path / "out" / "summary.md").read_text()
+    assert "| Adam(lr=0.01, betas=(0.5, 0.9)) | 0 |" in md and "| Lookahead(Adam(lr=0.01)) | 0 |" in md
+    assert "2 seeds per optimizer" in md  # the verdict says the comparison is weak
+
+
+def test_a_fully_diverged_lr_is_drawn_apart_from_the_values(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import optimlab.report as report_mod
+    from optimlab.report import lr_figure
+
+    drawn = {}
+    save = report_mod._save
+
+    def keep(fig: Any, *args: Any) -> Path:
+        drawn["fig"] = fig
+        return save(fig, *args)
+
+    monkeypatch.setattr(report_mod, "_save", keep)
+    rows = [{"optimizer": "SGD", "lr": lr, "seed": s, "value": math.nan if lr == 10.0 or (lr == 1.0 and s == 1) else lr + s,
+             "diverged": int(lr == 10.0)} for lr in (0.01, 0.1, 1.0, 10.0) for s in (1, 2)]  # fmt: skip
+    lr_figure(rows, tmp_path / "lr.png", task="t", budget="smoke", metric="val_loss")
+    values, strip = drawn["fig"].axes
+    on_values = [(x, y) for line in values.get_lines() for x, y in zip(line.get_xdata(), line.get_ydata())]
+    assert 10.0 not in [x for x, _ in on_values]  # nothing at the diverged lr on the value axis
+    crosses = [line for line in strip.get_lines() if line.get_marker() == "x"]
+    assert [list(line.get_xdata()) for line in crosses] == [[10.0]]
+    assert [t.get_text() for t in strip.texts] == ["1/2"]  # some seeds diverged at lr 1
+    assert "diverged" in strip.get_ylabel() and strip.get_title(loc="left").startswith("diverged seeds")

@@ -465,3 +465,95 @@ def test_runs_filters_on_config_in_canonical_form(tmp_path):
         assert s.runs(seed=1.0) == []  # 1.0 is not the int 1 (as in the key)
         assert s.runs(status="failed")[0]["config"]["optimizer"] == "boom"
         assert s.runs(missing=1) == []
+
+
+# ---------------------------------------------------------------------------------------------
+# A store that reads anywhere (issue 10, "Why" 4)
+# ---------------------------------------------------------------------------------------------
+
+
+def _cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str]:
+    """``optimlab ARGV`` as the user types it: (exit status, stderr)."""
+    from optimlab.cli import main
+
+    status = main(list(argv))
+    return status, capsys.readouterr().err
+
+
+def test_read_only_opening_changes_nothing_and_cannot_claim(tmp_path, reference):
+    path = tmp_path / "s.sqlite"
+    with Store(path) as s:
+        sweep(s, CONFIGS)
+    before = path.read_bytes()
+    with Store(path, readonly=True) as s:
+        assert same(results(s), reference)
+        with pytest.raises(store_mod.StoreError, match="read-only"):
+            s.claim(CONFIGS[0])
+    assert path.read_bytes() == before
+
+
+@pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() == 0, reason="root may write every file")
+def test_report_reads_a_store_the_user_cannot_write(tmp_path, reference):
+    path = tmp_path / "store" / "s.sqlite"
+    with Store(path) as s:
+        sweep(s, CONFIGS)
+    path.chmod(0o444)
+    path.parent.chmod(0o555)  # not even a -wal or -shm file can be created beside it
+    try:
+        with pytest.raises(store_mod.StoreError):
+            Store(path)
+        with Store(path, readonly=True) as s:
+            assert same(results(s), reference)
+    finally:
+        path.parent.chmod(0o755)
+
+
+def test_a_copy_without_its_wal_file_says_what_is_missing(tmp_path, capsys):
+    path = tmp_path / "s.sqlite"
+    live = Store(path)
+    sweep(live, CONFIGS[:2])  # still open: the runs are in s.sqlite-wal, not yet in s.sqlite
+    copy = tmp_path / "copy" / "s.sqlite"
+    copy.parent.mkdir()
+    copy.write_bytes(path.read_bytes())
+    for readonly in (True, False):
+        with pytest.raises(store_mod.StoreError, match=r"copy\.sqlite|s\.sqlite.*-wal file.*missing or empty"):
+            Store(copy, readonly=readonly)
+    status, err = _cli(capsys, "report", "--store", str(copy), "--out", str(tmp_path / "r"))
+    assert status == 2 and err.count("\n") == 1 and "-wal" in err
+    # the documented one-file copy holds everything, even while the store is open
+    assert _cli(capsys, "export", "--store", str(path), "--out", str(tmp_path / "one.sqlite"), "--format", "sqlite")[0] == 0
+    assert not Path(f"{tmp_path / 'one.sqlite'}-wal").exists()
+    with Store(tmp_path / "one.sqlite", readonly=True) as s:
+        assert same(results(s), results(live))
+    live.close()
+
+
+@pytest.mark.parametrize("kind", ["directory", "corrupt", "foreign", "newer"])
+def test_unreadable_files_are_one_line_naming_the_file(tmp_path, capsys, kind):
+    path = tmp_path / f"{kind}.sqlite"
+    if kind == "directory":
+        path.mkdir()
+    elif kind == "corrupt":
+        path.write_bytes(b"SQLite format 3\x00" + os.urandom(4000))
+    elif kind == "foreign":
+        with sqlite3.connect(path) as db:
+            db.execute("CREATE TABLE t (x)")
+    else:
+        Store(path).close()
+        with sqlite3.connect(path) as db:
+            db.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+    for command in (["report", "--store", str(path), "--out", str(tmp_path / "r")],
+                    ["export", "--store", str(path), "--out", str(tmp_path / "e")]):  # fmt: skip
+        status, err = _cli(capsys, *command)
+        assert status == 2 and err.count("\n") == 1 and str(path) in err, err
+
+
+def test_export_command_writes_the_tables(tmp_path, capsys, reference):
+    path = tmp_path / "s.sqlite"
+    with Store(path) as s:
+        sweep(s, CONFIGS)
+        expected_runs, _ = expected_tables(s)
+    status, err = _cli(capsys, "export", "--store", str(path), "--out", str(tmp_path / "out"))
+    assert status == 0 and "runs.csv" in err
+    with open(tmp_path / "out" / "runs.csv", newline="") as f:
+        assert [r["key"] for r in csv.DictReader(f)] == [r["key"] for r in expected_runs]
