@@ -55,6 +55,9 @@ Where we differ from the authors' code:
 * The bias correction uses the parameter's own step count (as every optimizer here); theirs uses
   the group's. The two differ only for a parameter that had no gradient at some steps.
 * ``maximize`` is supported; they have none.
+
+``pytorch_optimizer``'s ports (``ScheduleFreeAdamW``, ``ScheduleFreeSGD``, 4.1.0) take the same
+steps (the tests check them as second opinions) but start in train mode.
 """
 
 from __future__ import annotations

@@ -108,6 +108,18 @@ def test_warm_ups_follow_the_authors_schedules():
         assert math.isclose(half_life, expected if t < 100 else math.log(0.5) / math.log(0.9999), rel_tol=1e-9)
 
 
+def test_schedules_are_the_authors_and_pytorch_optimizer_drops_their_1e_8():
+    group = dict(betas=(0.9, 0.999, 0.9999), alpha=8.0, alpha_warmup=100, beta3_warmup=100)
+    for t in (1, 50, 99, 100, 101):
+        ours = slow_schedule(float(t), beta1=0.9, beta3=0.9999, alpha=8.0, alpha_warmup=100, beta3_warmup=100)
+        assert ours == AuthorsAdEMAMix._schedules(t, group)
+        if t < 100:
+            # pytorch_optimizer's beta3_t is the same formula without the 1e-8 of ln(beta + 1e-8):
+            # 1 - beta3_t is 1e-4 of itself off (ln 0.9999 is only -1e-4)
+            theirs = pytorch_optimizer.AdEMAMix.schedule_beta3(100, t, 0.9, 0.9999)
+            assert 5e-5 < (ours[1] - theirs) / (1 - ours[1]) < 2e-4
+
+
 @pytest.mark.parametrize(("dtype", "tol"), [(torch.float64, 1e-9), (torch.float32, 1e-5)], ids=["f64", "f32"])
 def test_beta3_warmup_equals_the_authors_code(dtype, tol):
     # Not a standard case: with beta3_warmup the rule takes logarithms of the betas, which the

@@ -3,6 +3,7 @@
 import math
 
 import pytest
+import pytorch_optimizer
 import schedulefree
 import torch
 
@@ -104,6 +105,19 @@ def test_new_optimizer_is_in_eval_mode_and_refuses_to_step_there():
     opt.eval()
     with pytest.raises(RuntimeError, match="eval mode"):
         opt.step()
+
+
+def test_a_new_authors_optimizer_refuses_to_step_too_pytorch_optimizers_does_not():
+    for make in (schedulefree.AdamWScheduleFree, schedulefree.SGDScheduleFree):
+        p = _param()
+        p.grad = torch.ones(1, dtype=torch.float64)
+        with pytest.raises(Exception, match="not in train mode"):
+            make([p]).step()
+    for make in (pytorch_optimizer.ScheduleFreeAdamW, pytorch_optimizer.ScheduleFreeSGD):
+        p = _param()
+        p.grad = torch.ones(1, dtype=torch.float64)
+        make([p]).step()  # their ports start in train mode
+        assert p.item() != 0.5
 
 
 def test_eval_moves_to_the_average_and_back():
