@@ -32,7 +32,7 @@ first form is ``original=True``:
 
 (``clip_lambda=None`` alone is the current code without clipping, which the authors' README calls
 the original behaviour; it still differs in the first momentum, by the factor
-:math:`1-\beta_1`.)
+:math:`1-\beta_1`, and in the decoupled decay of step 1.)
 
 ``pytorch_optimizer.ADOPT`` (4.1.0) differs from the authors' code in two places (the tests show
 both): it evaluates ``clip_lambda`` at :math:`t` instead of :math:`t-1` (its first update clips at
