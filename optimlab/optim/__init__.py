@@ -19,8 +19,10 @@ from .adamax import Adamax
 from .adamod import AdaMod
 from .ademamix import AdEMAMix
 from .adopt import ADOPT
+from .lamb import LAMB
 from .lion import Lion
 from .lookahead import Lookahead
+from .muon import Muon
 from .nadam import NAdam
 from .radam import RAdam
 from .rmsprop import RMSprop
@@ -74,8 +76,10 @@ __all__ = [
     "Adam",
     "AdamW",
     "Adamax",
+    "LAMB",
     "Lion",
     "Lookahead",
+    "Muon",
     "NAdam",
     "RAdam",
     "RMSprop",

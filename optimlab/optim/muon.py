@@ -1,0 +1,268 @@
+r"""Muon: MomentUm Orthogonalized by Newton–Schulz (Jordan et al., 2024), with AdamW for the rest.
+
+Reference: Keller Jordan's ``muon-optimizer`` 0.1.0 on PyPI (module ``muon``: ``SingleDeviceMuon``
+and ``SingleDeviceMuonWithAuxAdam``; names, defaults, state layout, results), and
+``torch.optim.Muon`` (torch 2.13), whose extra options this class takes under torch's names.
+For a matrix parameter :math:`W` (rows :math:`A`, columns :math:`B`) with gradient :math:`G_t`:
+
+.. math::
+
+    M_t &= \mu M_{t-1} + (1-\mu)\, G_t \\
+    \tilde M_t &= (1-\mu)\, G_t + \mu M_t \quad\text{(nesterov; else } \tilde M_t = M_t) \\
+    O_t &= \operatorname{NS}^{(a,b,c)}_k(\tilde M_t)
+           \quad\text{(quintic Newton–Schulz, :func:`~optimlab.optim._matrix.newton_schulz`)} \\
+    W_t &= (1 - \eta\lambda)\, W_{t-1} - \eta\, s(A, B)\, O_t,
+    \qquad s = \sqrt{\max(1, A/B)} \quad\text{(adjust\_lr\_fn="match\_rms\_adamw": }
+    s = 0.2\sqrt{\max(A, B)})
+
+:math:`O_t \approx UV^\top` for :math:`\tilde M_t = U\Sigma V^\top` (its singular values end in about
+[0.7, 1.2], by design).  :math:`s` is Keller Jordan's scale, which keeps the update's RMS alike
+for tall and wide matrices; ``"match_rms_adamw"`` is Moonshot's (Liu et al. 2025, "Muon is Scalable
+for LLM Training"; timm's default), which gives the update AdamW's RMS so that AdamW's lr and
+weight decay carry over.  The weight decay is decoupled and uses the unscaled :math:`\eta`, in both
+references.  A 4-D (convolution) weight is orthogonalised as the matrix ``W.flatten(1)``, as in the
+official code; a 3-D one as a batch of matrices (the official code's batched Newton–Schulz).
+
+**Which tensors Muon updates.**  Muon is for the hidden layers' weight matrices; its authors train
+embeddings, the output layer, gains and biases with AdamW.  As the official
+``SingleDeviceMuonWithAuxAdam``, each param group has a ``use_muon`` entry: ``True`` (Muon; every
+tensor must have 2 or more dimensions), ``False`` (AdamW for every tensor of the group), or
+``None``, the default, which this class adds: Muon for tensors of 2 or more dimensions and AdamW
+for the others, so that ``Muon(model.parameters())`` runs.  Put the embeddings and the output layer
+in a group with ``use_muon=False`` to follow the authors' recipe.  The AdamW is the official one
+(:func:`~optimlab.optim.adam.adam` with decoupled decay), with its hyperparameters in
+``adamw_lr``, ``adamw_betas``, ``adamw_eps``, ``adamw_wd`` (the names of ``pytorch_optimizer``'s
+Muon; the official class reads them from ``lr``, ``betas``, ``eps``, ``weight_decay`` of its
+``use_muon=False`` groups, with these defaults).
+
+The references disagree in these places; each is an option whose default is the official code's:
+
+* ``adjust_lr_fn``: ``None`` / ``"original"`` (Keller Jordan's :math:`s`) or ``"match_rms_adamw"``
+  (Moonshot's), as in ``torch.optim.Muon``.  For a 4-D weight the official code takes :math:`A/B`
+  from the gradient's last two dimensions, i.e. the kernel's height over its width (1 for square
+  kernels), not from the flattened matrix; this class does the same for ``"original"``.
+  ``"match_rms_adamw"`` (for which no reference takes a 4-D weight) uses the flattened matrix, as
+  ``pytorch_optimizer`` does for both.
+* ``clamp_norm``: the official code divides by :math:`\lVert\tilde M_t\rVert_F + \epsilon`,
+  ``torch.optim.Muon`` by :math:`\max(\lVert\tilde M_t\rVert_F, \epsilon)`.
+* ``ns_dtype``: both references run Newton–Schulz in bfloat16 (fast on GPUs; 3 significant digits);
+  ``None`` runs it in the parameter's dtype.  The float64 parity tests use ``None`` with the
+  references' bfloat16 cast made a no-op.
+* ``nesterov``, ``ns_coefficients``, ``ns_steps``, ``eps``: ``torch.optim.Muon``'s options; the
+  official code fixes them at these defaults.
+* defaults: ``lr=0.02``, ``weight_decay=0`` are the official code's; ``torch.optim.Muon`` has
+  ``lr=1e-3``, ``weight_decay=0.1``.
+
+Where this class departs from the references:
+
+* the official step overwrites ``p.grad`` with the Nesterov mix (``grad.lerp_``); this class, as
+  ``torch.optim.Muon``, leaves ``p.grad`` as it was.
+* ``torch.optim.Muon`` refuses tensors that are not 2-D; the official ``SingleDeviceMuon`` fails on
+  tensors of fewer than 2 dimensions with an ``AssertionError``.
+* the state also holds ``step`` (every optimizer of this library counts its steps); the official
+  AdamW keeps it as a Python int.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from ._base import RuleOptimizer, State
+from ._math import is_zero
+from ._matrix import NS_COEFFICIENTS, newton_schulz
+from ._validate import HyperparameterTypeError, check_choice, check_flag, check_int, check_pair, check_range, number
+from .adam import adam
+
+#: the lr scalings of ``adjust_lr_fn`` (``None`` is ``"original"``, as in torch.optim.Muon)
+ADJUST_LR_FNS = (None, "original", "match_rms_adamw")
+
+
+def muon(
+    param: Tensor,
+    grad: Tensor,
+    state: State,
+    step: Any,
+    *,
+    lr: Any,
+    momentum: Any,
+    weight_decay: Any = 0.0,
+    nesterov: bool = True,
+    ns_coefficients: tuple[Any, Any, Any] = NS_COEFFICIENTS,
+    ns_steps: int = 5,
+    eps: Any = 1e-7,
+    adjust_lr_fn: str | None = None,
+    ns_dtype: torch.dtype | None = torch.bfloat16,
+    clamp_norm: bool = False,
+) -> tuple[Tensor, State]:
+    """One Muon step of a tensor of 2 or more dimensions (the module docstring has the equations)."""
+    buf = state["momentum_buffer"].lerp(grad, 1 - momentum)
+    update = grad.lerp(buf, momentum) if nesterov else buf
+    matrix = update.flatten(1) if update.dim() == 4 else update
+    ortho = newton_schulz(matrix, ns_coefficients, ns_steps, eps, dtype=ns_dtype, clamp_norm=clamp_norm)
+    # scaled in the Newton-Schulz dtype, as the official code does
+    ortho = ortho * _lr_scale(adjust_lr_fn, grad.shape, matrix.shape)
+    if not is_zero(weight_decay):
+        param = param * (1 - lr * weight_decay)
+    return param - lr * ortho.reshape(param.shape).to(param.dtype), {"momentum_buffer": buf}
+
+
+def _lr_scale(adjust_lr_fn: str | None, shape: torch.Size, matrix: torch.Size) -> float:
+    if adjust_lr_fn == "match_rms_adamw":
+        return 0.2 * math.sqrt(max(matrix[-2], matrix[-1]))
+    rows, cols = shape[-2], shape[-1]
+    return max(1, rows / cols) ** 0.5 if cols else 1.0  # an empty matrix has nothing to scale
+
+
+def muon_with_adamw(
+    param: Tensor,
+    grad: Tensor,
+    state: State,
+    step: Any,
+    *,
+    use_muon: bool | None,
+    adamw_lr: Any,
+    adamw_beta1: Any,
+    adamw_beta2: Any,
+    adamw_eps: Any,
+    adamw_wd: Any,
+    **muon_options: Any,
+) -> tuple[Tensor, State]:
+    """Muon for a tensor that :func:`uses_muon`, the official auxiliary AdamW for the others."""
+    if uses_muon(param, use_muon):
+        return muon(param, grad, state, step, **muon_options)
+    return adam(
+        param,
+        grad,
+        state,
+        step,
+        lr=adamw_lr,
+        beta1=adamw_beta1,
+        beta2=adamw_beta2,
+        eps=adamw_eps,
+        weight_decay=adamw_wd,
+        decoupled_weight_decay=True,
+    )
+
+
+def uses_muon(param: Tensor, use_muon: bool | None) -> bool:
+    """Whether a tensor of a group with this ``use_muon`` takes Muon's step (else AdamW's)."""
+    return param.dim() >= 2 if use_muon is None else use_muon
+
+
+class Muon(RuleOptimizer):
+    """Muon for matrices and AdamW for the rest, as in the module docstring.
+
+    The first four arguments are the official ``SingleDeviceMuon``'s, the next five
+    ``torch.optim.Muon``'s, in their orders.  State: ``step`` and ``momentum_buffer`` for Muon's
+    tensors (the references' name), ``step``, ``exp_avg`` and ``exp_avg_sq`` for AdamW's.  A param
+    group's ``use_muon`` (default ``None``) chooses which tensors take Muon.
+    """
+
+    rule = staticmethod(muon_with_adamw)
+    elementwise = False
+
+    def __init__(
+        self,
+        params: Iterable[Any],
+        lr: float = 0.02,
+        weight_decay: float = 0.0,
+        momentum: float = 0.95,
+        nesterov: bool = True,
+        ns_coefficients: tuple[float, float, float] = NS_COEFFICIENTS,
+        eps: float = 1e-7,
+        ns_steps: int = 5,
+        adjust_lr_fn: str | None = None,
+        *,
+        ns_dtype: torch.dtype | None = torch.bfloat16,
+        clamp_norm: bool = False,
+        adamw_lr: float = 3e-4,
+        adamw_betas: tuple[float, float] = (0.9, 0.95),
+        adamw_eps: float = 1e-10,
+        adamw_wd: float = 0.0,
+        foreach: bool | None = None,
+        maximize: bool = False,
+        fast: bool | None = None,
+        fused: bool | None = None,
+        capturable: bool = False,
+        differentiable: bool = False,
+    ) -> None:
+        defaults = dict(
+            lr=lr,
+            weight_decay=weight_decay,
+            momentum=momentum,
+            nesterov=nesterov,
+            ns_coefficients=ns_coefficients,
+            eps=eps,
+            ns_steps=ns_steps,
+            adjust_lr_fn=adjust_lr_fn,
+            ns_dtype=ns_dtype,
+            clamp_norm=clamp_norm,
+            use_muon=None,
+            adamw_lr=adamw_lr,
+            adamw_betas=adamw_betas,
+            adamw_eps=adamw_eps,
+            adamw_wd=adamw_wd,
+        )
+        super().__init__(
+            params,
+            defaults,
+            foreach=foreach,
+            maximize=maximize,
+            fast=fast,
+            fused=fused,
+            capturable=capturable,
+            differentiable=differentiable,
+        )
+
+    def validate(self, group: dict[str, Any]) -> None:
+        name = type(self).__name__
+        check_range(name, "lr", group["lr"], 0.0)
+        check_range(name, "weight_decay", group["weight_decay"], 0.0)
+        check_range(name, "momentum", group["momentum"], 0.0, 1.0, high_open=True)
+        _check_coefficients(name, group["ns_coefficients"])
+        check_range(name, "eps", group["eps"], 0.0)
+        check_int(name, "ns_steps", group["ns_steps"], 0)
+        check_choice(name, "adjust_lr_fn", group["adjust_lr_fn"], ADJUST_LR_FNS)
+        ns_dtype = group["ns_dtype"]
+        if ns_dtype is not None and not (isinstance(ns_dtype, torch.dtype) and ns_dtype.is_floating_point):
+            raise HyperparameterTypeError(
+                f"{name}: invalid ns_dtype={ns_dtype!r}: expected None (the parameter's dtype) or a floating-point "
+                "torch.dtype such as torch.bfloat16"
+            )
+        check_flag(name, "use_muon", group["use_muon"], none=True)
+        check_range(name, "adamw_lr", group["adamw_lr"], 0.0)
+        beta1, beta2 = check_pair(name, "adamw_betas", group["adamw_betas"], "(beta1, beta2)")
+        check_range(name, "adamw_betas[0]", beta1, 0.0, 1.0, high_open=True)
+        check_range(name, "adamw_betas[1]", beta2, 0.0, 1.0, high_open=True)
+        check_range(name, "adamw_eps", group["adamw_eps"], 0.0)
+        check_range(name, "adamw_wd", group["adamw_wd"], 0.0)
+        if group["use_muon"]:
+            for i, p in enumerate(group.get("params", ())):
+                if isinstance(p, Tensor) and p.dim() < 2:
+                    raise ValueError(
+                        f"{name}: invalid use_muon=True for a tensor of shape {tuple(p.shape)} (entry {i} of its param "
+                        "group): Muon orthogonalises matrices, tensors of 2 or more dimensions; use use_muon=None (AdamW "
+                        "for the tensors of fewer dimensions) or put it in a group with use_muon=False"
+                    )
+
+    def init_state(self, param: Tensor, group: dict[str, Any]) -> State:
+        keys = ["momentum_buffer"] if uses_muon(param, group["use_muon"]) else ["exp_avg", "exp_avg_sq"]
+        return {k: torch.zeros_like(param, memory_format=torch.preserve_format) for k in keys}
+
+    def rule_kwargs(self, group: dict[str, Any]) -> dict[str, Any]:
+        beta1, beta2 = group["adamw_betas"]
+        names = ("lr", "weight_decay", "momentum", "nesterov", "ns_coefficients", "eps", "ns_steps", "adjust_lr_fn")
+        names += ("ns_dtype", "clamp_norm", "use_muon", "adamw_lr", "adamw_eps", "adamw_wd")
+        return {k: group[k] for k in names} | {"adamw_beta1": beta1, "adamw_beta2": beta2}
+
+
+def _check_coefficients(name: str, value: Any) -> None:
+    if not isinstance(value, (tuple, list)) or len(value) != 3:
+        raise HyperparameterTypeError(f"{name}: invalid ns_coefficients={value!r}: expected three numbers (a, b, c)")
+    for i, x in enumerate(value):
+        number(name, f"ns_coefficients[{i}]", x)
