@@ -19,7 +19,6 @@ from .adamax import Adamax
 from .adamod import AdaMod
 from .ademamix import AdEMAMix
 from .adopt import ADOPT
-from .lamb import LAMB
 from .lion import Lion
 from .lookahead import Lookahead
 from .muon import Muon
@@ -76,7 +75,6 @@ __all__ = [
     "Adam",
     "AdamW",
     "Adamax",
-    "LAMB",
     "Lion",
     "Lookahead",
     "Muon",
