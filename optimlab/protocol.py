@@ -51,7 +51,6 @@ from __future__ import annotations
 import math
 import os
 import sys
-import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
@@ -434,22 +433,6 @@ def _suggest(trial: Any, space: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _shared_run(
-    task: Task, spec: spec_mod.OptimizerSpec, seed: int, budget: str, store: Store | None, **kwargs: Any
-) -> dict[str, Any]:
-    """:func:`optimlab.runner.run`, waiting while the run is live in another process (two identical
-    commands on one store share the work): its stored result is used once it is there."""
-    config = spec.to_config()
-    while True:
-        result = run(task, config["name"], config["hyperparameters"], seed, budget, store, False, **kwargs)
-        if not (result["status"] == "skipped" and result.get("stored_status") == "running"):
-            return result
-        time.sleep(_POLL_SECONDS)
-
-
-_POLL_SECONDS = 2.0
-
-
 def tune(
     task: str | Task,
     optimizers: Sequence[OptimizerSpec],
@@ -473,7 +456,7 @@ def tune(
     tunes the rest of the space, and an arm with nothing free runs no trial.  A trial that fails
     (an exception, or a run stored as failed) is recorded as failed and tuning goes on; only an
     arm whose every trial failed raises.  A trial live in another process on the same store is
-    waited for and its result used.
+    waited for (by :func:`optimlab.runner.run`) and its result used.
 
     Parameters
     ----------
@@ -514,7 +497,7 @@ def tune(
 
     Raises:
         ValueError: a bad argument, before anything runs.
-        RuntimeError: every trial of an optimizer failed (the last error is named).
+        RunFailedError: every trial of an optimizer failed (the last error is named).
     """
     check_choice("tune", "budget", budget, BUDGETS)
     check_int("tune", "trials", trials, 1)
@@ -523,6 +506,7 @@ def tune(
     arms = _arms(optimizers, distinct_labels=False)  # "Adam" (tuned) and "Adam(lr=0.001)" differ once tuned
     space = _check_space(lr_range, extra_space)
     plans = [_plan(a, space) for a in arms]
+    check_environment(the_task, data_dir, device)  # a wrong data directory fails once, not as every trial
     out = {}
     with _quiet_optuna() as optuna:
         for a, (free, fixed) in zip(arms, plans):
@@ -550,7 +534,7 @@ def tune(
                         bar.set_postfix(best=f"{study.best_value:.4g}", refresh=False)
                     bar.update()
             if all(t.status == "failed" for t in done):
-                raise RuntimeError(f"tune: every trial of {name} failed; the last: {done[-1].error}")
+                raise RunFailedError(f"tune: every trial of {name} failed; the last: {done[-1].error}")
             best = study.best_trial
             chosen = replace(a.spec.with_values(best.params), tuned=frozenset(free))
             hp = chosen.to_config()["hyperparameters"]
@@ -568,9 +552,11 @@ def _trial(
     what = f"trial {number} of {spec_mod.format(a.spec)}"
     key = None
     try:
-        result = _shared_run(
-            task, a.spec.with_values(suggested), seed, budget, store, data_dir=data_dir, device=device, retry_failed=retry_failed
-        )
+        config = a.spec.with_values(suggested).to_config()
+        result = run(  # a trial live in another process is waited for there, and its result used
+            task, config["name"], config["hyperparameters"], seed, budget, store, False,
+            data_dir=data_dir, device=device, retry_failed=retry_failed,
+        )  # fmt: skip
         key = result["key"]
         value = _validation(task, result, what)
         status = _outcome(result, what)

@@ -375,9 +375,13 @@ def test_a_failed_trial_is_recorded_and_tuning_goes_on(tmp_path: Path, monkeypat
     result = tune("airfoil-linreg", ["Adam"], "smoke", trials=4, extra_space=space, progress=False)["Adam"]
     by_beta2 = {b: {t.status for t in result.trials if t.suggested["beta2"] == b} for b in (0.99, 1.0)}
     assert by_beta2 == {0.99: {"finished"}, 1.0: {"failed"}} and result.spec.hyperparameters["betas"] == (0.9, 0.99)
-    # every trial failing is an error naming the arm and the last error
-    with pytest.raises(RuntimeError, match=r"every trial of Adam failed; the last: .*invalid betas\[1\]=1"):
+    # values the class refuses throughout the space are one error before anything runs
+    with pytest.raises(ValueError, match=r"tune: Adam cannot tune lr, beta2: Adam: invalid betas\[1\]=1"):
         tune("airfoil-linreg", ["Adam"], "smoke", trials=2, extra_space={"beta2": [1.0]}, progress=False)
+    # every trial failing is an error naming the arm and the last error
+    monkeypatch.setattr(runner, "_train", lambda *args, **kwargs: 1 / 0)
+    with pytest.raises(protocol.RunFailedError, match=r"every trial of Adam failed; the last: .*ZeroDivisionError"):
+        tune("airfoil-linreg", ["Adam"], "smoke", trials=2, progress=False)
 
 
 @pytest.mark.slow  # two fresh processes: ~7 s of CPU here, 15-27 s of wall time under load
