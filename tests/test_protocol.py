@@ -21,6 +21,7 @@ from optimlab.protocol import (
     lr_sensitivity,
     tune,
 )
+from optimlab.stats import summarize
 from optimlab.store import Store
 from optimlab.tasks import Instance, get
 
@@ -268,6 +269,15 @@ def test_one_optimizer_claims_no_comparison(tmp_path: Path, capsys: pytest.Captu
                               "--budget", "smoke", "--store", str(tmp_path / "lab.sqlite")])  # fmt: skip
     assert lines[-1].startswith("one optimizer, no comparison: Adam(lr=0.01) ")
     assert "worse beyond noise" not in "\n".join(lines)
+
+
+def test_intervals_stay_inside_what_each_task_metric_can_be() -> None:
+    assert get("mnist-cnn").metric_bounds == (0.0, 1.0) and get("mnist-dcgan").metric_bounds == (0.0, 1.0)
+    assert get("airfoil-linreg").metric_bounds == (0.0, math.inf) and get("house-mlp").metric_bounds == (0.0, math.inf)
+    # SGD(lr=1) on airfoil (smoke, 5 seeds) read 4.116 [-1.037, 9.269]: a squared loss cannot be negative
+    values = {"SGD(lr=1)": [0.3, 0.4, 0.35, 19.1, 0.43], "SGD(lr=0.3)": [0.25, 0.26, 0.24, 0.25, 0.26]}
+    (wide, _) = summarize(values, higher_is_better=False, bounds=get("airfoil-linreg").metric_bounds)
+    assert wide.low == 0.0 and wide.high > 10
 
 
 def test_an_absurd_house_price_error_counts_as_divergence(tmp_path: Path) -> None:

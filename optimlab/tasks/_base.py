@@ -138,8 +138,11 @@ class Task(ABC):
 
     @property
     def metric_bounds(self) -> tuple[float, float]:
-        # every accuracy of the lab (classifier, GAN judge) is a share of examples
-        return (0.0, 1.0) if self.metric.endswith("accuracy") else (-math.inf, math.inf)
+        # every accuracy of the lab (classifier, GAN judge) is a share of examples; the headline
+        # losses (squared error, cross-entropy) and errors (RMSE) are not negative
+        if self.metric.endswith("accuracy"):
+            return (0.0, 1.0)
+        return (0.0, math.inf) if self.metric in ("loss", "rmse") else (-math.inf, math.inf)
 
     @abstractmethod
     def setup(self, budget: Budget, *, data_dir: Any, device: torch.device) -> Instance:
