@@ -19,6 +19,7 @@ from .adamax import Adamax
 from .adamod import AdaMod
 from .ademamix import AdEMAMix
 from .adopt import ADOPT
+from .lamb import LAMB
 from .lion import Lion
 from .lookahead import Lookahead
 from .muon import Muon
@@ -75,6 +76,7 @@ __all__ = [
     "Adam",
     "AdamW",
     "Adamax",
+    "LAMB",
     "Lion",
     "Lookahead",
     "Muon",
