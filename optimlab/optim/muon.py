@@ -59,8 +59,15 @@ Where this class departs from the references:
   ``torch.optim.Muon``, leaves ``p.grad`` as it was.
 * ``torch.optim.Muon`` refuses tensors that are not 2-D; the official ``SingleDeviceMuon`` fails on
   tensors of fewer than 2 dimensions with an ``AssertionError``.
+* ``muon-optimizer`` 0.1.0 adds the flattened update of a 4-D weight to the 4-D weight and fails;
+  its repository's later code reshapes it first, as this class does (the tests run 0.1.0's update
+  with that reshape).  That later code also steps tensors without a gradient as if it were zero;
+  here, as in torch.optim, they are skipped.
 * the state also holds ``step`` (every optimizer of this library counts its steps); the official
-  AdamW keeps it as a Python int.
+  AdamW keeps it as a Python int, and its Muon tensors have none (an official checkpoint loads).
+* an lr scheduler scales ``lr`` only: the AdamW tensors of a ``use_muon=None`` or ``False`` group
+  keep ``adamw_lr`` (the official ``use_muon=False`` groups keep AdamW's lr in ``lr``, which a
+  scheduler scales).
 """
 
 from __future__ import annotations
@@ -249,6 +256,14 @@ class Muon(RuleOptimizer):
                         "group): Muon orthogonalises matrices, tensors of 2 or more dimensions; use use_muon=None (AdamW "
                         "for the tensors of fewer dimensions) or put it in a group with use_muon=False"
                     )
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """As :meth:`RuleOptimizer.load_state_dict`; also the official code's checkpoints, whose Muon
+        tensors have no step count: theirs starts at 0 here (Muon's update does not read it)."""
+        super().load_state_dict(state_dict)
+        for state in self.state.values():
+            if state and "step" not in state:
+                state["step"] = torch.tensor(0.0)
 
     def init_state(self, param: Tensor, group: dict[str, Any]) -> State:
         keys = ["momentum_buffer"] if uses_muon(param, group["use_muon"]) else ["exp_avg", "exp_avg_sq"]
