@@ -1,0 +1,105 @@
+"""Muon's step time against torch.optim.Muon, and what of it is Newton–Schulz.
+
+Run by hand::
+
+    python benchmarks/muon.py                          # 12 layers of width 512 (37.8M parameters)
+    python benchmarks/muon.py --layers 2 --width 256 --reps 5
+
+Layout: ``--layers`` transformer blocks of width d, each with four d x d matrices (attention),
+a d x 4d and a 4d x d matrix (MLP) and six vectors (biases, norms), float32 on the CPU, fixed
+random gradients.  Both sides follow the official recipe: ``optimlab.optim.Muon`` with its
+defaults (Muon for the matrices, its AdamW for the vectors), against ``torch.optim.Muon`` for the
+matrices plus ``torch.optim.AdamW(lr=3e-4, betas=(0.9, 0.95), eps=1e-10, weight_decay=0)`` (the
+official auxiliary AdamW's settings) for the vectors; both run Newton–Schulz in bfloat16 (their
+default; ``--ns-dtype float32`` runs ours in float32 as well, torch's cannot).
+
+Printed: the median step of each over ``--reps`` steps after ``--warmup``, timed alternately in
+the same run, their ratio, and ``newton-schulz ms``: the median time of Newton–Schulz alone on
+the same matrices (``optimlab.optim._matrix.newton_schulz``, 5 steps), i.e. the matrix work of
+one step, with its share of our step.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import torch
+
+from optimlab.optim import Muon
+from optimlab.optim._matrix import newton_schulz
+
+
+def shapes(layers: int, d: int) -> list[tuple[int, ...]]:
+    block = [(d, d)] * 4 + [(d, 4 * d), (4 * d, d)] + [(d,)] * 4 + [(4 * d,), (d,)]
+    return block * layers
+
+
+def timed(step, warmup: int, reps: int) -> list[float]:
+    for _ in range(warmup):
+        step()
+    times = []
+    for _ in range(reps):
+        start = time.perf_counter()
+        step()
+        times.append(time.perf_counter() - start)
+    return times
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--layers", type=int, default=12)
+    parser.add_argument("--width", type=int, default=512)
+    parser.add_argument("--reps", type=int, default=5)
+    parser.add_argument("--warmup", type=int, default=1)
+    parser.add_argument("--ns-dtype", choices=["bfloat16", "float32"], default="bfloat16")
+    args = parser.parse_args()
+    ns_dtype = getattr(torch, args.ns_dtype)
+
+    gen = torch.Generator().manual_seed(0)
+    layout = shapes(args.layers, args.width)
+    start = [torch.randn(s, generator=gen) for s in layout]
+    grads = [torch.randn(s, generator=gen) for s in layout]
+    n = sum(p.numel() for p in start)
+
+    ours_params = [p.clone() for p in start]
+    ours = Muon(ours_params, ns_dtype=ns_dtype)
+    theirs_params = [p.clone() for p in start]
+    matrices = [p for p in theirs_params if p.dim() == 2]
+    vectors = [p for p in theirs_params if p.dim() < 2]
+    torch_muon = torch.optim.Muon(matrices, lr=0.02, weight_decay=0.0)
+    torch_adamw = torch.optim.AdamW(vectors, lr=3e-4, betas=(0.9, 0.95), eps=1e-10, weight_decay=0.0)
+    for ps in (ours_params, theirs_params):
+        for p, g in zip(ps, grads):
+            p.grad = g
+
+    def torch_step() -> None:
+        torch_muon.step()
+        torch_adamw.step()
+
+    # alternate the two, so that load on the machine falls on both alike
+    ours_times, torch_times = [], []
+    timed(ours.step, args.warmup, 0)
+    timed(torch_step, args.warmup, 0)
+    for _ in range(args.reps):
+        ours_times += timed(ours.step, 0, 1)
+        torch_times += timed(torch_step, 0, 1)
+    ns_inputs = [g for g in grads if g.dim() == 2]
+    ns_times = timed(lambda: [newton_schulz(g, dtype=ns_dtype) for g in ns_inputs], args.warmup, args.reps)
+
+    ours_ms, torch_ms, ns_ms = (1e3 * statistics.median(t) for t in (ours_times, torch_times, ns_times))
+    print(
+        f"{args.layers} layers, width {args.width}: {len(layout)} tensors, {n / 1e6:.1f}M parameters, "
+        f"{len(ns_inputs)} matrices; Newton-Schulz in {args.ns_dtype}; {torch.get_num_threads()} threads; "
+        f"median of {args.reps} steps"
+    )
+    print(f"{'':24}{'ms':>10}")
+    print(f"{'optimlab Muon':24}{ours_ms:10.1f}")
+    print(f"{'torch Muon + AdamW':24}{torch_ms:10.1f}")
+    print(f"{'newton-schulz alone':24}{ns_ms:10.1f}  ({100 * ns_ms / ours_ms:.0f}% of our step)")
+    print(f"torch / optimlab step time: {torch_ms / ours_ms:.2f} (> 1: ours is faster)")
+
+
+if __name__ == "__main__":
+    main()
