@@ -19,6 +19,7 @@ import math
 import sys
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -92,7 +93,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="values of one hyperparameter: a list 0.1,0.5,0.9; lin:START:STOP:N; or log:START:STOP:N (repeatable)",
     )
     p.add_argument("--heatmap", action="append", default=[], metavar="X,Y", help="draw a heatmap over these two swept names (repeatable)")
-    p.add_argument("--value", default="final_loss", choices=["final_loss", "steps_to_target"], help="heatmap colour (default final_loss)")
+    p.add_argument("--value", default="final_loss", choices=_heatmap_values(), help="heatmap colour (default final_loss)")
     p.add_argument("--fixed", action="append", default=[], metavar="NAME=VALUE", help="value of a swept name not on a heatmap's axes")
     p.add_argument("--target", type=float, help="loss that counts as arrived, for steps_to_target")
     p.set_defaults(func=cmd_sweep)
@@ -217,13 +218,16 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     if len(args.opt) > 1:
         raise ValueError("sweep takes one --opt; run one sweep per optimizer")
     grid = {name: _grid_values(name, text) for name, text in (_split_assignment(g) for g in args.grid)}
-    result = _run_spec(surface, (args.opt or ["Adam"])[0], grid, args, target=args.target)
+    plan = _sweep_plan((args.opt or ["Adam"])[0], grid)
+    heatmaps = [_pair(spec) for spec in args.heatmap]
+    for x, y in heatmaps:  # a heatmap that cannot be drawn fails before the sweep runs
+        figures.check_heatmap(list(plan.grid), x, y, args.value, args.target)
+    result = _run_plan(surface, plan, args, target=args.target)
     out = _out(args, f"sweep-{surface.name}")
     tables.write_table(result.summary_rows(), out / "grid.csv")
     fixed = _assignments(args.fixed)
-    for spec in args.heatmap:
-        x, y = _pair(spec)
-        figures.heatmap(result, x, y, args.value, fixed=fixed, path=out / f"heatmap-{y}-{x}.png")
+    for x, y in heatmaps:
+        figures.heatmap(result, x, y, args.value, fixed=fixed, path=out / figures.heatmap_filename(x, y, args.value))
     if len(result) <= 12:
         figures.trajectories(result, surface, out / "paths.png")
         figures.loss_curves(result, out / "loss.png")
@@ -405,12 +409,24 @@ def _print_comparison(result: Any) -> None:
     _log(result.render())
 
 
-def _run_spec(surface: Any, text: str, grid: dict[str, list[float]], args: argparse.Namespace, target: float | None = None) -> Any:
-    """Sweep the spec ``text`` (its numbers as one-value grid entries, so that values the class refuses,
-    such as beta1=1, still run) times ``grid`` on ``surface``."""
+@dataclass(frozen=True)
+class _SweepPlan:
+    """What :func:`optimlab.sweep.sweep` runs for one --opt: the class, every swept name (the spec's
+    numbers as one-value entries, so that values the class refuses, such as beta1=1, still run), the
+    fixed options, a wrapper's own options and the legend's name."""
+
+    cls: type
+    grid: dict[str, list[Any]]
+    options: dict[str, Any]
+    lookahead: dict[str, Any] | None
+    name: str
+
+
+def _sweep_plan(text: str, grid: dict[str, list[float]]) -> _SweepPlan:
+    """The plan of the spec ``text`` times ``grid``; every name is checked here, before anything runs."""
     from . import spec as spec_mod
     from .optim import RuleOptimizer
-    from .sweep import sweep
+    from .sweep import check_grid_names
 
     spec = spec_mod.parse(text)
     inner = spec.inner or spec
@@ -434,21 +450,45 @@ def _run_spec(surface: Any, text: str, grid: dict[str, list[float]], args: argpa
     clash = sorted(set(single) & set(grid))
     if clash:
         raise ValueError(f"{', '.join(clash)} given both in --opt {text!r} and --grid")
-    result = sweep(
-        surface,
+    check_grid_names(inner.cls, grid, options)
+    name = inner.preset or inner.cls.__name__  # the preset's name (NAG, AMSGrad, ...), not only its class
+    return _SweepPlan(
         inner.cls,
         {**single, **grid},
-        options=options,
-        lookahead=dict(spec.hyperparameters) if spec.inner is not None else None,
+        options,
+        dict(spec.hyperparameters) if spec.inner is not None else None,
+        name if spec.inner is None else f"{spec.cls.__name__}({name})",
+    )
+
+
+def _run_plan(surface: Any, plan: _SweepPlan, args: argparse.Namespace, target: float | None = None) -> Any:
+    from .sweep import sweep
+
+    result = sweep(
+        surface,
+        plan.cls,
+        plan.grid,
+        options=plan.options,
+        lookahead=plan.lookahead,
         starts=args.start or None,
         steps=args.steps,
         record_every=args.record_every,
         grad_clip=args.grad_clip,
         target=target,
     )
-    name = inner.preset or inner.cls.__name__  # the preset's name (NAG, AMSGrad, ...), not only its class
-    result.optimizer = name if spec.inner is None else f"{spec.cls.__name__}({name})"
+    result.optimizer = plan.name
     return result
+
+
+def _run_spec(surface: Any, text: str, grid: dict[str, list[float]], args: argparse.Namespace) -> Any:
+    """Run the spec ``text`` times ``grid`` on ``surface`` (see :class:`_SweepPlan`)."""
+    return _run_plan(surface, _sweep_plan(text, grid), args)
+
+
+def _heatmap_values() -> tuple[str, ...]:
+    from .figures import HEATMAP_VALUES
+
+    return HEATMAP_VALUES
 
 
 def _grid_values(name: str, text: str) -> list[float]:

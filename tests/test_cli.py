@@ -35,7 +35,40 @@ def test_sweep_grid_and_heatmap(tmp_path):
     assert len(rows) == 6
     assert sorted({float(r["beta1"]) for r in rows}) == [0.0, 0.5, 1.0]
     assert {r["status"] for r in rows if float(r["beta1"]) == 1.0} == {"diverged"}
-    assert (out / "heatmap-eps-beta1.png").exists() and (out / "heatmap-eps-beta1.csv").exists()
+    # named in the order asked (x, then y), then the value coloured
+    assert (out / "heatmap-beta1-eps-final-loss.png").exists() and (out / "heatmap-beta1-eps-final-loss.csv").exists()
+    assert not (out / "heatmap-eps-beta1-final-loss.png").exists()
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--heatmap", "beta1,eps", "--value", "steps_to_target"], "steps_to_target' without a target"),
+        (["--heatmap", "beta1,beta2"], "invalid y='beta2': expected a swept hyperparameter"),
+        (["--heatmap", "beta1,beta1"], "expected a hyperparameter other than x"),
+        (["--grid", "momentum=0.1,0.9"], "Adam has no swept hyperparameter 'momentum'"),
+    ],
+)
+def test_sweep_refuses_a_heatmap_or_grid_it_cannot_draw_before_running(extra, message, tmp_path, capsys, monkeypatch):
+    import optimlab.sweep
+
+    ran = []
+    monkeypatch.setattr(optimlab.sweep, "sweep", lambda *a, **k: ran.append(1))
+    argv = ["sweep", "saddle", "--opt", "Adam(lr=0.005)", "--grid", "beta1=0.5,0.9", "--grid", "eps=1e-8,1e-3", *extra]
+    assert main([*argv, "--out", str(tmp_path / "g")]) == 2
+    assert message in capsys.readouterr().err
+    assert ran == [] and not (tmp_path / "g").exists()
+
+
+def test_sweep_colours_a_heatmap_by_any_summary_value(tmp_path):
+    out = tmp_path / "g"
+    argv = ["sweep", "saddle", "--opt", "Adam(lr=0.005)", "--grid", "beta1=0.5,0.9", "--grid", "eps=1e-8,1e-3"]
+    argv += ["--steps", "20", "--heatmap", "eps,beta1", "--value", "steps_to_target", "--target", "-0.5"]
+    assert main([*argv, "--out", str(out)]) == 0
+    cells = _rows(out / "heatmap-eps-beta1-steps-to-target.csv")
+    assert len(cells) == 4
+    with pytest.raises(SystemExit):  # argparse's own refusal of a value the figures cannot colour by
+        main([*argv[:-6], "--value", "final_los", "--out", str(out)])
 
 
 def test_config_file_values_and_command_line_override(tmp_path):
