@@ -657,7 +657,7 @@ def evaluate(
     check_choice("evaluate", "budget", budget, BUDGETS)
     the_task = _task(task, warmup)
     arms = _arms(optimizers)
-    check_environment(the_task, data_dir, device)
+    check_environment(the_task, data_dir, device)  # before the progress bar: one error line
     chosen = {} if hyperparameters is None else hyperparameters
     finals = {}
     with tqdm(total=len(arms) * seeds, desc="seeds", unit="run", disable=not progress, file=sys.stderr) as bar:
@@ -699,7 +699,6 @@ def compare(
     """
     evaluation_seeds(seed, seeds)  # a bad seeds fails before the tuning
     the_task = _task(task, warmup)
-    check_environment(the_task, data_dir, device)  # a wrong data directory fails once, not as every trial
     tuned = tune(
         the_task, optimizers, budget, trials, seed, store, lr_range, extra_space,
         data_dir=data_dir, device=device, progress=progress, retry_failed=retry_failed,

@@ -34,7 +34,7 @@ several standard deviations.  With one arm nothing is compared.
 
 References: B. L. Welch, "The generalization of Student's problem when several different
 population variances are involved", Biometrika 34 (1947); B. Efron & R. Tibshirani, *An
-Introduction to the Bootstrap* (1993), section 13.4, on the percentile interval in small samples.
+Introduction to the Bootstrap* (1993), on the percentile interval and its coverage in small samples.
 """
 
 from __future__ import annotations
@@ -47,7 +47,7 @@ from scipy import stats as _scipy
 
 from .optim._validate import check_range
 
-__all__ = ["WEAK_SEEDS", "Summary", "mean_ci", "student_t_quantile", "summarize", "verdict", "welch_p_value"]
+__all__ = ["STATUSES", "WEAK_SEEDS", "Summary", "mean_ci", "student_t_quantile", "summarize", "verdict", "welch_p_value"]
 
 #: Fewer seeds per arm than this and the verdict says the comparison is weak.
 WEAK_SEEDS = 5
