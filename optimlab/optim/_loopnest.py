@@ -353,15 +353,10 @@ class _Plan:
         for nodes in self.pass_nodes.values():
             for n in nodes:
                 self.buffered.update(d for d in self._item_deps(n) if self.stage(d))
-        for k, v in self.outputs.items():
-            if self.stage(v):
-                self.buffered.add(v)
+        self.buffered.update(v for v in self.outputs.values() if self.stage(v))
         for n in em.order:  # read by a later phase
-            if self.stage(n):
-                if any(
-                    self.phase[u] != self.phase[n] for u in users.get(n, []) if not isinstance(u, tuple)
-                ):
-                    self.buffered.add(n)
+            if self.stage(n) and any(self.phase[u] != self.phase[n] for u in users.get(n, []) if u in self.phase):
+                self.buffered.add(n)
         self.arena = self._arena()
 
     def _item_phase(self, item: Any) -> int:
@@ -634,7 +629,9 @@ class _Plan:
             if n in em.reductions and not self.partial(n):  # a sum of a value that is not local
                 x, out, _, acc = em.reductions[n]
                 lines += [f"for (int64_t q = 0; q < {size(out)}; ++q)", f"    {acc}[q] = 0;"]
-                lines += loops(em.values[x].cls, [*self._load(x), f"{acc}[{index(out)}] += (double){em.values[x].name};"])
+                lines += loops(
+                    em.values[x].cls, [*self._load(x), f"{acc}[{index(out)}] += (double){em.values[x].name};"]
+                )
             if v.cls == 1:
                 lines += [f"const {v.ctype} {v.name} = {em.defs[n]};", f"{v.name}_s = {v.name};"]
             else:

@@ -1,0 +1,181 @@
+"""Adafactor's loop-nest kernels: every way a tensor is cut into tiles, results that do not depend on
+the number of threads, scratch memory that does not grow with it, and a failed allocation."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from optimlab.optim import _native
+from optimlab.optim.adafactor import Adafactor
+
+from . import harness as h
+from .test_fast_path import launched  # noqa: F401 - a fixture
+
+# one shape per way of cutting a tensor (see optim/_loopnest.py): whole matrices per tile (conv
+# weights of 3x3 and 1x1 matrices, compiled with constant sizes, in one and in several tiles, and
+# other sizes), ranges of rows of a tall matrix (a column, (n, 1)), ranges of columns of a wide
+# one, ranges of a vector's elements
+SHAPES = [
+    (96, 96, 3, 3),
+    (40, 30, 3, 3),
+    (512, 256, 1, 1),
+    (6, 5, 1, 1),
+    (5, 2, 7, 5),
+    (70000, 1),
+    (300, 257),
+    (3, 40000),
+    (70001,),
+    (64,),
+]
+
+
+def _make(beta1: float | None, fast: bool) -> h.Make:
+    return lambda ps: Adafactor(ps, beta1=beta1, weight_decay=0.1, fast=fast)
+
+
+def _with_threads(threads: int, fn: h.Make, start: list[torch.Tensor], grads: list[list[torch.Tensor]]) -> list:
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        return h.run(fn, [p.clone() for p in start], grads, groups=False)
+    finally:
+        torch.set_num_threads(before)
+
+
+@pytest.mark.parametrize("beta1", [None, 0.9])
+def test_every_tiling_matches_the_float64_reference(beta1: float | None, launched: list[int]) -> None:  # noqa: F811
+    start = h.make_params(SHAPES, torch.float64)
+    grads = h.gradient_stream(SHAPES, 4, torch.float64)
+    native = _with_threads(2, _make(beta1, True), start, grads)
+    assert sum(launched) == 4 * len(SHAPES), "every tensor in a kernel"
+    reference = h.run(_make(beta1, False), [p.clone() for p in start], grads, groups=False)
+    assert h.relative_gap(native, reference, start) <= 1e-12
+
+
+def test_results_do_not_depend_on_the_number_of_threads(launched: list[int]) -> None:  # noqa: F811
+    # tiles are cut by shape alone and their sums added in tile order: the same bits for any
+    # number of threads (float32, where the order of a sum shows most)
+    start = h.make_params(SHAPES, torch.float32)
+    grads = h.gradient_stream(SHAPES, 3, torch.float32)
+    runs = [_with_threads(threads, _make(0.9, True), start, grads) for threads in (1, 2, 3, 8)]
+    assert launched and sum(launched) == 4 * 3 * len(SHAPES)
+    for other in runs[1:]:
+        assert all(torch.equal(a, b) for xs, ys in zip(runs[0], other) for a, b in zip(xs, ys))
+
+
+# C's malloc and calloc, replaced for a child process: they record the largest request, and refuse
+# requests of at least $OPTIMLAB_TEST_MALLOC_LIMIT bytes (torch allocates tensors with
+# posix_memalign, so only the kernel's scratch memory is concerned)
+_SHIM = """\
+#include <stddef.h>
+#include <stdlib.h>
+void *__libc_malloc(size_t);
+void *__libc_calloc(size_t, size_t);
+static size_t largest;
+size_t shim_largest(void) { size_t n = largest; largest = 0; return n; }
+static int refuse(size_t n)
+{
+    const char *limit = getenv("OPTIMLAB_TEST_MALLOC_LIMIT");
+    if (limit && n >= strtoull(limit, NULL, 10))
+        return 1;
+    if (n > largest)
+        largest = n;
+    return 0;
+}
+void *malloc(size_t n) { return refuse(n) ? NULL : __libc_malloc(n); }
+void *calloc(size_t n, size_t size) { return refuse(n * size) ? NULL : __libc_calloc(n, size); }
+"""
+
+_CHILD = """\
+import ctypes, json, os, sys, warnings
+import torch
+from optimlab.optim.adafactor import Adafactor
+
+shim = ctypes.CDLL(os.environ["LD_PRELOAD"])
+shim.shim_largest.restype = ctypes.c_size_t
+shape, dtype, threads, limit = json.loads(sys.argv[1])
+dtype = getattr(torch, dtype)
+gen = torch.Generator().manual_seed(0)
+start = torch.randn(shape, generator=gen, dtype=dtype)
+grads = [torch.randn(shape, generator=gen, dtype=dtype) for _ in range(2)]
+
+def run(fast):
+    warm = start.clone()
+    warm.grad = grads[0]
+    Adafactor([warm], beta1=0.9, fast=fast).step()  # builds the kernel
+    p = start.clone()
+    opt = Adafactor([p], beta1=0.9, fast=fast)
+    p.grad = grads[1]
+    if limit:
+        os.environ["OPTIMLAB_TEST_MALLOC_LIMIT"] = str(limit)
+    shim.shim_largest()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        opt.step()
+    largest = shim.shim_largest()
+    os.environ.pop("OPTIMLAB_TEST_MALLOC_LIMIT", None)
+    return p, largest, [str(w.message) for w in caught]
+
+torch.set_num_threads(threads)
+native, largest, caught = run(True)
+reference, _, _ = run(False)
+print(json.dumps({"equal": torch.equal(native, reference), "largest": largest, "warnings": caught}))
+"""
+
+
+@pytest.fixture(scope="module")
+def malloc_shim(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    cc = next((shutil.which(name) for name in ("cc", "gcc", "clang") if shutil.which(name)), None)
+    if cc is None or not _native.available() or not sys.platform.startswith("linux"):
+        pytest.skip("needs a C compiler and glibc to replace malloc in a child process")
+    work = tmp_path_factory.mktemp("shim")
+    (work / "shim.c").write_text(_SHIM)
+    done = subprocess.run(
+        [cc, "-shared", "-fPIC", "-O1", "shim.c", "-o", "shim.so"], cwd=work, capture_output=True, check=False
+    )
+    if done.returncode != 0:
+        pytest.skip(f"cannot build the malloc replacement: {done.stderr.decode(errors='replace')[-300:]}")
+    return work / "shim.so"
+
+
+def _child(shim: Path, shape: tuple[int, ...], dtype: str, threads: int, limit: int = 0) -> dict:
+    env = dict(os.environ, LD_PRELOAD=str(shim))
+    done = subprocess.run(
+        [sys.executable, "-c", _CHILD, json.dumps([shape, dtype, threads, limit])],
+        env=env,
+        capture_output=True,
+        check=False,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.parametrize("shape", [(400_000, 1), (64, 64, 3, 3), (1000, 600)], ids=str)
+def test_scratch_memory_does_not_grow_with_threads(malloc_shim: Path, shape: tuple[int, ...]) -> None:
+    # once one buffer was threads x rows: 64 threads and a (50M, 1) parameter crashed
+    one, many = (_child(malloc_shim, shape, "float64", threads) for threads in (1, 16))
+    assert one["largest"] == many["largest"] > 1 << 16, "the kernel's scratch, above Python's own requests"
+    # the kernel's one allocation is a few bytes per element at most: row and column statistics
+    # of the tensor, in double precision, and 64 slots per tensor-wide sum
+    elements = torch.Size(shape).numel()
+    assert one["largest"] <= 64 * elements + (1 << 16)
+    assert not one["warnings"] and not many["warnings"]
+
+
+def test_a_kernel_that_cannot_allocate_leaves_the_step_to_the_reference_path(malloc_shim: Path) -> None:
+    shape = (512, 256, 3, 3)
+    free = _child(malloc_shim, shape, "float32", 2)
+    assert not free["warnings"] and free["largest"] > 1 << 20, "the kernel allocates its scratch"
+    starved = _child(malloc_shim, shape, "float32", 2, limit=1 << 20)
+    assert starved["equal"], "the step was done, by the reference path"
+    assert any("could not allocate" in w and "reference path" in w for w in starved["warnings"]), starved
