@@ -29,8 +29,14 @@ def _rule_optimizer(case: h.Case) -> RuleOptimizer | None:
 
 
 NATIVE_CASES = [c for c in CASES if (opt := _rule_optimizer(c)) is not None and type(opt).elementwise]
-# rules that reduce over a tensor: summed in another order than torch's, so equal to rounding
-REDUCING_CASES = [c for c in CASES if (opt := _rule_optimizer(c)) is not None and not type(opt).elementwise]
+# rules that reduce over a tensor: summed in another order than torch's, so equal to rounding.
+# Muon's matrices have no native form (Newton-Schulz multiplies matrices): they take the reference
+# path by design, and test_standard's default-path parity covers its AdamW tensors' native path.
+REDUCING_CASES = [
+    c
+    for c in CASES
+    if (opt := _rule_optimizer(c)) is not None and not type(opt).elementwise and type(opt).__name__ != "Muon"
+]
 
 
 def _ieee_sqrt(x: torch.Tensor) -> torch.Tensor:
