@@ -12,10 +12,11 @@ For every task and budget in the store (finished runs only) it writes into ``out
   configurations, the one with the best mean final validation metric is drawn.
 * ``lr-<task>-<budget>.png`` (when the store holds one): the final validation metric against the
   learning rate for every optimizer evaluated at 3 or more learning rates with otherwise equal
-  hyperparameters: mean over seeds, band from minimum to maximum; a learning rate at which some
-  seed diverged is marked ✕ (its count in the CSV).
+  hyperparameters: mean over the seeds that did not diverge, band from minimum to maximum; the
+  divergence in a labelled strip below, apart from the values (:func:`lr_figure`).
 * ``summary-<task>-<budget>.csv`` and a section of ``summary.md``: one row per evaluated
-  configuration: optimizer, tuned/non-default hyperparameters, tuning trials, the final metric's
+  configuration: what ran (:func:`optimlab.spec.label`: the lr, every other hyperparameter that
+  differs from its default, tuned values marked ``*``), tuning trials, the final metric's
   mean and 95% interval over the seeds that did not diverge, how many of its seeds diverged, wall
   time per run, optimizer-state bytes, its standing against the best-ranked row and the verdict
   (:mod:`optimlab.stats`).
@@ -23,9 +24,9 @@ For every task and budget in the store (finished runs only) it writes into ``out
 Every figure is written beside a tidy CSV of the numbers drawn and a JSON of what was drawn.
 
 How runs are read: a run's *optimizer* is its preset name where its class and hyperparameters
-match one of :data:`optimlab.optim.PRESETS` (``SGD`` with ``momentum=0.9`` is ``Momentum``; the
-preset with the most matching options wins), then any non-default hyperparameter that is the same
-in all its tuning trials (``AdamW(weight_decay=0.01)``).  Runs at the *tuning seed* (0, as
+match one of :data:`optimlab.optim.PRESETS` (``SGD`` with ``momentum=0.9`` is ``Momentum``, as
+:meth:`optimlab.spec.OptimizerSpec.from_config` reads it), then any non-default hyperparameter
+that is the same in all its tuning trials (``AdamW(weight_decay=0.01)``).  Runs at the *tuning seed* (0, as
 :func:`optimlab.protocol.compare` uses by default) are tuning trials and never enter the
 statistics; a configuration run at 2 or more other seeds is *evaluated*.
 """

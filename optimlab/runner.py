@@ -319,6 +319,8 @@ def run(
         raise ValueError(f"run: invalid progress={progress!r}: expected True or False")
     if store is not None and not isinstance(store, Store):
         raise ValueError(f"run: invalid store={store!r}: expected an optimlab.store.Store or None")
+    if isinstance(poll, bool) or not isinstance(poll, (int, float)) or not poll > 0:
+        raise ValueError(f"run: invalid poll={poll!r}: expected a number of seconds > 0")
     try:
         device = torch.device(device)
     except (RuntimeError, TypeError) as e:
