@@ -17,6 +17,7 @@ from .adagrad import Adagrad
 from .adam import Adam, AdamW
 from .adamax import Adamax
 from .adamod import AdaMod
+from .adan import Adan
 from .ademamix import AdEMAMix
 from .adopt import ADOPT
 from .lamb import LAMB
@@ -76,6 +77,7 @@ __all__ = [
     "Adam",
     "AdamW",
     "Adamax",
+    "Adan",
     "LAMB",
     "Lion",
     "Lookahead",

@@ -167,16 +167,24 @@ class LAMB(RuleOptimizer):
         max_grad_norm = group["max_grad_norm"]
         if max_grad_norm is not None:
             # the clip is global: it needs every gradient of the optimizer, which no single rule call sees
-            kwargs["grad_scale"] = max(1.0, self._global_grad_norm() / max_grad_norm)
+            kwargs["grad_scale"] = max(1.0, global_grad_norm(self, "max_grad_norm=None") / max_grad_norm)
         return kwargs
 
-    def _global_grad_norm(self) -> float:
-        grads = [p.grad for group in self.param_groups for p in group["params"] if p.grad is not None]
-        if not grads:
-            raise ValueError(
-                "LAMB: max_grad_norm clips by the norm of all the optimizer's gradients, and no parameter has one "
-                "(a batched sweep cannot give them); use max_grad_norm=None"
-            )
-        if any(g.is_sparse for g in grads):  # the step's own error, before the norm fails on it
-            raise RuntimeError("LAMB does not support sparse gradients")
-        return math.sqrt(sum(float(torch.linalg.vector_norm(g.double())) ** 2 for g in grads))
+
+def global_grad_norm(opt: RuleOptimizer, off: str) -> float:
+    """The Euclidean norm of all gradients of ``opt`` (every param group), in double precision.
+
+    For the global clips of LAMB and Adan: no single rule call sees every gradient, so the class
+    computes this before its rule runs.  ``off`` says how the caller turns the clip off, for the
+    error where no parameter has a gradient (a batched sweep cannot give them).
+    """
+    name = type(opt).__name__
+    grads = [p.grad for group in opt.param_groups for p in group["params"] if p.grad is not None]
+    if not grads:
+        raise ValueError(
+            f"{name}: max_grad_norm clips by the norm of all the optimizer's gradients, and no parameter has one "
+            f"(a batched sweep cannot give them); use {off}"
+        )
+    if any(g.is_sparse for g in grads):  # the step's own error, before the norm fails on it
+        raise RuntimeError(f"{name} does not support sparse gradients")
+    return math.sqrt(sum(float(torch.linalg.vector_norm(g.double())) ** 2 for g in grads))
