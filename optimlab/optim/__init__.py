@@ -25,6 +25,7 @@ from .lion import Lion
 from .lookahead import Lookahead
 from .muon import Muon
 from .nadam import NAdam
+from .prodigy import Prodigy
 from .radam import RAdam
 from .rmsprop import RMSprop
 from .schedulefree import ScheduleFreeAdamW, ScheduleFreeSGD
@@ -83,6 +84,7 @@ __all__ = [
     "Lookahead",
     "Muon",
     "NAdam",
+    "Prodigy",
     "RAdam",
     "RMSprop",
     "RuleOptimizer",
