@@ -11,7 +11,7 @@ PYTEST_ARGS ?=
 ARGS   ?= study adam-saddle --out results/adam-saddle
 DATA   ?= $(firstword $(wildcard ../shared/data) $(HOME)/.cache/optimlab/data)
 
-.PHONY: setup run test test-all clean
+.PHONY: setup browser run test test-all clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -21,6 +21,11 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 setup: $(VENV)/.installed
+
+# The browser tests/test_html_report.py opens index.html in: Debian's chromium, installed only if missing
+# (root, as CI runs; elsewhere those tests skip with a reason).
+browser:
+	command -v chromium >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null)
 
 run: setup
 	OPTIMLAB_DATA_DIR=$${OPTIMLAB_DATA_DIR:-$(DATA)} $(BIN)/optimlab $(ARGS)

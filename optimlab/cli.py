@@ -132,6 +132,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--store", type=Path, required=True, help="the results store (SQLite)")
     p.add_argument("--out", type=Path, help="output folder (default results/report)")
     p.add_argument("--tuning-seed", type=int, default=0, help="the seed of the tuning trials, left out of the statistics (default 0)")
+    p.add_argument(
+        "--target",
+        action="append",
+        default=[],
+        metavar="TASK=VALUE",
+        help="a value of TASK's headline metric on its evaluated split (mnist-cnn=0.97): index.html shows each run's "
+        "time and steps to reach it (repeatable)",
+    )
     p.add_argument("--config", type=Path, help="JSON file of option values")
     p.set_defaults(func=cmd_report)
 
@@ -294,16 +302,26 @@ def cmd_tune(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    """Write training curves, lr-sensitivity curves and summary tables (summary.md) of every task in --store."""
+    """Write index.html (one self-contained interactive page: open it in a browser), training curves,
+    lr-sensitivity curves and summary tables (summary.md) of every task in --store."""
+    from .html import html_report
     from .report import report
     from .store import Store
 
     if not args.store.exists():
         raise FileNotFoundError(f"--store {args.store}: no such file")
+    targets = {}
+    for item in args.target:
+        task, value = _split_assignment(item)
+        try:
+            targets[task] = float(value)
+        except ValueError:
+            raise ValueError(f"report: invalid --target {item!r}: expected TASK=NUMBER") from None
     out = args.out or Path("results") / "report"
     with Store(args.store, readonly=True) as store:  # reads a store the user may not write
+        page = html_report(store, out, tuning_seed=args.tuning_seed, targets=targets)  # first: it checks --target
         paths = report(store, out, tuning_seed=args.tuning_seed)
-    _log(f"wrote {len(paths)} files to {out}/; summary: {paths[-1]}")
+    _log(f"wrote {len(paths) + 1} files to {out}/; open {page} in a browser; summary: {paths[-1]}")
     return 0
 
 

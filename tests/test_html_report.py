@@ -1,0 +1,228 @@
+"""index.html, the interactive report: what it shows from a store, and the page in a real headless chromium
+(no console errors, no network, the charts drawn per section, interactive, not blank, opened in under 3 s)."""
+
+from __future__ import annotations
+
+import math
+import re
+import shutil
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from optimlab import cli
+from optimlab.html import html_report
+from optimlab.store import Store
+
+# Two tasks of opposite directions; every trial and run is made here, through the Store API, with known numbers.
+TASKS = {
+    "airfoil-linreg": {"metric": "full_loss", "final": "full_loss", "higher": False},
+    "mnist-cnn": {"metric": "val_accuracy", "final": "test_accuracy", "higher": True},
+}
+ARMS = {"Adam": ("optimlab.Adam", {}), "Momentum": ("optimlab.SGD", {"momentum": 0.9})}
+TRIAL_LRS = (1e-3, 1e-2, 1e-1, 1.0)
+CHOSEN = {"Adam": 1e-2, "Momentum": 1e-1}  # Momentum's is not the largest lr tried: lr=1 diverged
+STEPS = 20
+
+
+def _quality(arm: str, lr: float, seed: int) -> float:
+    """A run's final quality in (0, 1), best at its chosen lr."""
+    return 0.9 - 0.1 * abs(math.log10(lr / CHOSEN[arm])) - (0.05 if arm == "Momentum" else 0.0) + 0.002 * seed
+
+
+def _add_run(store: Store, task: str, arm: str, lr: float, seed: int) -> None:
+    name, fixed = ARMS[arm]
+    spec = TASKS[task]
+    config = {"task": task, "budget": "smoke", "seed": seed, "optimizer": name, "hyperparameters": {**fixed, "lr": lr},
+              "device": "cpu", "dtype": "float32"}  # fmt: skip
+    diverged = lr >= 1.0 and arm == "Momentum"
+    q = _quality(arm, lr, seed)
+    run = store.claim(config)
+    assert run is not None
+    with run:
+        run.log_epoch(
+            1, epochs=0.0, step=0, train_time=0.0, wall_time=0.0, **{spec["metric"]: 0.1 if spec["higher"] else 2.0}
+        )
+        for i in range(1, STEPS + 1):
+            progress = q * i / STEPS
+            point = {"epochs": i / STEPS, "step": i, "train_time": 0.01 * i, "wall_time": 0.012 * i + 0.001 * seed,
+                     "train_loss": math.nan if diverged and i == 3 else 2.0 - progress}  # fmt: skip
+            if not (diverged and i == 3):
+                point[spec["metric"]] = 0.05 + progress if spec["higher"] else 2.0 - progress
+                if spec["higher"]:
+                    point["val_loss"] = 2.0 - progress
+            run.log_epoch(i + 1, **point)
+            if diverged and i == 3:
+                break
+        value = math.nan if diverged else (0.05 + q if spec["higher"] else 2.0 - q)
+        run.finish({spec["final"]: value, "diverged": int(diverged), "steps": 3 if diverged else STEPS,
+                    "train_time": 0.2, "wall_time": 0.25, "state_bytes": 64 if arm == "Adam" else 32},
+                   state_bytes=64 if arm == "Adam" else 32)  # fmt: skip
+
+
+def _make_store(path: Path, trial_lrs: dict[tuple[str, str], tuple[float, ...]] | None = None) -> Path:
+    """The store of the tests; ``trial_lrs[(task, arm)]``: other tuning trials than ``TRIAL_LRS``."""
+    with Store(path) as store:
+        for task in TASKS:
+            for arm in ARMS:
+                for lr in (trial_lrs or {}).get((task, arm), TRIAL_LRS):
+                    _add_run(store, task, arm, lr, seed=0)
+                for seed in (1, 2, 3):
+                    _add_run(store, task, arm, CHOSEN[arm], seed)
+        for lr in (3e-3, 3e-2):  # Adam evaluated at 3 lrs on airfoil: the lr-sensitivity view
+            for seed in (1, 2):
+                _add_run(store, "airfoil-linreg", "Adam", lr, seed)
+    return path
+
+
+@pytest.fixture(scope="module")
+def store_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return _make_store(tmp_path_factory.mktemp("html") / "lab.sqlite")
+
+
+@pytest.fixture(scope="module")
+def page(store_path: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("report")
+    assert (
+        cli.main(
+            [
+                "report",
+                "--store",
+                str(store_path),
+                "--out",
+                str(out),
+                "--target",
+                "mnist-cnn=0.85",
+                "--target",
+                "airfoil-linreg=1.2",
+            ]
+        )
+        == 0
+    )
+    return out / "index.html"
+
+
+# What each section of the page must hold: (task heading, view) -> charts.
+EXPECTED_CHARTS = {
+    ("airfoil-linreg, smoke budget", "curves"): 1,  # loss: train and full split in one chart
+    ("airfoil-linreg, smoke budget", "tuning"): 1,  # lr
+    ("airfoil-linreg, smoke budget", "lr"): 1,
+    ("airfoil-linreg, smoke budget", "resources"): 2,
+    ("airfoil-linreg, smoke budget", "targets"): 1,
+    ("mnist-cnn, smoke budget", "curves"): 2,  # loss and accuracy
+    ("mnist-cnn, smoke budget", "tuning"): 1,
+    ("mnist-cnn, smoke budget", "resources"): 2,
+    ("mnist-cnn, smoke budget", "targets"): 1,
+    ("Across tasks", "profiles"): 3,  # final metric, time to target, steps to target
+}
+
+
+def _text(html: str) -> str:
+    return re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", html))
+
+
+def test_page_is_one_self_contained_file(page: Path) -> None:
+    html = page.read_text(encoding="utf-8")
+    assert page.stat().st_size < 10 * 2**20
+    assert not re.search(r"<(script|link|img)[^>]+(src|href)=", html)  # every script and style inline
+    assert (page.parent / "summary.md").exists() and (
+        page.parent / "curves-mnist-cnn-smoke.png"
+    ).exists()  # the rest stays
+
+
+def test_page_shows_the_store(page: Path) -> None:
+    text = _text(page.read_text(encoding="utf-8"))
+    # Momentum diverged at lr=1 in tuning, on both tasks; its evaluated lr=0.1 is then not at the edge, Adam's 0.01 neither
+    assert "the evaluated lr" not in text
+    assert "16 tuning trials" not in text and text.count("8 tuning trials") == 2
+    # The target 0.85 is reached by Adam on mnist (0.05 + 0.9 + 0.002 seed at the end)
+    assert re.search(r"Adam\(lr=0\.01\*\) 3 of 3 [\d.]+ s \d+", text)
+    # lr sensitivity only where 3 lrs were evaluated: airfoil
+    assert text.count("Learning-rate sensitivity") == 1
+
+
+def test_edge_warning(tmp_path: Path) -> None:
+    """Adam tuned on mnist without the lrs above its chosen one: the evaluated lr is the highest tried, and the page says so."""
+    with Store(_make_store(tmp_path / "edge.sqlite", {("mnist-cnn", "Adam"): (1e-3, 1e-2)}), readonly=True) as store:
+        path = html_report(store, tmp_path / "out")
+    text = _text(path.read_text(encoding="utf-8"))
+    assert "Adam: the evaluated lr=0.01 is the highest value tried (0.001 to 0.01)" in text
+    assert text.count("the evaluated lr") == 1
+
+
+def test_bad_target_is_one_error(store_path: Path, tmp_path: Path) -> None:
+    with (
+        Store(store_path, readonly=True) as store,
+        pytest.raises(ValueError, match=r"report: invalid targets for \['cifar'\]"),
+    ):
+        html_report(store, tmp_path, targets={"cifar": 0.5})
+    assert not (tmp_path / "index.html").exists()
+
+
+# ---------------------------------------------------------------------------------------------
+# In a real browser
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    chromium = shutil.which("chromium")
+    if chromium is None:
+        pytest.skip("chromium is not installed (CI installs Debian's chromium: .ci/run)")
+    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is in the test extras")
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium, args=["--no-sandbox"])  # root in CI: no sandbox
+        yield browser
+        browser.close()
+
+
+def test_page_in_headless_chromium(browser: Any, page: Path, tmp_path: Path) -> None:
+    tab = browser.new_page(viewport={"width": 1400, "height": 1000})
+    errors: list[str] = []
+    requests: list[str] = []
+    tab.on(
+        "console", lambda m: errors.append(f"console {m.type}: {m.text}") if m.type in ("error", "warning") else None
+    )
+    tab.on("pageerror", lambda e: errors.append(f"page error: {e}"))
+    tab.on("request", lambda r: requests.append(r.url))
+    began = time.perf_counter()
+    tab.goto(page.as_uri())
+    tab.wait_for_selector("body[data-ready=true]", timeout=30_000)
+    opened = time.perf_counter() - began
+    print(f"index.html ({page.stat().st_size / 2**20:.1f} MiB) opened in {opened:.2f} s")
+    assert requests == [page.as_uri()]  # nothing fetched but the page itself
+    counts = tab.evaluate(
+        """() => Array.from(document.querySelectorAll('section.view')).map(s =>
+             [s.closest('.task').dataset.task, s.dataset.view, s.querySelectorAll('.js-plotly-plot .main-svg').length > 0
+              ? s.querySelectorAll('.js-plotly-plot').length : 0])"""
+    )
+    assert {(t, v): n for t, v, n in counts if v != "summary"} == EXPECTED_CHARTS
+    assert [v for _, v, _ in counts].count("summary") == 2
+    assert tab.locator("section[data-view=summary] tbody tr").count() == 4 + 2  # airfoil: Adam at 3 lrs + Momentum
+
+    curves = "section[data-view=curves] .js-plotly-plot"
+    seed_traces = "([sel, seed]) => document.querySelector(sel).data.filter(t => t.meta && t.meta.seed === seed && t.visible === true).length"
+    assert tab.evaluate(seed_traces, [curves, 2]) == 0  # seeds hidden until asked for
+    tab.locator("section[data-view=curves] input.seedtoggle[value='2']").first.check()
+    assert tab.evaluate(seed_traces, [curves, 2]) == 4 * 2  # airfoil: 3 Adam lrs + Momentum, train and full split
+    tab.locator("section[data-view=curves] input.xswitch[value='wall_time']").first.check()
+    axis = tab.evaluate(
+        "sel => { const d = document.querySelector(sel); return [d.layout.xaxis.title.text, d.data[1].x, d.data[1].meta.xs.wall_time]; }",
+        curves,
+    )
+    assert axis[0] == "wall time (s)" and axis[1] == axis[2] and max(axis[1]) < 1  # the runs' wall times, not steps
+    box = tab.locator(curves).first.bounding_box()
+    tab.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)  # linked hover runs without errors
+    assert errors == []
+
+    shot = tmp_path / "report.png"
+    tab.screenshot(path=str(shot), full_page=True)
+    from PIL import Image
+
+    pixels = np.asarray(Image.open(shot).convert("L"), dtype=float)
+    assert pixels.shape[0] > 3000 and pixels.std() > 20  # drawn: a blank or unstyled page is nearly uniform
+    assert opened < 3.0, f"index.html took {opened:.2f} s to open"
