@@ -59,3 +59,39 @@ CASES = [
     _case("Adafactor-lr-decay", lr=0.01, relative_step=False, weight_decay=0.1),
     _case("Adafactor-clip-decay-rate-eps", clip_threshold=0.5, decay_rate=-0.5, eps=(1e-20, 1e-2), solve_steps=5000),
 ]
+
+
+# variant="torch" against torch.optim.Adafactor itself: its defaults, and every option it has
+_TORCH_INVALID = [
+    (dict(lr=None), r"^Adafactor: invalid lr=None with variant='torch': lr caps the relative step there"),
+    (dict(warmup_init=True), r"^Adafactor: invalid warmup_init=True with variant='torch': torch has no warm-up$"),
+    (dict(variant="timm"), r"^Adafactor: invalid variant='timm': expected one of 'fairseq', 'torch'$"),
+    (dict(eps=(-1.0, 1e-3)), r"invalid eps\[0\]=-1.0: expected 0 <= eps\[0\]"),
+]
+
+
+def _torch_case(id, ref_kw, solve=True, **kw):
+    kw = {"variant": "torch", "lr": 1e-2, "eps": (None, 1e-3), **kw}
+    return Case(
+        id,
+        make=lambda p, **o: Adafactor(p, **{**kw, **o}),
+        reference=lambda p: torch.optim.Adafactor(p, **ref_kw),
+        solver=(lambda p: Adafactor(p, **{**kw, "weight_decay": 0.0, "beta1": 0.9})) if solve else None,
+        solve_steps=3000,
+        invalid=_TORCH_INVALID,
+    )
+
+
+CASES += [
+    _torch_case("Adafactor-torch-variant", {}),
+    _torch_case(
+        "Adafactor-torch-variant-options",
+        dict(lr=0.05, eps=(1e-3, 1e-2), weight_decay=0.1, beta2_decay=-0.5, d=2.0),
+        solve=False,  # the defaults solve the problems; this case is about parity
+        lr=0.05,
+        eps=(1e-3, 1e-2),
+        weight_decay=0.1,
+        decay_rate=-0.5,
+        clip_threshold=2.0,
+    ),
+]

@@ -213,7 +213,8 @@ def test_torch_optimizer_mishandles_3d_tensors():
 def test_torch_adafactor_is_fairseqs_default_but_decays_weights_by_lr():
     """``torch.optim.Adafactor(lr=1e-2)`` is fairseq's default configuration (the Case
     "Adafactor-vs-torch" checks it to 1e-9), but its weight decay multiplies by ``1 - lr * wd``
-    with the raw lr, where fairseq uses the scaled step size alpha_t."""
+    with the raw lr, where fairseq uses the scaled step size alpha_t (``variant="torch"`` does as
+    torch: the cases "Adafactor-torch-variant*")."""
     shapes = [(7,), (4, 5)]
     assert _gap_to_fairseq(lambda ps: torch.optim.Adafactor(ps, lr=1e-2), shapes) <= 1e-12
     assert _gap_to_fairseq(lambda ps: torch.optim.Adafactor(ps, lr=1e-2, weight_decay=0.1), shapes, weight_decay=0.1) > 1e-2
@@ -257,3 +258,73 @@ def test_libraries_clip_the_update_rather_than_rescale_it():
         lambda ps: pytorch_optimizer.AdaFactor(ps, lr=None, betas=(None, 0.999), momentum_dtype=torch.float64),
     ):
         assert _gap_to_fairseq(make, shapes, grads=grads) <= 1e-12
+
+
+# -- variant="torch": torch.optim.Adafactor ---------------------------------------------------------
+def test_torch_variant_first_step_of_a_vector_by_hand():
+    # step 1: rho = min(lr, 1) = lr, beta2_1 = 0 so V = G^2, U = G / |G| = sign(G) with RMS 1 (no
+    # clipping), alpha = max(eps2, RMS(X)) lr, and the decay multiplies by 1 - lr wd
+    x0 = [3.0, -4.0, 0.5]
+    p = torch.tensor(x0, dtype=torch.float64)
+    opt = Adafactor([p], lr=0.05, eps=(None, 1e-3), weight_decay=0.1, variant="torch")
+    p.grad = torch.tensor([0.2, 1e-3, -7.0], dtype=torch.float64)
+    opt.step()
+    alpha = _rms(x0) * 0.05
+    expected = [x * (1 - 0.05 * 0.1) - alpha * s for x, s in zip(x0, [1.0, 1.0, -1.0])]
+    assert p.tolist() == pytest.approx(expected, rel=1e-15)
+
+
+def test_torch_variant_eps1_is_a_floor_as_in_torch():
+    # eps1 = 0.5 bites on N(0, 1) gradients: G^2 and the row means fall below it often; fairseq's
+    # form adds it to G^2 instead
+    shapes = [(7,), (4, 5), (2, 3, 4)]
+    start = h.make_params(shapes, torch.float64)
+    grads = h.gradient_stream(shapes, 100, torch.float64)
+    ref = h.run(lambda p: torch.optim.Adafactor(p, eps=(0.5, 1e-3)), [p.clone() for p in start], grads)
+    ours = h.run(lambda p: Adafactor(p, lr=1e-2, eps=(0.5, 1e-3), variant="torch"), [p.clone() for p in start], grads)
+    assert h.relative_gap(ours, ref, start) <= 1e-9
+    fairseq = h.run(lambda p: Adafactor(p, eps=(0.5, 1e-3)), [p.clone() for p in start], grads)
+    assert h.relative_gap(fairseq, ref, start) > 1e-2
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=str)
+def test_torch_variant_eps1_none_is_the_machine_epsilon_of_the_dtype(dtype):
+    shapes = [(7,), (4, 5)]
+    start = h.make_params(shapes, dtype)
+    # gradients of 1e-9 (float32) and 1e-18 (float64): G^2 is below eps1^2, the floor decides
+    scale = 1e-9 if dtype == torch.float32 else 1e-18
+    grads = [[g * scale for g in gs] for gs in h.gradient_stream(shapes, 20, dtype)]
+    eps1 = torch.finfo(dtype).eps
+    default = h.run(lambda p: Adafactor(p, lr=1e-2, eps=(None, 1e-3), variant="torch"), [p.clone() for p in start], grads)
+    named = h.run(lambda p: Adafactor(p, lr=1e-2, eps=(eps1, 1e-3), variant="torch"), [p.clone() for p in start], grads)
+    assert all(torch.equal(a, b) for xs, ys in zip(default, named) for a, b in zip(xs, ys))
+    # the truth: torch in float64 with this dtype's eps1 named; the bar as the harness's
+    truth = h.run(
+        lambda p: torch.optim.Adafactor(p, eps=(eps1, 1e-3)),
+        [p.double() for p in start],
+        [[g.double() for g in gs] for gs in grads],
+    )
+    theirs = h.run(torch.optim.Adafactor, [p.clone() for p in start], grads)
+    bar = max(h.FLOAT32_FLOOR, h.REFERENCE_ERROR_FACTOR * h.relative_gap(theirs, truth, start))
+    assert h.relative_gap(default, truth, start) <= bar
+    # fairseq's 1e-30 added to G^2 gives other steps here
+    assert h.relative_gap(h.run(Adafactor, [p.clone() for p in start], grads), truth, start) > 1e-2
+
+
+def test_torch_variant_follows_an_lr_scheduler_as_torch():
+    # lr caps the relative step (0.01 < 1/sqrt(t) for the 60 steps): a scheduler changes every step
+    shapes = [(7,), (4, 5)]
+    start = h.make_params(shapes, torch.float64)
+    grads = h.gradient_stream(shapes, 60, torch.float64)
+    ref = h.run(torch.optim.Adafactor, [p.clone() for p in start], grads, schedule=True)
+    ours = h.run(lambda p: Adafactor(p, lr=1e-2, eps=(None, 1e-3), variant="torch"), [p.clone() for p in start], grads, schedule=True)
+    assert h.relative_gap(ours, ref, start) <= 1e-9
+    unscheduled = h.run(torch.optim.Adafactor, [p.clone() for p in start], grads)
+    assert h.relative_gap(unscheduled, ref, start) > 1e-2
+
+
+def test_the_fairseq_variant_still_refuses_lr_with_a_relative_step():
+    with pytest.raises(ValueError, match=r"^Adafactor: invalid lr=0\.01 with relative_step=True: .*variant='torch'"):
+        Adafactor([torch.zeros(2)], lr=0.01)
+    with pytest.raises(ValueError, match=r"^Adafactor: invalid eps\[0\]=None: expected a number"):
+        Adafactor([torch.zeros(2)], eps=(None, 1e-3))
