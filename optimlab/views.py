@@ -47,7 +47,7 @@ def metric_cost(value: float, higher_is_better: bool, upper: float = math.inf) -
     if not higher_is_better:
         return value
     if math.isfinite(upper):
-        return upper - value
+        return max(0.0, upper - value)  # rounding may put a value a hair past its bound
     return 1.0 / value if value > 0 else math.inf
 
 
@@ -149,7 +149,7 @@ def band(curves: Sequence[Sequence[Mapping[str, Any]]], key: str) -> list[dict[s
 def edge(chosen: float, tried: Iterable[float]) -> str | None:
     """``"lowest"`` or ``"highest"`` when ``chosen`` is the smallest or largest of 2 or more distinct values
     ``tried`` (a better value may lie beyond what was searched), else ``None``."""
-    values = sorted(set(float(v) for v in tried))
+    values = sorted({float(v) for v in tried})
     if len(values) < 2:
         return None
     if chosen <= values[0]:

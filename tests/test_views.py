@@ -13,7 +13,11 @@ INF = math.inf
 
 def test_ratios_are_costs_over_each_tasks_best() -> None:
     ratios = views.performance_ratios(
-        {"a": {"Adam": 2.0, "SGD": 3.0, "Lion": INF}, "b": {"Adam": 5.0, "SGD": 1.0}, "c": {"SGD": math.nan, "Adam": 4.0}}
+        {
+            "a": {"Adam": 2.0, "SGD": 3.0, "Lion": INF},
+            "b": {"Adam": 5.0, "SGD": 1.0},
+            "c": {"SGD": math.nan, "Adam": 4.0},
+        }
     )
     assert ratios == {
         "a": {"Adam": 1.0, "SGD": 1.5, "Lion": INF},
@@ -29,7 +33,12 @@ def test_zero_best_cost_and_negative_costs() -> None:
 
 
 def test_profile_counts_tasks_within_tau() -> None:
-    ratios = {"a": {"Adam": 1.0, "SGD": 1.5}, "b": {"Adam": 5.0, "SGD": 1.0}, "c": {"Adam": 1.0, "SGD": INF}, "d": {"Adam": 1.2, "SGD": 1.0}}
+    ratios = {
+        "a": {"Adam": 1.0, "SGD": 1.5},
+        "b": {"Adam": 5.0, "SGD": 1.0},
+        "c": {"Adam": 1.0, "SGD": INF},
+        "d": {"Adam": 1.2, "SGD": 1.0},
+    }
     profile = views.performance_profile(ratios, [1.0, 1.2, 1.5, 4.9, 5.0, 1e9])
     assert profile["Adam"] == [0.5, 0.75, 0.75, 0.75, 1.0, 1.0]
     assert profile["SGD"] == [0.5, 0.5, 0.75, 0.75, 0.75, 0.75]  # never reaches 1: it diverged on c
@@ -73,8 +82,20 @@ def test_band_aggregates_seeds_per_step() -> None:
     ]
     rows = views.band([CURVE, other], "val_accuracy")
     assert [r["step"] for r in rows] == [0, 10, 30, 40]  # step 20 is NaN in the only seed that has it
-    assert rows[0] == {"step": 0, "epochs": 0.0, "wall_time": 0.0, "mean": pytest.approx(0.15), "min": 0.1, "max": 0.2, "seeds": 2}
-    assert rows[1]["wall_time"] == 2.0 and rows[1]["mean"] == pytest.approx(0.7) and (rows[1]["min"], rows[1]["max"]) == (0.6, 0.8)
+    assert rows[0] == {
+        "step": 0,
+        "epochs": 0.0,
+        "wall_time": 0.0,
+        "mean": pytest.approx(0.15),
+        "min": 0.1,
+        "max": 0.2,
+        "seeds": 2,
+    }
+    assert (
+        rows[1]["wall_time"] == 2.0
+        and rows[1]["mean"] == pytest.approx(0.7)
+        and (rows[1]["min"], rows[1]["max"]) == (0.6, 0.8)
+    )
     assert rows[2] == {"step": 30, "epochs": 1.5, "wall_time": 4.5, "mean": 0.95, "min": 0.95, "max": 0.95, "seeds": 1}
 
 
