@@ -54,6 +54,7 @@ import sys
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -86,8 +87,9 @@ __all__ = [
     "tune",
 ]
 
-#: A spec of :mod:`optimlab.spec` (text or parsed), or ``(name, {hyperparameters})``.
-OptimizerSpec = str | spec_mod.OptimizerSpec | tuple[str, Mapping[str, Any]]
+#: A spec of :mod:`optimlab.spec` (text or parsed), a ``torch.optim.Optimizer`` subclass, or
+#: ``(name or class, {hyperparameters})``.
+OptimizerSpec = str | spec_mod.OptimizerSpec | type | tuple[str | type, Mapping[str, Any]]
 #: ``{name: ("log", low, high)}`` (log-uniform), ``("lin", low, high)`` (uniform), ``("int", low, high)`` or a list of choices.
 SearchSpace = Mapping[str, Any]
 
@@ -114,13 +116,19 @@ class Arm:
 
 def arm(spec: OptimizerSpec) -> Arm:
     """The :class:`Arm` of a spec: ``"Adam"``, ``"NAG"`` (a preset), ``"Lookahead(Adam(lr=0.01), k=5)"``
-    (any text of :mod:`optimlab.spec`), an :class:`optimlab.spec.OptimizerSpec`, or
-    ``("AdamW", {"weight_decay": 0.01})``.
+    (any text of :mod:`optimlab.spec`), an :class:`optimlab.spec.OptimizerSpec`, a
+    ``torch.optim.Optimizer`` subclass from any package or your own (``torch_optimizer.Lamb``,
+    ``MySGD``: defined at a module's top level, so that the runner can import it by name), or
+    ``("AdamW", {"weight_decay": 0.01})`` / ``(MySGD, {"momentum": 0.9})``.
 
     Raises:
         ValueError: an unknown optimizer or hyperparameter (before anything runs).
     """
-    if isinstance(spec, (str, spec_mod.OptimizerSpec)):
+    if isinstance(spec, tuple) and len(spec) == 2 and isinstance(spec[0], type):
+        spec = (_class_name(spec[0]), spec[1])
+    if isinstance(spec, type):
+        name, given = _class_name(spec), {}
+    elif isinstance(spec, (str, spec_mod.OptimizerSpec)):
         name, given = spec, {}
     elif isinstance(spec, tuple) and len(spec) == 2 and isinstance(spec[0], str) and isinstance(spec[1], Mapping):
         name, given = spec[0], dict(spec[1])
@@ -137,10 +145,24 @@ def arm(spec: OptimizerSpec) -> Arm:
     return Arm(spec_mod.label(parsed), config["name"], config["hyperparameters"], parsed)
 
 
+def _class_name(cls: type) -> str:
+    """``module:Class`` of an optimizer class, the name the runner imports it by (a run's key holds names)."""
+    if not issubclass(cls, torch.optim.Optimizer):
+        raise ValueError(  # noqa: TRY004 (the commands report ValueError as one clean line)
+            f"protocol: invalid optimizer={cls!r}: expected a torch.optim.Optimizer subclass"
+        )
+    if "<" in cls.__qualname__:
+        raise ValueError(
+            f"protocol: invalid optimizer={cls.__qualname__}: a class defined inside a function cannot be imported "
+            f"by name; define it at the top level of {cls.__module__}"
+        )
+    return f"{cls.__module__}:{cls.__qualname__}"
+
+
 def _arms(optimizers: Sequence[OptimizerSpec], *, distinct_labels: bool = True) -> list[Arm]:
     """The arms of ``optimizers``: no spec twice, and (``distinct_labels``, for runs as given) no two
     specs that run the same thing."""
-    if isinstance(optimizers, (str, tuple, spec_mod.OptimizerSpec)) or not optimizers:
+    if isinstance(optimizers, (str, tuple, type, spec_mod.OptimizerSpec)) or not optimizers:
         raise ValueError(f"protocol: invalid optimizers={optimizers!r}: expected a non-empty list of optimizers")
     arms = [arm(spec) for spec in optimizers]
     seen: dict[tuple[str, str], Arm] = {}
@@ -446,6 +468,7 @@ def tune(
     warmup: int | str | None = None,
     data_dir: str | os.PathLike[str] | None = None,
     device: str = "cpu",
+    dtype: str = "float32",
     progress: bool = True,
     retry_failed: bool = True,
 ) -> dict[str, Tuned]:
@@ -481,7 +504,7 @@ def tune(
         optimizer must have them (it tunes those its spec leaves free).
     warmup : None, int or "untuned"
         See the module docstring.
-    data_dir, device
+    data_dir, device, dtype
         Passed to :func:`optimlab.runner.run`.
     progress : bool
         A progress bar over the trials and one line per optimizer on stderr.
@@ -525,7 +548,7 @@ def tune(
                 for number in range(trials):
                     trial = study.ask()
                     suggested = _suggest(trial, {k: space[k] for k in free})
-                    done.append(_trial(the_task, a, number, suggested, seed, budget, store, data_dir, device, retry_failed))
+                    done.append(_trial(the_task, a, number, suggested, seed, budget, store, data_dir, device, retry_failed, dtype))
                     if done[-1].status == "failed":
                         study.tell(trial, state=optuna.trial.TrialState.FAIL)
                     else:
@@ -546,7 +569,7 @@ def tune(
 
 def _trial(
     task: Task, a: Arm, number: int, suggested: dict[str, Any], seed: int, budget: str, store: Store | None,
-    data_dir: Any, device: str, retry_failed: bool = True,
+    data_dir: Any, device: str, retry_failed: bool = True, dtype: str = "float32",
 ) -> Trial:  # fmt: skip
     """Run one trial; a failure is its result, not an exception (Ctrl-C still stops the tuning)."""
     what = f"trial {number} of {spec_mod.format(a.spec)}"
@@ -555,7 +578,7 @@ def _trial(
         config = a.spec.with_values(suggested).to_config()
         result = run(  # a trial live in another process is waited for there, and its result used
             task, config["name"], config["hyperparameters"], seed, budget, store, False,
-            data_dir=data_dir, device=device, retry_failed=retry_failed,
+            data_dir=data_dir, device=device, retry_failed=retry_failed, dtype=dtype,
         )  # fmt: skip
         key = result["key"]
         value = _validation(task, result, what)
@@ -587,10 +610,36 @@ class Comparison:
     tuned: Mapping[str, Tuned]
     finals: Mapping[str, tuple[Mapping[str, Any], ...]]
     summaries: tuple[Summary, ...]
+    store: Path | None = None
 
     def verdict(self) -> str:
         """See :func:`optimlab.stats.verdict`."""
         return verdict(self.summaries)
+
+    def table(self) -> list[dict[str, Any]]:
+        """The summary table, one row per optimizer (a list of dicts, ``pandas.DataFrame(result.table())``):
+        ``optimizer`` (the label of what ran), ``mean``, ``ci_low``, ``ci_high`` (95%, finite seeds),
+        ``seeds``, ``diverged``, ``status`` (its standing) and ``p_value`` (Welch, against the best)."""
+        return [
+            {"optimizer": s.label, "mean": s.mean, "ci_low": s.low, "ci_high": s.high, "seeds": s.seeds,
+             "diverged": s.diverged, "status": s.status, "p_value": s.p_value}
+            for s in self.summaries
+        ]  # fmt: skip
+
+    def report(self, out_dir: str | os.PathLike[str]) -> list[Path]:
+        """Write the report of the store these runs are in (curves, lr sensitivity, ``summary.md``:
+        :func:`optimlab.report.report`) into ``out_dir``; returns the paths written.
+
+        Raises:
+            ValueError: the comparison ran without a store (nothing to report from).
+        """
+        from .report import report
+        from .store import Store
+
+        if self.store is None:
+            raise ValueError("Comparison.report: these runs were not stored; run compare(..., store='lab.sqlite') to report")
+        with Store(self.store, readonly=True) as store:
+            return report(store, Path(out_dir))
 
     def render(self) -> str:
         """The comparison as printed: a header, one line per arm (label, mean [95% CI], diverged k of
@@ -614,6 +663,7 @@ def run_seeds(
     *,
     data_dir: Any = None,
     device: str = "cpu",
+    dtype: str = "float32",
     bar: tqdm | None = None,
     retry_failed: bool = True,
 ) -> list[dict[str, Any]]:
@@ -625,7 +675,7 @@ def run_seeds(
     results = []
     for s in seeds:
         result = run(task, a.optimizer, hyperparameters, s, budget, store, False, data_dir=data_dir, device=device,
-                     retry_failed=retry_failed)  # fmt: skip
+                     retry_failed=retry_failed, dtype=dtype)  # fmt: skip
         _outcome(result, f"{a.label} seed {s}")
         results.append(result)
         if bar is not None:
@@ -645,6 +695,7 @@ def evaluate(
     warmup: int | str | None = None,
     data_dir: str | os.PathLike[str] | None = None,
     device: str = "cpu",
+    dtype: str = "float32",
     progress: bool = True,
     retry_failed: bool = True,
 ) -> Comparison:
@@ -664,13 +715,15 @@ def evaluate(
         for a in arms:
             hp = chosen.get(a.label, a.hyperparameters)
             results = run_seeds(
-                the_task, a, hp, seed_list, budget, store, data_dir=data_dir, device=device, bar=bar, retry_failed=retry_failed
+                the_task, a, hp, seed_list, budget, store, data_dir=data_dir, device=device, bar=bar, retry_failed=retry_failed,
+                dtype=dtype,
             )
             finals[a.label] = tuple(r["final"] for r in results)
     final_key = metric_key(the_task.metric, finals[arms[0].label][0])
     values = {label: [final_value(the_task, f) for f in fs] for label, fs in finals.items()}
     summaries = tuple(summarize(values, the_task.higher_is_better, bounds=the_task.metric_bounds))
-    return Comparison(the_task.name, budget, final_key, the_task.higher_is_better, {}, finals, summaries)
+    where = None if store is None else store.path
+    return Comparison(the_task.name, budget, final_key, the_task.higher_is_better, {}, finals, summaries, where)
 
 
 def compare(
@@ -680,13 +733,14 @@ def compare(
     seeds: int = 5,
     trials: int = 20,
     seed: int = 0,
-    store: Store | None = None,
+    store: Store | str | os.PathLike[str] | None = None,
     lr_range: tuple[float, float] = (1e-5, 1.0),
     extra_space: SearchSpace | None = None,
     *,
     warmup: int | str | None = None,
     data_dir: str | os.PathLike[str] | None = None,
     device: str = "cpu",
+    dtype: str = "float32",
     progress: bool = True,
     retry_failed: bool = True,
 ) -> Comparison:
@@ -694,18 +748,26 @@ def compare(
 
     The parameters are :func:`tune`'s, plus ``seeds`` (``>= 1``) evaluation runs per optimizer
     at the seeds :func:`evaluation_seeds` gives, and ``retry_failed`` (run again what the store
-    holds as failed; default true).  Returns a :class:`Comparison` whose summaries hold the final
-    metric (test split) over seeds, see :mod:`optimlab.stats`.
+    holds as failed; default true).  ``store`` may be a path (opened for the call).  Returns a
+    :class:`Comparison`: ``.table()``, ``.verdict()``, ``.render()`` and, with a store,
+    ``.report(out_dir)``; its summaries hold the final metric (test split) over seeds, see
+    :mod:`optimlab.stats`.
     """
+    if store is not None and not isinstance(store, Store):
+        with Store(store) as opened:
+            return compare(
+                task, optimizers, budget, seeds, trials, seed, opened, lr_range, extra_space, warmup=warmup,
+                data_dir=data_dir, device=device, dtype=dtype, progress=progress, retry_failed=retry_failed,
+            )  # fmt: skip
     evaluation_seeds(seed, seeds)  # a bad seeds fails before the tuning
     the_task = _task(task, warmup)
     tuned = tune(
         the_task, optimizers, budget, trials, seed, store, lr_range, extra_space,
-        data_dir=data_dir, device=device, progress=progress, retry_failed=retry_failed,
+        data_dir=data_dir, device=device, progress=progress, retry_failed=retry_failed, dtype=dtype,
     )  # fmt: skip
     result = evaluate(  # the tuned specs: each summary's label shows the values that ran
         the_task, [t.spec for t in tuned.values()], budget, seeds, seed, store,
-        data_dir=data_dir, device=device, progress=progress, retry_failed=retry_failed,
+        data_dir=data_dir, device=device, progress=progress, retry_failed=retry_failed, dtype=dtype,
     )  # fmt: skip
     return replace(result, tuned=tuned)
 
@@ -722,6 +784,7 @@ def lr_sensitivity(
     warmup: int | str | None = None,
     data_dir: str | os.PathLike[str] | None = None,
     device: str = "cpu",
+    dtype: str = "float32",
     progress: bool = True,
     retry_failed: bool = True,
 ) -> list[dict[str, Any]]:
@@ -742,7 +805,8 @@ def lr_sensitivity(
         for lr in lrs:
             hp = {**a.hyperparameters, "lr": float(lr)}
             results = run_seeds(
-                the_task, a, hp, seed_list, budget, store, data_dir=data_dir, device=device, bar=bar, retry_failed=retry_failed
+                the_task, a, hp, seed_list, budget, store, data_dir=data_dir, device=device, bar=bar, retry_failed=retry_failed,
+                dtype=dtype,
             )
             for s, result in zip(seed_list, results):
                 value = _validation(the_task, result, f"{a.label} lr {lr} seed {s}")

@@ -51,6 +51,7 @@ from .runner import json_plain
 from .stats import summarize, verdict
 from .store import Store, canonical_json
 from .tables import write_config, write_table
+from .tasks._base import StoredTask
 
 __all__ = ["Configuration", "curves_figure", "lr_figure", "read_store", "report"]
 
@@ -85,6 +86,17 @@ class Configuration:
 def _base_task(name: str) -> tasks_mod.Task:
     """The registered task behind a stored task name (``mnist-cnn+warmup=untuned``, ``mnist-cnn@synthetic``)."""
     return tasks_mod.get(name.split("+")[0].split("@")[0])
+
+
+def task_of(configurations: Sequence[Configuration]) -> tasks_mod.Task:
+    """The task of ``configurations`` (one task) as its runs' stored metadata describe it
+    (:meth:`optimlab.tasks.Task.metadata`): any task, built-in or not, reports without its code.
+    Runs stored before the metadata existed fall back to the registered task of that name."""
+    for c in configurations:
+        for run in c.runs.values():
+            if run.get("meta") and "task" in run["meta"]:
+                return StoredTask(run["meta"]["task"])
+    return _base_task(configurations[0].task)
 
 
 def _role_view(config: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
@@ -171,7 +183,7 @@ def read_store(store: Store, tuning_seed: int = 0) -> tuple[list[Configuration],
         label = spec_mod.label(spec, tuned=marked) if spec is not None else _label(name, differ)
         c = configurations.setdefault((*group, canonical_json(hp)), Configuration(*group, hp, shown, label))
         c.runs[config["seed"]] = {"config": config, "final": record["final"], "curve": store.epochs(record["key"]),
-                                  "state_bytes": record["state_bytes"]}  # fmt: skip
+                                  "state_bytes": record["state_bytes"], "meta": record.get("meta")}  # fmt: skip
     return list(configurations.values()), trials
 
 
@@ -433,7 +445,7 @@ def report(store: Store, out: str | os.PathLike[str], *, tuning_seed: int = 0) -
     paths: list[Path] = []
     sections = []
     for (task_name, budget), members in sorted(groups.items()):
-        task = _base_task(task_name)
+        task = task_of(members)
         slug = f"{task_name}-{budget}"
         rows, final_key, text = _summary_rows(task, members, trials)
         paths.append(write_table(rows, out / f"summary-{slug}.csv"))

@@ -30,35 +30,37 @@ on its training rows (d2l's protocol, split ``"full"``).
 task               budget  epochs  batch  train   val   test   eval every
 =================  ======  ======  =====  ======  ====  =====  ==========
 airfoil-linreg     smoke   1       10     300     all   all    20 steps
-airfoil-linreg     quick   2       10     all     all   all    20 steps
+airfoil-linreg     quick   2       10     all     all   all    15 steps
 airfoil-linreg     full    2       10     all     all   all    20 steps
-cifar10-cnn        smoke   1       64     256     256   256    epoch
-cifar10-cnn        quick   2       128    5000    2000  10000  epoch
-cifar10-cnn        full    20      128    all     all   all    epoch
-fashion-mnist-cnn  smoke   1       64     256     256   256    epoch
-fashion-mnist-cnn  quick   2       128    6000    2000  10000  epoch
-fashion-mnist-cnn  full    10      128    all     all   all    epoch
-gan-ring           smoke   1       128    6400    1000  2000   epoch
-gan-ring           quick   10      256    128000  2000  10000  epoch
-gan-ring           full    50      256    128000  2000  10000  epoch
-house-mlp          smoke   1       64     512     512   512    epoch
-house-mlp          quick   3       128    5000    all   all    epoch
-house-mlp          full    30      128    all     all   all    epoch
-mnist-cnn          smoke   1       64     256     256   256    epoch
-mnist-cnn          quick   2       128    6000    2000  10000  epoch
-mnist-cnn          full    10      128    all     all   all    epoch
-mnist-dcgan        smoke   1       32     256     100   200    epoch
-mnist-dcgan        quick   3       64     10000   1000  2000   epoch
-mnist-dcgan        full    20      64     all     2000  10000  epoch
-mnist-wgan         smoke   1       32     256     100   200    epoch
-mnist-wgan         quick   3       64     10000   1000  2000   epoch
-mnist-wgan         full    20      64     all     2000  10000  epoch
+cifar10-cnn        smoke   1       64     256     256   256    steps/20
+cifar10-cnn        quick   2       128    5000    2000  10000  steps/20
+cifar10-cnn        full    20      128    all     all   all    steps/20
+fashion-mnist-cnn  smoke   1       64     256     256   256    steps/20
+fashion-mnist-cnn  quick   2       128    6000    2000  10000  steps/20
+fashion-mnist-cnn  full    10      128    all     all   all    steps/20
+gan-ring           smoke   1       128    6400    1000  2000   steps/20
+gan-ring           quick   10      256    128000  2000  10000  steps/20
+gan-ring           full    50      256    128000  2000  10000  steps/20
+house-mlp          smoke   1       64     512     512   512    steps/20
+house-mlp          quick   3       128    5000    all   all    steps/20
+house-mlp          full    30      128    all     all   all    steps/20
+mnist-cnn          smoke   1       64     256     256   256    steps/20
+mnist-cnn          quick   2       128    6000    2000  10000  steps/20
+mnist-cnn          full    10      128    all     all   all    steps/20
+mnist-dcgan        smoke   1       32     256     100   200    steps/20
+mnist-dcgan        quick   3       64     10000   1000  2000   steps/20
+mnist-dcgan        full    20      64     all     2000  10000  steps/20
+mnist-wgan         smoke   1       32     256     100   200    steps/20
+mnist-wgan         quick   3       64     10000   1000  2000   steps/20
+mnist-wgan         full    20      64     all     2000  10000  steps/20
 =================  ======  ======  =====  ======  ====  =====  ==========
 
-**What is recorded.**  A *curve point* after every epoch (or every ``eval every`` steps, and
-always at the end) holds ``epochs`` (epochs done, a float), ``step`` (optimizer steps),
+**What is recorded.**  A *curve point* at step 0 (before any step: every optimizer starts from
+the same network), then every ``eval every`` steps ("steps/20": a twentieth of the run's steps,
+so every curve has at least 20 points after step 0), and always at the end, holds ``epochs``
+(epochs done, a float), ``step`` (optimizer steps),
 ``train_<loss>`` (the mean of the minibatch losses since the previous point, as the optimizer saw
-them: ``train_loss``, or a GAN's ``train_d_loss`` and ``train_g_loss``), ``<split>_<name>`` for
+them, absent at step 0: ``train_loss``, or a GAN's ``train_d_loss`` and ``train_g_loss``), ``<split>_<name>`` for
 every loss and metric the task evaluates on its curve split (``val_loss``, ``val_accuracy``;
 ``full_loss`` for airfoil; ``val_coverage``...), ``train_time`` (seconds spent training so far,
 evaluation excluded) and ``wall_time`` (seconds since training began, evaluation included).
@@ -100,13 +102,16 @@ exceptions propagate.
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
+import importlib.metadata
 import inspect
 import math
 import os
 import sys
 import time
-from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager, nullcontext
 from typing import Any
 
 import numpy as np
@@ -122,14 +127,24 @@ from .store import Store, canonical_json, run_key, with_versions
 from .tasks import BUDGETS, Instance, Task
 
 __all__ = [
+    "CURVE_POINTS",
+    "DTYPES",
     "build_optimizer",
     "check_environment",
     "optimizer_names",
     "optimizer_spec",
+    "optimizer_versions",
     "resolve_optimizer",
     "run",
     "state_bytes",
 ]
+
+
+#: The precisions a run can train in (``run(..., dtype=)``, ``--dtype``).
+DTYPES = ("float32", "bfloat16")
+#: Curve points of a budget without ``eval_every`` (besides the one at step 0): one every
+#: ``max(1, steps // CURVE_POINTS)`` steps.
+CURVE_POINTS = 20
 
 
 # ---------------------------------------------------------------------------------------------
@@ -208,6 +223,39 @@ def _parsed(name: str | OptimizerSpec) -> OptimizerSpec:
         raise ValueError(f"run: {e}") from None
 
 
+def optimizer_versions(names: Iterable[str]) -> dict[str, str]:
+    """``{package: version}`` of every optimizer among ``names`` that is neither optimlab's nor torch's
+    (``torch_optimizer.Lamb`` -> ``{"torch_optimizer": "0.3.0"}``), for the run's key and the report.
+
+    A class from no installed distribution (your own, in a script or a test) is versioned by the
+    sha256 of its source, so that editing it starts fresh runs.  A wrapper's inner optimizer counts.
+    """
+    out: dict[str, str] = {}
+    for name in names:
+        cls = resolve_optimizer(name)[1]
+        top = cls.__module__.split(".")[0]
+        if top in ("optimlab", "torch"):
+            continue
+        dists = importlib.metadata.packages_distributions().get(top)
+        if dists:
+            out[top] = importlib.metadata.version(dists[0])
+            continue
+        try:
+            source = inspect.getsource(cls)
+        except (OSError, TypeError):  # defined in an interactive session: nothing to hash
+            source = ""
+        out[f"{cls.__module__}.{cls.__qualname__}"] = "source sha256:" + hashlib.sha256(source.encode()).hexdigest()[:16]
+    return out
+
+
+def _names(hyperparameters: Mapping[str, Any], name: str) -> Iterator[str]:
+    """``name`` and a wrapper's inner optimizers' names (``hyperparameters["optimizer"]``)."""
+    yield name
+    inner = hyperparameters.get("optimizer")
+    if isinstance(inner, Mapping):
+        yield from _names(inner.get("hyperparameters", {}), inner["name"])
+
+
 def json_plain(value: Any) -> Any:
     """``value`` as it reads back from its canonical JSON (tuples become lists, float subclasses floats)."""
     if isinstance(value, Mapping):
@@ -271,6 +319,7 @@ def run(
     device: str | torch.device = "cpu",
     retry_failed: bool = True,
     poll: float = 2.0,
+    dtype: str = "float32",
 ) -> dict[str, Any]:
     """Train ``task`` with ``optimizer`` for ``seed`` and ``budget``; see the module docstring.
 
@@ -293,13 +342,18 @@ def run(
     data_dir : path, optional
         The data directory (default: ``$OPTIMLAB_DATA_DIR``, see :mod:`optimlab.data`).
     device : str or torch.device
-        Where to train (``"cpu"``, ``"cuda"``); part of the run's key.
+        Where to train: what ``torch.device`` takes (``"cpu"``, ``"cuda"``, ``"cuda:1"``, ``"mps"``),
+        checked before anything is claimed; part of the run's key.
     retry_failed : bool
         With a store, re-run a run stored as failed (the default: the environment may have been
         fixed since) instead of returning the stored failure.
     poll : float
         With a store, seconds between looks at a run that is live in another process: the call
         waits for it and returns its stored result (two processes on one store share the work).
+    dtype : str
+        ``"float32"`` (parameters and arithmetic in float32), or ``"bfloat16"``: the training steps
+        and evaluations run under ``torch.autocast`` in bfloat16 (parameters and optimizer state stay
+        float32, as mixed-precision training does); part of the run's key.
 
     Returns
     -------
@@ -313,7 +367,8 @@ def run(
     task = tasks_mod.get(task) if isinstance(task, str) else task
     if not isinstance(task, Task):
         raise ValueError(f"run: invalid task={task!r}: expected one of {', '.join(tasks_mod.names())} or a Task")
-    check_choice("run", "budget", budget, BUDGETS)
+    check_choice("run", "budget", budget, tuple(n for n in BUDGETS if n in task.budgets))
+    check_choice("run", "dtype", dtype, DTYPES)
     check_int("run", "seed", seed, 0)
     if not isinstance(progress, bool):
         raise ValueError(f"run: invalid progress={progress!r}: expected True or False")
@@ -336,19 +391,21 @@ def run(
         "seed": seed,
         "budget": budget,
         "device": device.type,
-        "dtype": "float32",
+        "dtype": dtype,
+        "settings": dataclasses.asdict(task.budgets[budget]),  # overrides (--epochs...) make other runs
     }
-    train = lambda log: _train(task, specs, seed, budget, data_dir, device, progress, log)  # noqa: E731
+    train = lambda log: _train(task, specs, seed, budget, data_dir, device, progress, log, dtype)  # noqa: E731
     if store is None:
         check_environment(task, data_dir, device)
         return {"key": None, "config": config, **train(None)}
     config = with_versions(config)
+    config["versions"].update(optimizer_versions(n for name, hp in specs.values() for n in _names(hp, name)))
     key = run_key(config)
     stored = store.record(key)
     if stored is None or stored["status"] not in ("finished", "failed") or (stored["status"] == "failed" and retry_failed):
         check_environment(task, data_dir, device)  # a wrong data directory or device: one error, nothing stored
     waiting = False
-    while (handle := store.claim(config, retry_failed=retry_failed)) is None:
+    while (handle := store.claim(config, retry_failed=retry_failed, meta={"task": task.metadata()})) is None:
         if store.record(key)["status"] != "running":
             return _stored(store, key, config, skipped=True)
         if progress and not waiting:
@@ -394,7 +451,14 @@ def check_environment(task: Task, data_dir: str | os.PathLike[str] | None, devic
     Raises:
         ValueError: one line naming what is wrong (the device, or the data file and why).
     """
-    device = torch.device(device)
+    try:
+        device = torch.device(device)
+    except (RuntimeError, TypeError) as e:
+        raise ValueError(f"run: invalid device={device!r}: {e} (e.g. cpu, cuda, cuda:1, mps)") from None
+    if device.type not in ("cpu", "cuda", "mps"):
+        backend = getattr(torch, device.type, None)  # torch.xpu and the like have is_available()
+        if device.type == "meta" or not callable(getattr(backend, "is_available", None)) or not backend.is_available():
+            raise ValueError(f"run: invalid device='{device}': this torch ({torch.__version__}) cannot train on it; use --device cpu")
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(
             f"run: invalid device='{device}': this torch ({torch.__version__}) sees no CUDA device; use --device cpu"
@@ -492,11 +556,15 @@ def _train(
     device: torch.device,
     progress: bool,
     log: Callable[..., None] | None,
+    dtype: str = "float32",
 ) -> dict[str, Any]:
     """The run itself: ``{"status", "curve", "final"}``."""
     budget = task.budgets[budget_name]
     weights_seed, order_seed = _seeds(seed)
-    with _seeded(weights_seed, device):
+    # no cast cache: one autocast region spans the run, and cached bfloat16 copies of the weights
+    # would hide every update until it ends
+    precision = torch.autocast(device.type, dtype=torch.bfloat16, cache_enabled=False) if dtype == "bfloat16" else nullcontext()
+    with _seeded(weights_seed, device), precision:
         began = time.perf_counter()
         instance = task.setup(budget, data_dir=data_dir, device=device)
         params = instance.parameters()
@@ -513,6 +581,8 @@ def _train(
             dynamic_ncols=True,
         ) as bar:
             curve = _Curve(instance, log, bar)
+            every = budget.eval_every or max(1, budget.epochs * instance.steps_per_epoch // CURVE_POINTS)
+            curve.point(0, evaluate=True)  # where every optimizer starts: the same network, the same numbers
             step, diverged = 0, False
             first: dict[str, float] = {}
             for _ in range(budget.epochs):
@@ -526,13 +596,11 @@ def _train(
                     if not all(math.isfinite(v) and abs(v) <= task.loss_ceiling_factor * first[k] for k, v in losses.items()):
                         diverged = True
                         break
-                    if budget.eval_every is not None and step % budget.eval_every == 0:
+                    if step % every == 0:
                         curve.point(step, evaluate=True)
                 if diverged:
                     break
-                if budget.eval_every is None:
-                    curve.point(step, evaluate=True)
-            if diverged or not curve.points or curve.points[-1]["step"] != step:
+            if diverged or curve.points[-1]["step"] != step:
                 curve.point(step, evaluate=not diverged)
         split = instance.final_split
         evaluated = instance.evaluate(split)

@@ -116,11 +116,16 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             PRIMARY KEY (key, epoch)
         ) WITHOUT ROWID""",
     ),
+    # what a report needs to know about the run's task (metric, direction, bounds), so that a store
+    # reports without importing the task's code: JSON, see Store.claim
+    ("ALTER TABLE runs ADD COLUMN meta TEXT",),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
 STATUSES = ("running", "finished", "failed", "interrupted")
-_RECORD = "key, status, attempt, config, final, state_bytes, error, started, ended"
+_RECORD = "key, status, attempt, config, final, state_bytes, error, started, ended, meta"
+#: The oldest schema a read-only store reads (what it lacks reads as NULL).
+_OLDEST_READABLE = 1
 _RUN_COLUMNS = ("key", "status", "attempt", "started", "ended", "state_bytes", "error")
 
 
@@ -301,6 +306,7 @@ class Store:
         self.path = Path(path)
         self.stale_after = float(stale_after)
         self.readonly = bool(readonly)
+        self._record_sql = _RECORD
         if self.path.is_dir():
             raise StoreError(f"Store: {str(self.path)!r} is a directory, not a results file")
         if readonly and not self.path.is_file():
@@ -351,6 +357,8 @@ class Store:
         self._check_identity(self._db)
         version = self._db.execute("PRAGMA user_version").fetchone()[0]
         if version < SCHEMA_VERSION:
+            self._record_sql = _RECORD.replace("meta", "NULL")  # a version-1 store has no metadata: reports fall back
+        if version < _OLDEST_READABLE:
             raise SchemaVersionError(
                 f"Store: {str(self.path)!r} has schema version {version}, older than this optimlab's {SCHEMA_VERSION}: "
                 "open it once for writing (any optimlab run or tune on it) to migrate it"
@@ -411,7 +419,9 @@ class Store:
 
     # -- writing -----------------------------------------------------------------------------
 
-    def claim(self, config: Mapping[str, Any], *, retry_failed: bool = False) -> RunHandle | None:
+    def claim(
+        self, config: Mapping[str, Any], *, retry_failed: bool = False, meta: Mapping[str, Any] | None = None
+    ) -> RunHandle | None:
         """Mark the run of ``config`` as ``'running'`` by this process and return its handle.
 
         Returns ``None`` when there is nothing to do: the run is finished, failed (unless
@@ -419,6 +429,10 @@ class Store:
         running in a dead process (see :class:`Store`) is claimed; a re-run deletes the previous
         attempt's epochs. The check and the claim are one transaction, so of several processes
         claiming one config exactly one gets a handle.
+
+        ``meta`` (JSON-able, not part of the key) is stored with the run and read back as the
+        record's ``"meta"``: the runner stores ``{"task": Task.metadata()}`` there (task name,
+        metric names and directions, bounds), so ``optimlab report`` needs no task code.
         """
         if not isinstance(config, Mapping):
             raise ValueError(f"Store.claim: invalid config={config!r}: expected a mapping")
@@ -426,6 +440,7 @@ class Store:
             raise StoreError(f"Store.claim: {str(self.path)!r} is open read-only; open it with readonly=False to run")
         text = canonical_json(config)
         key = _sha256(text)
+        meta_text = None if meta is None else json.dumps(meta, sort_keys=True)
         token = uuid.uuid4().hex
         pid = os.getpid()
         owner = (_machine(), pid, _process_start(pid) or "")
@@ -438,8 +453,8 @@ class Store:
                 attempt = 1
                 db.execute(
                     "INSERT INTO runs (key, config, status, attempt, token, owner_host, owner_pid, owner_start,"
-                    " heartbeat, started) VALUES (?, ?, 'running', 1, ?, ?, ?, ?, ?, ?)",
-                    (key, text, token, *owner, now, now),
+                    " heartbeat, started, meta) VALUES (?, ?, 'running', 1, ?, ?, ?, ?, ?, ?, ?)",
+                    (key, text, token, *owner, now, now, meta_text),
                 )
             else:
                 status, attempt, host, owner_pid, start, heartbeat = row
@@ -452,8 +467,8 @@ class Store:
                 db.execute(
                     "UPDATE runs SET status = 'running', attempt = ?, token = ?, owner_host = ?, owner_pid = ?,"
                     " owner_start = ?, heartbeat = ?, started = ?, ended = NULL, final = NULL, state_bytes = NULL,"
-                    " error = NULL WHERE key = ?",
-                    (attempt, token, *owner, now, now, key),
+                    " error = NULL, meta = ? WHERE key = ?",
+                    (attempt, token, *owner, now, now, meta_text, key),
                 )
         return RunHandle(self, key, token, attempt)
 
@@ -477,7 +492,7 @@ class Store:
             raise ValueError(f"Store.runs: invalid status={status!r}: expected one of {', '.join(STATUSES)}")
         wanted = {k: canonical_json({"v": v}) for k, v in where.items()}
         rows = self._db.execute(
-            f"SELECT {_RECORD} FROM runs" + (" WHERE status = ?" if status else "") + " ORDER BY started, key",
+            f"SELECT {self._record_sql} FROM runs" + (" WHERE status = ?" if status else "") + " ORDER BY started, key",
             (status,) if status else (),
         ).fetchall()
         out = [_record(row) for row in rows]
@@ -485,7 +500,7 @@ class Store:
 
     def record(self, key: str) -> dict[str, Any] | None:
         """The run ``key`` as :meth:`runs` gives it, or ``None`` if the store has no such run."""
-        row = self._db.execute(f"SELECT {_RECORD} FROM runs WHERE key = ?", (key,)).fetchone()
+        row = self._db.execute(f"SELECT {self._record_sql} FROM runs WHERE key = ?", (key,)).fetchone()
         return None if row is None else _record(row)
 
     def backup(self, path: str | os.PathLike[str]) -> Path:
@@ -648,7 +663,7 @@ class RunHandle:
 
 
 def _record(row: tuple[Any, ...]) -> dict[str, Any]:
-    key, status, attempt, config, final, state_bytes, error, started, ended = row
+    key, status, attempt, config, final, state_bytes, error, started, ended, meta = row
     return {
         "key": key,
         "status": status,
@@ -659,6 +674,7 @@ def _record(row: tuple[Any, ...]) -> dict[str, Any]:
         "error": error,
         "started": started,
         "ended": ended,
+        "meta": None if meta is None else json.loads(meta),
     }
 
 

@@ -186,10 +186,15 @@ def test_result_layout() -> None:
         "budget": "smoke",
         "device": "cpu",
         "dtype": "float32",
+        "settings": {"epochs": 1, "batch_size": 64, "train_size": 256, "val_size": 256, "test_size": 256, "eval_every": None},
     }
-    (point,) = result["curve"]
+    # 96 examples in batches of 64: 2 steps, a point at each (2 // 20 rounds up to every step) and one at step 0
+    start, *_, point = result["curve"]
+    assert [p["step"] for p in result["curve"]] == [0, 1, 2]
+    assert list(start) == ["epoch", "epochs", "step", "val_loss", "val_accuracy", "train_time", "wall_time"]
+    assert start["epoch"] == 1 and start["epochs"] == 0.0 and start["train_time"] == pytest.approx(0, abs=1e-3)
     assert list(point) == ["epoch", "epochs", "step", "train_loss", "val_loss", "val_accuracy", "train_time", "wall_time"]
-    assert point["epoch"] == 1 and point["epochs"] == 1.0 and point["step"] == 2  # 96 examples, batches of 64
+    assert point["epoch"] == 3 and point["epochs"] == 1.0 and point["step"] == 2
     final = result["final"]
     assert set(final) == {"test_loss", "test_accuracy", "diverged", "steps", "epochs", "num_params", "state_bytes", "threads", *TIMES}
     assert final["num_params"] == 5_207_170
@@ -201,9 +206,26 @@ def test_eval_every_and_a_point_at_the_end() -> None:
     # 60 rows in batches of 10, 2 epochs: points every 20 steps would miss the end at step 12
     budgets = {**AIRFOIL.budgets, "smoke": tasks.Budget(epochs=2, batch_size=10, eval_every=5)}
     result = run(replace(AIRFOIL, budgets=budgets), "Adam", {"lr": 0.01}, 0, "smoke", progress=False)
-    assert [p["step"] for p in result["curve"]] == [5, 10, 12]
-    assert [p["epochs"] for p in result["curve"]] == pytest.approx([5 / 6, 10 / 6, 2.0])
+    assert [p["step"] for p in result["curve"]] == [0, 5, 10, 12]
+    assert [p["epochs"] for p in result["curve"]] == pytest.approx([0, 5 / 6, 10 / 6, 2.0])
     assert result["curve"][-1]["full_loss"] == result["final"]["full_loss"]
+
+
+def test_curves_without_eval_every_have_twenty_points_after_step_zero() -> None:
+    # 60 rows in batches of 2, 2 epochs: 60 steps; without eval_every, a point every 60 // 20 = 3 steps
+    budgets = {**AIRFOIL.budgets, "smoke": tasks.Budget(epochs=2, batch_size=2)}
+    result = run(replace(AIRFOIL, budgets=budgets), "Adam", {"lr": 0.01}, 0, "smoke", progress=False)
+    assert [p["step"] for p in result["curve"]] == list(range(0, 61, 3))
+    assert "full_loss" in result["curve"][0] and "train_loss" not in result["curve"][0]
+
+
+def test_quick_budgets_give_every_curve_twenty_points() -> None:
+    for name in tasks.names():
+        task = tasks.get(name)
+        b = task.budgets["quick"]
+        if b.eval_every is not None:  # tasks that set it: the rows they train on are known without loading data
+            rows = {"airfoil-linreg": 1500}[name] if b.train_size is None else b.train_size
+            assert b.epochs * -(-rows // b.batch_size) // b.eval_every >= 20, name
 
 
 def test_divergence_stops_the_run_and_is_recorded() -> None:

@@ -69,7 +69,7 @@ def budget_table() -> str:
             sizes = (b.train_size, b.val_size, b.test_size)
             rows.append(
                 (name, budget_name, str(b.epochs), str(b.batch_size), *("all" if s is None else str(s) for s in sizes),
-                 "epoch" if b.eval_every is None else f"{b.eval_every} steps")
+                 "steps/20" if b.eval_every is None else f"{b.eval_every} steps")
             )  # fmt: skip
     widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
     rule = "  ".join("=" * w for w in widths)

@@ -22,10 +22,11 @@ own fixed-seed generator, so the curve of a run does not depend on how often it 
 
 from __future__ import annotations
 
+import copy
 import math
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
 from functools import lru_cache
 from typing import Any, ClassVar
 
@@ -52,8 +53,10 @@ class Budget:
         val_size: examples of the validation split evaluated at each curve point (``None``:
             all); for a GAN, the number of generated samples judged.
         test_size: the same for the final evaluation.
-        eval_every: optimizer steps between curve points, counted across epochs; ``None`` puts
-            one at the end of every epoch.  The end of training is always a curve point.
+        eval_every: optimizer steps between curve points, counted across epochs; ``None``: a
+            twentieth of the run's steps (:data:`optimlab.runner.CURVE_POINTS`).  Step 0 and the end
+            of training are always curve points.  Each point evaluates the whole curve split
+            (``val_size`` examples): make it smaller to evaluate often on a fixed subset.
     """
 
     epochs: int
@@ -152,8 +155,69 @@ class Task(ABC):
         """Raise :class:`optimlab.data.DataError` unless the data :meth:`setup` needs is in ``data_dir``
         and verifies (the runner calls it before claiming a run); nothing to check by default."""
 
+    def with_budget(self, **overrides: int | None) -> Task:
+        """This task with ``overrides`` (``epochs``, ``batch_size``, ``train_size``, ``val_size``,
+        ``test_size``, ``eval_every``) set in every one of its budgets; the name is kept (a run's
+        key holds the budget's every setting, so the runs never mix with the original's).
+
+        Raises:
+            ValueError: an unknown setting or a bad value.
+        """
+        allowed = [f.name for f in fields(Budget)]
+        unknown = [k for k in overrides if k not in allowed]
+        if unknown:
+            raise ValueError(f"{self.name}.with_budget: invalid setting {unknown[0]!r}: expected some of {', '.join(allowed)}")
+        budgets = {name: replace(b, **overrides) for name, b in self.budgets.items()}
+        task = copy.copy(self)
+        object.__setattr__(task, "budgets", budgets)  # frozen dataclass tasks: a copy, never the original
+        return task
+
+    def metadata(self) -> dict[str, Any]:
+        """What a report needs about this task, stored with each run (:meth:`optimlab.store.Store.claim`)
+        so that a store reports without importing the task: name, description, roles, the headline
+        metric with its direction, every evaluated metric's direction, the metric's bounds and
+        ceiling, and the splits of the curve and the final evaluation."""
+        return {
+            "name": self.name,
+            "description": self.description,
+            "roles": list(self.roles),
+            "metric": self.metric,
+            "higher_is_better": bool(self.higher_is_better),
+            "directions": dict(getattr(self, "directions", {self.metric: "maximize" if self.higher_is_better else "minimize"})),
+            "metric_bounds": list(self.metric_bounds),
+            "metric_ceiling": self.metric_ceiling,
+            "loss_ceiling_factor": self.loss_ceiling_factor,
+        }
+
     def __repr__(self) -> str:
         return f"<Task {self.name!r}: {self.description}>"
+
+
+class StoredTask(Task):
+    """A task as a store describes it (:meth:`Task.metadata`): enough to report its runs, nothing to run.
+
+    ``optimlab report`` reads tasks this way, so that a store of any task (built-in, your own from a
+    file since deleted) reports without importing its code.
+    """
+
+    def __init__(self, metadata: Mapping[str, Any]) -> None:
+        self.name = metadata["name"]
+        self.description = metadata.get("description", "")
+        self.roles = tuple(metadata.get("roles", ("model",)))  # type: ignore[misc]
+        self.metric = metadata["metric"]
+        self.higher_is_better = bool(metadata["higher_is_better"])
+        self.directions = dict(metadata.get("directions", {}))
+        self._bounds = tuple(float(b) for b in metadata["metric_bounds"])
+        self.metric_ceiling = float(metadata.get("metric_ceiling", math.inf))
+        self.loss_ceiling_factor = float(metadata.get("loss_ceiling_factor", 1e6))
+        self.budgets = {}
+
+    @property
+    def metric_bounds(self) -> tuple[float, float]:
+        return self._bounds  # type: ignore[return-value]
+
+    def setup(self, budget: Budget, *, data_dir: Any, device: torch.device) -> Instance:
+        raise ValueError(f"{self.name}: a task read from a store can be reported, not run (import its code to run it)")
 
 
 def subset(split: Split, n: int | None) -> Split:

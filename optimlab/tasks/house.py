@@ -57,9 +57,7 @@ HOUSE_MLP = SupervisedTask(
     dataset="kc-house",
     model=house_mlp,
     loss=mse,
-    metric="rmse",
-    metric_fn=rmse_dollars,
-    higher_is_better=False,
+    metrics={"rmse": (rmse_dollars, "minimize")},
     budgets={
         "smoke": Budget(epochs=1, batch_size=64, train_size=512, val_size=512, test_size=512),
         "quick": Budget(epochs=3, batch_size=128, train_size=5000),

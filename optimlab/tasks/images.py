@@ -88,9 +88,7 @@ def _classifier(
         dataset=dataset,
         model=model,
         loss=cross_entropy,
-        metric="accuracy",
-        metric_fn=accuracy,
-        higher_is_better=True,
+        metrics={"accuracy": (accuracy, "maximize")},
         budgets=budgets,
         load_kwargs={"val_fraction": 0.1, "seed": 0},
     )
