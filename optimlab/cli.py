@@ -156,23 +156,38 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _lab_args(p: argparse.ArgumentParser) -> None:
+    from .runner import DTYPES
     from .tasks import BUDGETS, names
 
-    p.add_argument("--task", choices=names(), help="the training task (required; may come from --config)")
+    p.add_argument(
+        "--task",
+        metavar="TASK",
+        help=f"the training task (required; may come from --config): one of {', '.join(names())}, or your own as "
+        "path/to/file.py:NAME or package.module:NAME (NAME a task object or a function returning one)",
+    )
     p.add_argument(
         "--opt",
         action="append",
         default=[],
         metavar="SPEC",
         help='an optimizer spec: what it sets is fixed (never tuned), e.g. "AdamW(weight_decay=0.01)", '
-        '"Adam(beta1=0.5)", "NAG", "torch.Adam", "Lookahead(Adam, k=5)" (repeatable; see optimlab --help)',
+        '"Adam(beta1=0.5)", "NAG", "torch.Adam", "Lookahead(Adam, k=5)", any class "torch_optimizer.Lamb(lr=0.01)" '
+        "or package.module:Class (repeatable; see optimlab --help)",
     )
     p.add_argument("--seeds", type=int, default=5, help="evaluation seeds per optimizer (default 5)")
     p.add_argument("--budget", default="quick", choices=BUDGETS, help="run length (default quick)")
+    for name, what in (
+        ("epochs", "passes over the training data"),
+        ("batch-size", "examples per step"),
+        ("train-size", "training examples (a fixed subset)"),
+        ("eval-every", "steps between curve points"),
+    ):
+        p.add_argument(f"--{name}", type=int, metavar="N", help=f"{what}, instead of the budget's (part of the run's key)")
     p.add_argument("--store", type=Path, default=Path("results/lab.sqlite"), help="results store (default results/lab.sqlite)")
     p.add_argument("--data-dir", type=Path, help="the data directory (default $OPTIMLAB_DATA_DIR)")
     p.add_argument("--warmup", help="'untuned' (Ma & Yarats) or a number of linear warmup steps")
-    p.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
+    p.add_argument("--device", default="cpu", help="what torch.device takes: cpu, cuda, cuda:1, mps (default cpu)")
+    p.add_argument("--dtype", default="float32", choices=DTYPES, help="bfloat16: steps and evaluations under autocast (default float32)")
     p.add_argument(
         "--no-retry-failed", dest="retry_failed", action="store_false",
         help="keep runs the store holds as failed (by default the same command runs them again)",
@@ -267,11 +282,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     from . import protocol
     from .store import Store
 
-    task, specs = _task_name(args), _lab_specs(args)  # bad input fails before the store is touched
+    task, specs = _lab_task(args), _lab_specs(args)  # bad input fails before the store is touched
     with Store(args.store) as store:
         result = protocol.evaluate(
-            task, specs, args.budget, args.seeds, 0, store,
-            warmup=_warmup(args.warmup), data_dir=args.data_dir, device=args.device, retry_failed=args.retry_failed,
+            task, specs, args.budget, args.seeds, 0, store, warmup=_warmup(args.warmup), data_dir=args.data_dir,
+            device=args.device, dtype=args.dtype, retry_failed=args.retry_failed,
         )  # fmt: skip
     _print_comparison(result)
     return 0
@@ -290,12 +305,12 @@ def cmd_tune(args: argparse.Namespace) -> int:
     from .store import Store
 
     space = {name: _space(name, text) for name, text in (_split_assignment(item) for item in args.space)}
-    task, specs = _task_name(args), _lab_specs(args)  # bad input fails before the store is touched
+    task, specs = _lab_task(args), _lab_specs(args)  # bad input fails before the store is touched
     with Store(args.store) as store:
         result = protocol.compare(
             task, specs, args.budget, args.seeds, args.trials, args.tuning_seed, store,
             tuple(args.lr_range), space, warmup=_warmup(args.warmup), data_dir=args.data_dir, device=args.device,
-            retry_failed=args.retry_failed,
+            dtype=args.dtype, retry_failed=args.retry_failed,
         )  # fmt: skip
     _print_comparison(result)
     return 0
@@ -360,14 +375,21 @@ def cmd_list(args: argparse.Namespace) -> int:
     return 0
 
 
-def _task_name(args: argparse.Namespace) -> str:
-    from .tasks import names
+def _lab_task(args: argparse.Namespace) -> Any:
+    """The --task (a registered name, FILE.py:NAME or MODULE:NAME) with the --epochs... overrides,
+    and the --device checked: bad input fails here, before a store is opened."""
+    from .runner import check_device
+    from .tasks import load, names
 
     if args.task is None:
-        raise ValueError(f"give --task (on the command line or in --config): one of {', '.join(names())}")
-    if args.task not in names():
-        raise ValueError(f"invalid --task {args.task!r}: expected one of {', '.join(names())}")
-    return args.task
+        raise ValueError(f"give --task (on the command line or in --config): one of {', '.join(names())}, FILE.py:NAME or MODULE:NAME")
+    check_device(args.device)
+    task = load(args.task)
+    overrides = {k: getattr(args, k) for k in ("epochs", "batch_size", "train_size", "eval_every") if getattr(args, k) is not None}
+    for name, value in overrides.items():
+        if value < 1:
+            raise ValueError(f"invalid --{name.replace('_', '-')} {value}: expected an integer >= 1")
+    return task.with_budget(**overrides) if overrides else task
 
 
 def _lab_specs(args: argparse.Namespace) -> list[Any]:
@@ -449,7 +471,7 @@ def _sweep_plan(text: str, grid: dict[str, list[float]]) -> _SweepPlan:
     spec = spec_mod.parse(text)
     inner = spec.inner or spec
     if not issubclass(inner.cls, RuleOptimizer):
-        raise ValueError(
+        raise ValueError(  # noqa: TRY004 (the commands report ValueError as one clean line)
             f"invalid optimizer spec {text!r}: the 2-D lab runs optimlab's update rules; {inner.name} has none "
             f"(use {inner.cls.__name__} for optimlab's, see optimlab list)"
         )

@@ -83,20 +83,18 @@ class Configuration:
 # ---------------------------------------------------------------------------------------------
 
 
+# The tasks as the runs last read by read_store describe them (Task.metadata), by task name
+_STORED_TASKS: dict[str, StoredTask] = {}
+
+
 def _base_task(name: str) -> tasks_mod.Task:
-    """The registered task behind a stored task name (``mnist-cnn+warmup=untuned``, ``mnist-cnn@synthetic``)."""
+    """The task of a stored task name: as its runs' stored metadata describe it (:meth:`optimlab.tasks.Task.metadata`,
+    kept by :func:`read_store`), so that any task, built-in or not, reports without its code; for runs stored
+    before the metadata existed, the registered task behind the name (``mnist-cnn+warmup=untuned``,
+    ``mnist-cnn@synthetic``)."""
+    if name in _STORED_TASKS:
+        return _STORED_TASKS[name]
     return tasks_mod.get(name.split("+")[0].split("@")[0])
-
-
-def task_of(configurations: Sequence[Configuration]) -> tasks_mod.Task:
-    """The task of ``configurations`` (one task) as its runs' stored metadata describe it
-    (:meth:`optimlab.tasks.Task.metadata`): any task, built-in or not, reports without its code.
-    Runs stored before the metadata existed fall back to the registered task of that name."""
-    for c in configurations:
-        for run in c.runs.values():
-            if run.get("meta") and "task" in run["meta"]:
-                return StoredTask(run["meta"]["task"])
-    return _base_task(configurations[0].task)
 
 
 def _role_view(config: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
@@ -157,6 +155,8 @@ def read_store(store: Store, tuning_seed: int = 0) -> tuple[list[Configuration],
     rows = []
     for record in store.runs(status="finished"):
         config = record["config"]
+        if record.get("meta") and "task" in record["meta"]:
+            _STORED_TASKS[config["task"]] = StoredTask(record["meta"]["task"])
         optimizer, hp = _role_view(config)
         spec = _spec(optimizer, hp)
         name, differ = _preset(spec, optimizer, hp)
@@ -183,7 +183,7 @@ def read_store(store: Store, tuning_seed: int = 0) -> tuple[list[Configuration],
         label = spec_mod.label(spec, tuned=marked) if spec is not None else _label(name, differ)
         c = configurations.setdefault((*group, canonical_json(hp)), Configuration(*group, hp, shown, label))
         c.runs[config["seed"]] = {"config": config, "final": record["final"], "curve": store.epochs(record["key"]),
-                                  "state_bytes": record["state_bytes"], "meta": record.get("meta")}  # fmt: skip
+                                  "state_bytes": record["state_bytes"]}  # fmt: skip
     return list(configurations.values()), trials
 
 
@@ -445,7 +445,7 @@ def report(store: Store, out: str | os.PathLike[str], *, tuning_seed: int = 0) -
     paths: list[Path] = []
     sections = []
     for (task_name, budget), members in sorted(groups.items()):
-        task = task_of(members)
+        task = _base_task(task_name)
         slug = f"{task_name}-{budget}"
         rows, final_key, text = _summary_rows(task, members, trials)
         paths.append(write_table(rows, out / f"summary-{slug}.csv"))

@@ -130,6 +130,7 @@ __all__ = [
     "CURVE_POINTS",
     "DTYPES",
     "build_optimizer",
+    "check_device",
     "check_environment",
     "optimizer_names",
     "optimizer_spec",
@@ -444,12 +445,12 @@ def _role_specs(
     return {role: optimizer_spec(names[role], hyperparameters[role] if per_role else hyperparameters) for role in roles}
 
 
-def check_environment(task: Task, data_dir: str | os.PathLike[str] | None, device: str | torch.device) -> None:
-    """Check that ``device`` exists and that ``task``'s data is in ``data_dir`` and verifies
-    (:meth:`optimlab.tasks.Task.check_data`), before a run is claimed.
+def check_device(device: str | torch.device) -> torch.device:
+    """``device`` as a ``torch.device``, if this machine and torch build can train on it: what
+    ``torch.device`` accepts (``cpu``, ``cuda``, ``cuda:1``, ``mps``...), present here.
 
     Raises:
-        ValueError: one line naming what is wrong (the device, or the data file and why).
+        ValueError: one line naming the device and why not.
     """
     try:
         device = torch.device(device)
@@ -467,6 +468,17 @@ def check_environment(task: Task, data_dir: str | os.PathLike[str] | None, devic
         raise ValueError(f"run: invalid device='{device}': there are {torch.cuda.device_count()} CUDA devices")
     if device.type == "mps" and not torch.backends.mps.is_available():
         raise ValueError(f"run: invalid device='{device}': this machine or torch build has no MPS device; use --device cpu")
+    return device
+
+
+def check_environment(task: Task, data_dir: str | os.PathLike[str] | None, device: str | torch.device) -> None:
+    """Check that ``device`` exists and that ``task``'s data is in ``data_dir`` and verifies
+    (:meth:`optimlab.tasks.Task.check_data`), before a run is claimed.
+
+    Raises:
+        ValueError: one line naming what is wrong (the device, or the data file and why).
+    """
+    check_device(device)
     try:
         task.check_data(data_dir)
     except DataError as e:

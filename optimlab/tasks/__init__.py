@@ -25,6 +25,15 @@ reads a data set can run on other tensors with ``task.with_data(dataset)``.
 
 from __future__ import annotations
 
+import hashlib
+import importlib
+import importlib.util
+import os
+import stat
+import sys
+from pathlib import Path
+from types import ModuleType
+
 from ..optim._validate import check_choice
 from ._base import BUDGETS, Budget, Instance, Task
 from .airfoil import AIRFOIL_LINREG, lstsq_floor
@@ -32,6 +41,7 @@ from .gan import GAN_RING, ring_quality
 from .house import HOUSE_MLP
 from .images import CIFAR10_CNN, FASHION_MNIST_CNN, MNIST_CNN
 from .mnist_gan import MNIST_DCGAN, MNIST_WGAN
+from .supervised import SupervisedTask
 
 _TASKS: dict[str, Task] = {
     task.name: task
@@ -77,4 +87,100 @@ def budget_table() -> str:
     return "\n".join([rule, lines[0], rule, *lines[1:], rule])
 
 
-__all__ = ["BUDGETS", "Budget", "Instance", "Task", "budget_table", "get", "lstsq_floor", "names", "ring_quality"]
+__all__ = [
+    "BUDGETS",
+    "Budget",
+    "Instance",
+    "SupervisedTask",
+    "Task",
+    "budget_table",
+    "get",
+    "load",
+    "lstsq_floor",
+    "names",
+    "ring_quality",
+]
+
+
+def load(text: str) -> Task:
+    """The task ``text`` names: a registered name (``mnist-cnn``), ``path/to/file.py:NAME`` or
+    ``package.module:NAME``, where ``NAME`` is a :class:`Task` object or a function returning one
+    (called without arguments).
+
+    Code is run from a file only if neither the file nor its folder is owned by another user or
+    writable by group or others: never run code from a place another user can write.
+
+    Raises:
+        ValueError: one line naming ``text`` and what is wrong (no such file, module or name, an
+            unsafe place, an error while importing, not a task).
+    """
+    if not isinstance(text, str) or not text.strip():
+        raise ValueError(
+            f"invalid --task {text!r}: expected a task name ({', '.join(names())}), FILE.py:NAME or MODULE:NAME"
+        )
+    if text in _TASKS:
+        return _TASKS[text]
+    where, sep, attr = text.rpartition(":")
+    if not sep or not where or not attr.isidentifier():
+        raise ValueError(
+            f"invalid --task {text!r}: expected one of {', '.join(names())}, path/to/file.py:NAME or package.module:NAME"
+        )
+    module = (
+        _import_file(text, Path(where)) if where.endswith(".py") or os.sep in where else _import_module(text, where)
+    )
+    obj = getattr(module, attr, None)
+    if obj is None:
+        raise ValueError(f"invalid --task {text!r}: {where} has no {attr!r}")
+    if not isinstance(obj, Task) and callable(obj):
+        try:
+            obj = obj()
+        except Exception as e:  # noqa: BLE001 - the user's code: its error, in one line
+            raise ValueError(f"invalid --task {text!r}: {attr}() raised {_one_line(e)}") from None
+    if not isinstance(obj, Task):
+        raise ValueError(  # noqa: TRY004 (the commands report ValueError as one clean line)
+            f"invalid --task {text!r}: {attr} is {type(obj).__name__}, not a task (an optimlab SupervisedTask, "
+            "or a function returning one)"
+        )
+    return obj
+
+
+def _import_module(text: str, name: str) -> ModuleType:
+    try:
+        return importlib.import_module(name)
+    except Exception as e:  # noqa: BLE001 - the user's code: its error, in one line
+        raise ValueError(f"invalid --task {text!r}: cannot import {name}: {_one_line(e)}") from None
+
+
+def _import_file(text: str, path: Path) -> ModuleType:
+    if not path.is_file():
+        raise ValueError(f"invalid --task {text!r}: no such file {str(path)!r}")
+    real = path.resolve()
+    for place in dict.fromkeys((path.absolute(), path.absolute().parent, real, real.parent)):
+        info = place.stat()
+        if info.st_uid != os.getuid():
+            raise ValueError(
+                f"invalid --task {text!r}: {str(place)!r} belongs to another user (uid {info.st_uid}); "
+                "never run code from a place another user can write"
+            )
+        if info.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+            raise ValueError(
+                f"invalid --task {text!r}: {str(place)!r} is writable by {'others' if info.st_mode & stat.S_IWOTH else 'its group'}; "
+                f"never run code from a place another user can write (chmod go-w {str(place)!r})"
+            )
+    name = f"optimlab_task_{real.stem}_{hashlib.sha256(str(real).encode()).hexdigest()[:12]}"
+    spec = importlib.util.spec_from_file_location(name, real)
+    if spec is None or spec.loader is None:
+        raise ValueError(f"invalid --task {text!r}: {str(path)!r} cannot be imported as Python")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # dataclasses and pickling (DataLoader workers) look the module up by name
+    try:
+        spec.loader.exec_module(module)
+    except Exception as e:  # noqa: BLE001 - the user's code: its error, in one line
+        del sys.modules[name]
+        raise ValueError(f"invalid --task {text!r}: importing {str(path)!r} raised {_one_line(e)}") from None
+    return module
+
+
+def _one_line(e: BaseException) -> str:
+    lines = str(e).strip().splitlines()
+    return f"{type(e).__name__}: {lines[-1] if lines else ''}".strip()
