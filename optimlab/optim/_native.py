@@ -526,8 +526,8 @@ def step_group(opt: RuleOptimizer, group: dict[str, Any], params: list[Tensor], 
             layout = None
         elif elementwise:
             layout = _flat_layout(p, tensors)
-        elif not p.is_contiguous():
-            layout = None  # loop nests index rows and columns
+        elif not p.is_contiguous() or not _loopnest.suits(p.shape):
+            layout = None  # loop nests index rows and columns, and lose on many tiny matrices
         else:  # traced at a fixed rank; the state's shapes at that rank come from init_state
             layout = (_loopnest.MATRIX if p.dim() >= 2 else _loopnest.VECTOR, tuple(tensors))
         if (layout, p.dtype) not in kernels:

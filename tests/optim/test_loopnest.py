@@ -179,3 +179,14 @@ def test_a_kernel_that_cannot_allocate_leaves_the_step_to_the_reference_path(mal
     starved = _child(malloc_shim, shape, "float32", 2, limit=1 << 20)
     assert starved["equal"], "the step was done, by the reference path"
     assert any("could not allocate" in w and "reference path" in w for w in starved["warnings"]), starved
+
+
+def test_many_tiny_matrices_take_the_reference_path(launched: list[int]) -> None:  # noqa: F811
+    # rows of one or two elements: the loop nest would be slower than torch (optim/_loopnest.suits)
+    shapes = [(200, 64, 1), (100, 16, 2), (70, 3, 3)]
+    start = h.make_params(shapes, torch.float64)
+    grads = h.gradient_stream(shapes, 2, torch.float64)
+    native = h.run(_make(None, True), [p.clone() for p in start], grads, groups=False)
+    assert launched == [1, 1], "only the 3x3 matrices in a kernel"
+    reference = h.run(_make(None, False), [p.clone() for p in start], grads, groups=False)
+    assert h.relative_gap(native, reference, start) <= 1e-12
