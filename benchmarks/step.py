@@ -4,13 +4,16 @@ Run by hand; prints one table per layout::
 
     python benchmarks/step.py                                       # everything (tens of minutes)
     python benchmarks/step.py --layouts tiny many-small --optimizers Adam SGD --reps 5 --first-step
+    python benchmarks/step.py --layouts conv --path auto reference --first-step   # both paths
 
 Layouts: ``large`` (8 tensors of 2**23 float32, 67M parameters), ``many-small`` (387 tensors
-shaped like a 32-layer transformer of width 256, 25.3M parameters) and ``tiny`` (one 2-element
-tensor).  Every optimizer runs with its defaults, so each layout takes the path the library
-chooses (``--path native`` or ``--path reference`` forces one), on the same parameters and fixed
-random gradients; the time is the median of ``--reps`` steps after ``--warmup`` steps (the first
-of which may compile; on ``tiny`` at least 200 after 20).
+shaped like a 32-layer transformer of width 256, 25.3M parameters), ``conv`` (ResNet-34's 110
+tensors: 3x3 convolutions of 64-512 channels, 1x1 downsampling, a 7x7 stem, batch-norm weights
+and biases, a 1000-class classifier; 21.8M parameters) and ``tiny`` (one 2-element tensor).
+Every optimizer runs with its defaults, so each layout takes the path the library chooses
+(``--path native`` or ``--path reference`` forces one; several paths give a row each), on the
+same parameters and fixed random gradients; the time is the median of ``--reps`` steps after
+``--warmup`` steps (the first of which may compile; on ``tiny`` at least 200 after 20).
 
 Byte model: a step reads each parameter, gradient and state element once and writes each
 parameter and state element once, so it moves ``(3 + 2 S) * 4`` bytes per float32 parameter,
@@ -56,10 +59,26 @@ def _transformer(layers: int = 32, width: int = 256, vocab: int = 1000) -> Shape
     return [(vocab, width)] + block * layers + [(width,), (width,)]
 
 
+def _resnet34(classes: int = 1000) -> Shapes:
+    def bn(width: int) -> Shapes:
+        return [(width,), (width,)]
+
+    shapes = [(64, 3, 7, 7), *bn(64)]
+    wide = 64
+    for width, blocks in zip((64, 128, 256, 512), (3, 4, 6, 3)):
+        for _ in range(blocks):
+            shapes += [(width, wide, 3, 3), *bn(width), (width, width, 3, 3), *bn(width)]
+            if wide != width:
+                shapes += [(width, wide, 1, 1), *bn(width)]
+            wide = width
+    return shapes + [(classes, wide), (classes,)]
+
+
 PATHS = {"auto": None, "native": True, "reference": False}
 LAYOUTS: dict[str, Callable[[], Shapes]] = {
     "large": lambda: [(1 << 23,)] * 8,
     "many-small": _transformer,
+    "conv": _resnet34,
     "tiny": lambda: [(2,)],
 }
 
@@ -198,11 +217,11 @@ def bench_layout(layout: str, names: list[str], args: argparse.Namespace) -> Non
     print("|" + "---|" * len(header))
     # a tiny step takes tens of microseconds: many more repetitions for a stable median
     warmup, reps = (max(args.warmup, 20), max(args.reps, 200)) if tiny else (args.warmup, args.reps)
-    for name in names:
+    for name, chosen in ((name, chosen) for name in names for chosen in args.path):
         # the baseline right before each row: a drift in the machine's load moves both alike
         base = median_step(base_make(params), warmup, reps)
         base_gbs = 28 * n / base / 1e9
-        opt = ours(name, PATHS[args.path])(params)
+        opt = ours(name, PATHS[chosen])(params)
         t = median_step(opt, warmup, reps)
         state = state_bytes(opt) / n
         model = byte_model(opt, n)
@@ -211,7 +230,7 @@ def bench_layout(layout: str, names: list[str], args: argparse.Namespace) -> Non
         route = path(opt, params)
         del opt
         po = "-"
-        make_ref = reference(name)
+        make_ref = reference(name) if chosen == args.path[0] else None
         if make_ref is not None:
             ref_params = [p.detach().clone() for p in params]
             for p, q in zip(ref_params, params):
@@ -219,7 +238,7 @@ def bench_layout(layout: str, names: list[str], args: argparse.Namespace) -> Non
             po = f"{median_step(make_ref(ref_params), warmup, reps) / t:.2f}"
             del ref_params
         cold = warm = "-"
-        if layout in args.first_step:
+        if layout in args.first_step and chosen == args.path[0]:
             with tempfile.TemporaryDirectory() as cache:
                 cold = f"{first_step(layout, name, cache):.2f}"
                 warm = f"{first_step(layout, name, cache):.2f}"
@@ -250,8 +269,8 @@ def main() -> None:
         help="layouts whose first step is timed in fresh processes, cold and warm cache (give none to skip)",
     )  # fmt: skip
     parser.add_argument(
-        "--path", choices=list(PATHS), default="auto",
-        help="auto: the library's choice (fast=None); native or reference: fast=True or fast=False",
+        "--path", nargs="+", choices=list(PATHS), default=["auto"],
+        help="auto: the library's choice (fast=None); native or reference: fast=True or fast=False; several: a row each",
     )  # fmt: skip
     parser.add_argument("--child", nargs=2, metavar=("LAYOUT", "NAME"), help=argparse.SUPPRESS)
     args = parser.parse_args()
