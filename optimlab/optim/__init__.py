@@ -23,6 +23,7 @@ from .adopt import ADOPT
 from .lamb import LAMB
 from .lion import Lion
 from .lookahead import Lookahead
+from .mars import MARS
 from .muon import Muon
 from .nadam import NAdam
 from .prodigy import Prodigy
@@ -82,6 +83,7 @@ __all__ = [
     "LAMB",
     "Lion",
     "Lookahead",
+    "MARS",
     "Muon",
     "NAdam",
     "Prodigy",
