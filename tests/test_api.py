@@ -172,3 +172,21 @@ def test_a_task_without_val_or_test_evaluates_on_its_training_data():
     assert (task.eval_split, task.final_split, task.higher_is_better) == ("full", "full", False)
     result = optimlab.runner.run(task, "Adam", {"lr": 0.01}, 0, "smoke", progress=False)
     assert math.isfinite(result["final"]["full_loss"]) and "full_accuracy" in result["final"]
+
+
+def test_the_examples_your_model_script_runs_at_a_tiny_size(tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    done = subprocess.run(
+        [sys.executable, str(root / "examples" / "your_model.py"), "--tiny", "--out", str(tmp_path)],
+        cwd=tmp_path, capture_output=True, text=True, timeout=600, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    for label in ("Adam(lr=", "torch.AdamW(lr=", "torch.SGD(lr=", "__main__.SignSGD(lr="):
+        assert label in done.stdout, label
+    assert "weak comparison: 2 seeds" in done.stdout
+    summary = (tmp_path / "report" / "summary.md").read_text()
+    assert "bars-cnn, smoke budget" in summary and "SignSGD" in summary
