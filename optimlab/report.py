@@ -433,6 +433,22 @@ def _bytes(n: int) -> str:
     raise AssertionError
 
 
+def _packages(configurations: Sequence[Configuration]) -> str:
+    """A line naming the versions of the optimizer packages other than optimlab's and torch's that ran
+    (:func:`optimlab.runner.optimizer_versions`, part of each run's key); empty when there are none."""
+    core = {"optimlab", "torch", "numpy", "python"}
+    found = {
+        (name, version)
+        for c in configurations
+        for run in c.runs.values()
+        for name, version in run["config"].get("versions", {}).items()
+        if name not in core
+    }
+    if not found:
+        return ""
+    return "\nOther optimizer packages (in each run's key): " + ", ".join(f"{n} {v}" for n, v in sorted(found)) + ".\n"
+
+
 def report(store: Store, out: str | os.PathLike[str], *, tuning_seed: int = 0) -> list[Path]:
     """Write the report of every task and budget in ``store`` into ``out``; returns the paths written
     (``summary.md`` last).  See the module docstring."""
@@ -464,6 +480,6 @@ def report(store: Store, out: str | os.PathLike[str], *, tuning_seed: int = 0) -
     out.mkdir(parents=True, exist_ok=True)
     summary = out / "summary.md"
     body = "\n".join(sections) if sections else "No configuration has finished runs at 2 or more evaluation seeds yet.\n"
-    summary.write_text(f"# optimlab report: {store.path.name}\n\n{body}", encoding="utf-8")
+    summary.write_text(f"# optimlab report: {store.path.name}\n\n{body}{_packages(configurations)}", encoding="utf-8")
     paths.append(summary)
     return paths

@@ -103,6 +103,8 @@ def test_a_task_from_a_file_is_tuned_with_any_optimizer_then_reports_after_the_f
     assert "my-regression, smoke budget" in summary and "test_r2" in summary and "higher is better" in summary
     for name in ("Adam", "Lamb", "MySGD"):
         assert name in summary, name
+    assert "Other optimizer packages (in each run's key): tests.test_user_task.MySGD source sha256:" in summary
+    assert "torch_optimizer 0.3.0" in summary
     assert (out / "curves-my-regression-smoke.png").stat().st_size > 0
 
 
