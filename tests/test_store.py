@@ -386,6 +386,42 @@ def test_older_file_is_migrated_in_order_keeping_its_runs(tmp_path, monkeypatch)
         assert s._db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION + 1
 
 
+def test_meta_is_stored_with_the_run_outside_its_key_and_replaced_by_a_rerun(tmp_path):
+    meta = {"task": {"name": "toy", "metric": "accuracy", "higher_is_better": True, "metric_bounds": [0, math.inf]}}
+    with Store(tmp_path / "s.sqlite") as s:
+        handle = s.claim(CONFIGS[0], meta=meta)
+        assert handle.key == run_key(CONFIGS[0])  # the metadata is not part of the key
+        handle.fail("boom")
+        assert s.record(handle.key)["meta"] == meta  # inf included: JSON's Infinity reads back
+        again = s.claim(CONFIGS[0], retry_failed=True, meta={"task": {**meta["task"], "metric": "loss"}})
+        again.finish({"loss": 0.5})
+        assert s.record(handle.key)["meta"]["task"]["metric"] == "loss"
+        assert s.claim(CONFIGS[1]) is not None and s.runs()[1]["meta"] is None  # a claim without it reads None
+
+
+def test_a_version_1_store_is_read_as_it_is_and_migrated_when_written(tmp_path):
+    path = tmp_path / "old.sqlite"
+    with sqlite3.connect(path) as db:  # the file the first release wrote
+        for statement in store_mod.MIGRATIONS[0]:
+            db.execute(statement)
+        db.execute("PRAGMA user_version = 1")
+        db.execute("PRAGMA journal_mode = WAL")
+    with Store(path) as s:
+        sweep(s, CONFIGS[:1])
+        with sqlite3.connect(path) as db:
+            db.execute("ALTER TABLE runs DROP COLUMN meta")  # as if written by the first release
+            db.execute("PRAGMA user_version = 1")
+    with Store(path, readonly=True) as s:  # report reads it without migrating it
+        (record,) = s.runs()
+        assert record["status"] == "finished" and record["meta"] is None
+    with sqlite3.connect(path) as db:
+        assert db.execute("PRAGMA user_version").fetchone()[0] == 1
+    with Store(path) as s:  # opened for writing: migrated, the run kept
+        assert s.runs()[0]["key"] == record["key"] and s.runs()[0]["meta"] is None
+    with sqlite3.connect(path) as db:
+        assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 2
+
+
 # ---------------------------------------------------------------------------------------------
 # Export
 # ---------------------------------------------------------------------------------------------
