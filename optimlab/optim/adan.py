@@ -35,7 +35,8 @@ Where this class departs from the authors' code:
   group has a gradient at every step); a checkpoint of theirs therefore lacks the ``step`` entries.
 
 ``pytorch_optimizer.Adan`` (4.1.0) agrees with the authors' code (its ``weight_decouple=True`` is
-``no_prox=True``; it keeps :math:`-g_{t-1}` as ``previous_grad``).
+``no_prox=True``; it keeps :math:`-g_{t-1}` as ``previous_grad``), its global clip included (a
+float32 norm too), except that its clip fails on a 0-dim parameter (the tests show both).
 """
 
 from __future__ import annotations

@@ -38,7 +38,8 @@ As in the authors' code, the estimate's numbers live in every param group (``d``
 ``d_numerator``, ``d_denom``, ``d_hat``, ``k``) and the global options (``betas``, ``beta3``,
 ``d_coef``, ``growth_rate``, ``use_bias_correction``, ``decouple``) are read from the first
 group; ``weight_decay``, ``eps``, ``d0``, ``safeguard_warmup`` and ``slice_p`` (the sums use
-every ``slice_p``-th element of each tensor, to save memory) are each group's.  A group may have
+every ``slice_p``-th element of each tensor, to save memory) are each group's (the test "the
+first time" compares :math:`d` with the last group's ``d0``, as theirs does).  A group may have
 ``lr=0`` (its parameters add nothing to the estimate and take only the decoupled decay with the
 others' :math:`\delta_k`, as in the authors' code); any other ``lr`` must be the same in every
 group.  Until some gradient is nonzero, nothing moves and ``k`` stays.

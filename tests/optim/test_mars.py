@@ -181,7 +181,8 @@ def test_only_mars_adamw_is_offered():
 
 
 def test_solves_the_standard_problems_as_one_matrix():
-    # the standard problems on a 1-D vector would test only the AdamW branch: here x is a 1 x n matrix
+    # the standard problems on a 1-D vector would test only the AdamW branch: here x is a 1 x n matrix;
+    # lr 1e-3 for 6000 steps ends 1.7e-9 (quadratic) and 3.9e-7 (Rosenbrock) from the minimum (measured)
     from .test_standard import _quadratic  # here: test_standard imports this module's cases
 
     a, b = _quadratic()
