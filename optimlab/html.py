@@ -38,10 +38,13 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
+from . import figures, views
 from . import report as report_mod
-from . import views
 from .protocol import final_value, metric_key
 from .store import Store, canonical_json
+from .sweep import STATUSES as SWEEP_STATUSES
 
 __all__ = ["html_report"]
 
@@ -528,7 +531,8 @@ def _plain(value: Any) -> Any:
     return value
 
 
-_VIEW_TITLES = {"summary": "Summary", "curves": "Curves", "tuning": "Tuning trials", "lr": "Learning-rate sensitivity",
+_VIEW_TITLES = {"statuses": "Statuses", "paths": "Paths and loss", "heatmaps": "Final loss over the swept values",
+                "summary": "Summary", "curves": "Curves", "tuning": "Tuning trials", "lr": "Learning-rate sensitivity",
                 "resources": "Speed and memory", "targets": "Time to target", "profiles": "Performance profiles"}  # fmt: skip
 
 _STYLE = """
@@ -642,3 +646,106 @@ class _Page:
             f"<script type='application/json' id='optimlab-figures'>{figures}</script><script>{_SCRIPT}</script>"
             "</body></html>"
         )
+
+
+# ---------------------------------------------------------------------------------------------
+# The 2-D lab's page
+# ---------------------------------------------------------------------------------------------
+
+
+def lab_page(results: Sequence[Any], surface: Any, out: str | os.PathLike[str], *, max_paths: int = 60) -> Path:
+    """Write ``out/index.html`` for sweep results (:class:`optimlab.sweep.SweepResult`) on ``surface``, in the
+    look of the store's report: the paths over the surface's contour (each configuration's line toggled from
+    the legend, every recorded point hovered with its step and loss), the loss curves, a heatmap of the final
+    loss over every pair of swept hyperparameters (the best over the other swept values, each cell hovered),
+    and each optimizer's statuses.  Paths and curves are drawn for at most ``max_paths`` configurations."""
+    lines = figures._lines(list(results))
+    page = _Page(f"{surface.name}: {', '.join(dict.fromkeys(r.optimizer for r in results))}")
+    page.open_task(f"{surface.name} surface")
+    counts = [[r.optimizer, len(r)] + [r.status.count(s) for s in SWEEP_STATUSES] for r in results]
+    page.add("statuses", _table(["optimizer", "configurations", *SWEEP_STATUSES], counts))
+    drawn = lines[:max_paths]
+    if len(lines) > max_paths:
+        page.add(
+            "paths", f"<p>{len(lines)} configurations: the paths and curves of the first {max_paths} are drawn.</p>"
+        )
+    _lab_paths(page, surface, drawn)
+    _lab_heatmaps(page, results)
+    page.close_task()
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / "index.html"
+    path.write_text(page.render(), encoding="utf-8")
+    return path
+
+
+def _lab_paths(page: _Page, surface: Any, lines: Sequence[Any]) -> None:
+    contour = figures._contour_data(surface, surface.bounds, 24)
+    finite = contour.Z[np.isfinite(contour.Z)]
+    log = finite.size > 0 and finite.min() > 0 and finite.max() > 100 * finite.min()  # Rosenbrock spans decades
+    z = np.log10(contour.Z) if log else contour.Z
+    data: list[dict[str, Any]] = [
+        {"type": "contour", "x": contour.X[0].tolist(), "y": contour.Y[:, 0].tolist(), "z": z.tolist(),
+         "colorscale": "Viridis", "ncontours": 24, "showlegend": False, "name": "surface",
+         "colorbar": {"title": {"text": "log10 loss" if log else "loss"}},
+         "hovertemplate": "w1=%{x:.3g}, w2=%{y:.3g}<br>" + ("log10 loss" if log else "loss") + "=%{z:.4g}<extra></extra>"}
+    ]  # fmt: skip
+    curves = []
+    for line in lines:
+        r, c = line.result, line.index
+        steps = [0] + [int(s) for s in r.steps]
+        w = np.concatenate([r.start[c][None].double().numpy(), r.path[c].double().numpy()])
+        loss = [float(r.start_loss[c])] + [float(v) for v in r.loss[c]]
+        colour = _hex(line.color)
+        data.append({"type": "scatter", "mode": "lines+markers", "x": w[:, 0].tolist(), "y": w[:, 1].tolist(),
+                     "name": line.label, "legendgroup": str(id(line)), "line": {"color": colour, "width": 2},
+                     "marker": {"size": 4, "color": colour}, "customdata": [[s, v] for s, v in zip(steps, loss)],
+                     "hovertemplate": "step %{customdata[0]}: loss %{customdata[1]:.4g}<br>w=(%{x:.4g}, %{y:.4g})"
+                                      "<extra>" + html.escape(line.label) + "</extra>"})  # fmt: skip
+        curves.append({"type": "scatter", "mode": "lines", "x": steps, "y": loss, "name": line.label, "legendgroup": str(id(line)),
+                       "line": {"color": colour}, "hovertemplate": "step %{x}: loss %{y:.4g}<extra>" + html.escape(line.label) + "</extra>"})  # fmt: skip
+    if surface.minima:
+        data.append({"type": "scatter", "mode": "markers", "x": [m[0] for m in surface.minima], "y": [m[1] for m in surface.minima],
+                     "name": "known minima", "marker": {"symbol": "star", "size": 14, "color": "white", "line": {"color": "black", "width": 1}}})  # fmt: skip
+    (x0, x1), (y0, y1) = surface.bounds
+    page.chart("paths", data, {"title": {"text": "paths"}, "height": 620, "xaxis": {"title": {"text": "w1"}, "range": [x0, x1]},
+                               "yaxis": {"title": {"text": "w2"}, "range": [y0, y1]}, "legend": {"orientation": "h", "y": -0.15}})  # fmt: skip
+    values = [v for t in curves for v in t["y"] if math.isfinite(v)]
+    log_loss = bool(values) and min(values) > 0 and max(values) > 10 * min(values)
+    page.chart("paths", curves, {"title": {"text": "loss"}, "height": 620, "xaxis": {"title": {"text": "step"}},
+                                 "yaxis": {"title": {"text": "loss"}, "type": "log" if log_loss else "linear"},
+                                 "legend": {"orientation": "h", "y": -0.15}, "hovermode": "closest"})  # fmt: skip
+
+
+def _lab_heatmaps(page: _Page, results: Sequence[Any]) -> None:
+    for r in results:
+        numeric = [k for k in r.configs[0] if k != "start" and isinstance(r.configs[0][k], (int, float))]
+        swept = [k for k in numeric if len({cfg[k] for cfg in r.configs}) > 1]
+        final = r.final_loss.double().numpy()
+        for i, x in enumerate(swept):
+            for y in swept[i + 1 :]:
+                xs, ys = sorted({cfg[x] for cfg in r.configs}), sorted({cfg[y] for cfg in r.configs})
+                best = np.full((len(ys), len(xs)), np.nan)
+                for cfg, value in zip(r.configs, final):
+                    if math.isfinite(value):
+                        cell = (ys.index(cfg[y]), xs.index(cfg[x]))
+                        best[cell] = np.fmin(best[cell], value)
+                page.chart(
+                    "heatmaps",
+                    [{"type": "heatmap", "x": [f"{v:.3g}" for v in xs], "y": [f"{v:.3g}" for v in ys], "z": best.tolist(),
+                      "colorscale": "Viridis", "colorbar": {"title": {"text": "final loss"}}, "hoverongaps": True,
+                      "texttemplate": "%{z:.3g}" if best.size <= 225 else "",
+                      "hovertemplate": f"{x}=%{{x}}, {y}=%{{y}}<br>final loss %{{z:.4g}}<extra></extra>"}],
+                    {"title": {"text": f"{r.optimizer}: final loss over {x} and {y}" + (" (best over the other swept values)" if len(swept) > 2 else "")},
+                     "height": 520, "xaxis": {"title": {"text": x}, "type": "category"},
+                     "yaxis": {"title": {"text": y}, "type": "category"}},
+                )  # fmt: skip
+        if len(swept) >= 2:
+            page.add("heatmaps", "<p>Blank cells: every configuration there diverged (no finite loss).</p>")
+
+
+def _hex(colour: Any) -> str:
+    """A matplotlib colour (the lab's palette) as ``#rrggbb``."""
+    from matplotlib.colors import to_hex
+
+    return to_hex(colour)

@@ -180,7 +180,8 @@ def browser() -> Iterator[Any]:
         browser.close()
 
 
-def test_page_in_headless_chromium(browser: Any, page: Path, tmp_path: Path) -> None:
+def _open(browser: Any, page: Path) -> tuple[Any, list[str], list[str], float]:
+    """``(tab, console errors and warnings, requests, seconds until the page's scripts had run)``."""
     tab = browser.new_page(viewport={"width": 1400, "height": 1000})
     errors: list[str] = []
     requests: list[str] = []
@@ -192,7 +193,11 @@ def test_page_in_headless_chromium(browser: Any, page: Path, tmp_path: Path) -> 
     began = time.perf_counter()
     tab.goto(page.as_uri())
     tab.wait_for_selector("body[data-ready=true]", timeout=30_000)
-    opened = time.perf_counter() - began
+    return tab, errors, requests, time.perf_counter() - began
+
+
+def test_page_in_headless_chromium(browser: Any, page: Path, tmp_path: Path) -> None:
+    tab, errors, requests, opened = _open(browser, page)
     print(f"index.html ({page.stat().st_size / 2**20:.1f} MiB) opened in {opened:.2f} s")
     assert requests == [page.as_uri()]  # nothing fetched but the page itself
     counts = tab.evaluate(
@@ -226,3 +231,74 @@ def test_page_in_headless_chromium(browser: Any, page: Path, tmp_path: Path) -> 
     pixels = np.asarray(Image.open(shot).convert("L"), dtype=float)
     assert pixels.shape[0] > 3000 and pixels.std() > 20  # drawn: a blank or unstyled page is nearly uniform
     assert opened < 3.0, f"index.html took {opened:.2f} s to open"
+
+
+@pytest.fixture(scope="module")
+def lab_pages(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    out = tmp_path_factory.mktemp("lab")
+    surface = [
+        "surface",
+        "rosenbrock",
+        "--opt",
+        "Adam(lr=0.05)",
+        "--opt",
+        "Momentum(lr=0.0005)",
+        "--steps",
+        "100",
+        "--out",
+        str(out / "surface"),
+    ]
+    grid = [
+        "--grid",
+        "lr=log:1e-3:1e-1:3",
+        "--grid",
+        "eps=log:1e-8:1e-1:2",
+        "--steps",
+        "100",
+        "--out",
+        str(out / "sweep"),
+    ]
+    assert cli.main(surface) == 0
+    assert cli.main(["sweep", "rosenbrock", "--opt", "Adam", *grid]) == 0
+    return {"surface": out / "surface" / "index.html", "sweep": out / "sweep" / "index.html"}
+
+
+def _csv(path: Path) -> list[dict[str, str]]:
+    import csv
+
+    with path.open(newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def test_lab_pages_show_statuses_and_heatmaps(lab_pages: dict[str, Path]) -> None:
+    from optimlab.sweep import STATUSES
+
+    rows = _csv(lab_pages["surface"].parent / "summary.csv")  # the surface command's own table
+    statuses = " ".join(" ".join(["1"] + ["1" if r["status"] == s else "0" for s in STATUSES]) for r in rows)
+    surface = lab_pages["surface"].read_text(encoding="utf-8")
+    table = _text(surface[surface.index("<table>") : surface.index("</table>")])
+    assert table.split("moving ", 1)[1].replace("Adam ", "").replace("Momentum ", "").strip() == statuses
+    sweep = lab_pages["sweep"].read_text(encoding="utf-8")
+    assert "Adam: final loss over lr and eps" in sweep and not re.search(r"<(script|link|img)[^>]+(src|href)=", sweep)
+
+
+def test_lab_pages_in_headless_chromium(browser: Any, lab_pages: dict[str, Path]) -> None:
+    for kind, expected in (("surface", {"paths": 2}), ("sweep", {"paths": 2, "heatmaps": 1})):
+        tab, errors, requests, _ = _open(browser, lab_pages[kind])
+        counts = tab.evaluate("() => Object.fromEntries(Array.from(document.querySelectorAll('section.view'))"
+                              ".map(s => [s.dataset.view, s.querySelectorAll('.js-plotly-plot').length]))")  # fmt: skip
+        assert {v: n for v, n in counts.items() if n} == expected, kind
+        paths = tab.evaluate(
+            "() => document.querySelector('section[data-view=paths] .js-plotly-plot').data.map(t => t.type)"
+        )
+        assert (
+            paths[0] == "contour" and paths.count("scatter") == (2 if kind == "surface" else 6) + 1
+        )  # + the known minimum
+        if kind == "sweep":  # the heatmap's cells: lr across, eps up; each the final loss of that configuration
+            z = tab.evaluate("() => document.querySelector('section[data-view=heatmaps] .js-plotly-plot').data[0].z")
+            grid = _csv(lab_pages[kind].parent / "grid.csv")
+            lrs, epss = sorted({float(r["lr"]) for r in grid}), sorted({float(r["eps"]) for r in grid})
+            assert z == [[next(float(r["final_loss"]) for r in grid if float(r["lr"]) == lr and float(r["eps"]) == eps)
+                          for lr in lrs] for eps in epss]  # fmt: skip
+        assert errors == [] and requests == [lab_pages[kind].as_uri()], kind
+        tab.close()
