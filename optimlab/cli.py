@@ -229,7 +229,7 @@ def cmd_surface(args: argparse.Namespace) -> int:
     if args.gif:
         figures.animation(results, surface, out / "paths.gif")
     tables.write_table([row for r in results for row in r.summary_rows()], out / "summary.csv")
-    _report(out, results)
+    _report(out, results, surface)
     return 0
 
 
@@ -254,7 +254,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     if len(result) <= 12:
         figures.trajectories(result, surface, out / "paths.png")
         figures.loss_curves(result, out / "loss.png")
-    _report(out, [result])
+    _report(out, [result], surface)
     return 0
 
 
@@ -602,7 +602,10 @@ def _out(args: argparse.Namespace, default: str) -> Path:
     return out
 
 
-def _report(out: Path, results: Sequence[Any]) -> None:
+def _report(out: Path, results: Sequence[Any], surface: Any) -> None:
+    from .html import lab_page
+
+    lab_page(results, surface, out)
     for r in results:
         counts = {s: r.status.count(s) for s in dict.fromkeys(r.status)}
         _log(f"{r.optimizer}: {len(r)} configurations: " + ", ".join(f"{n} {s}" for s, n in counts.items()))
