@@ -45,6 +45,8 @@ from . import report as report_mod
 from .protocol import final_value, metric_key
 from .store import Store, canonical_json
 from .sweep import STATUSES as SWEEP_STATUSES
+from .tasks import Task
+from .tasks._base import StoredTask
 
 __all__ = ["html_report"]
 
@@ -79,7 +81,8 @@ def html_report(
     for c in configurations:
         if c.runs:
             groups.setdefault((c.task, c.budget), []).append(c)
-    trials = _trials(store, tuning_seed)
+    tasks = _tasks(store)
+    trials = _trials(store, tuning_seed, tasks)
     sections = sorted(set(groups) | {key[:2] for key in trials})
     unknown = sorted(set(targets) - {task for task, _ in sections})
     if unknown:
@@ -89,7 +92,7 @@ def html_report(
     profile_costs: dict[str, dict[str, float]] = {}
     target_costs: dict[str, dict[str, dict[str, float]]] = {"wall_time": {}, "step": {}}
     for task_name, budget in sections:
-        task = report_mod._base_task(task_name)
+        task = tasks[task_name]
         members = groups.get((task_name, budget), [])
         title = f"{task_name}, {budget} budget"
         page.open_task(title)
@@ -122,7 +125,20 @@ def html_report(
 # ---------------------------------------------------------------------------------------------
 
 
-def _trials(store: Store, tuning_seed: int) -> dict[tuple[str, str, str], list[dict[str, Any]]]:
+def _tasks(store: Store) -> dict[str, Task]:
+    """Each stored task name's task, as its runs' metadata describe it (a task of the user's own reports
+    without its code); runs stored before the metadata existed fall back to the registered task."""
+    metas: dict[str, Any] = {}
+    for record in store.runs(status="finished"):
+        meta = record.get("meta") or {}
+        if "task" in meta or record["config"]["task"] not in metas:
+            metas[record["config"]["task"]] = meta.get("task")
+    return {name: StoredTask(meta) if meta else report_mod._base_task(name) for name, meta in metas.items()}
+
+
+def _trials(
+    store: Store, tuning_seed: int, tasks: Mapping[str, Task]
+) -> dict[tuple[str, str, str], list[dict[str, Any]]]:
     """The finished runs at ``tuning_seed`` by (task, budget, optimizer as report.py names it):
     ``{"hyperparameters", "value" (final validation metric; NaN if diverged), "diverged"}``."""
     out: dict[tuple[str, str, str], list[dict[str, Any]]] = {}
@@ -132,9 +148,8 @@ def _trials(store: Store, tuning_seed: int) -> dict[tuple[str, str, str], list[d
             continue
         optimizer, hp = report_mod._role_view(config)
         name, _ = report_mod._preset(report_mod._spec(optimizer, hp), optimizer, hp)
-        task = report_mod._base_task(config["task"])
         run = {"final": record["final"], "curve": store.epochs(record["key"])}
-        value = report_mod._validation_value(task, run) if run["curve"] else math.nan
+        value = report_mod._validation_value(tasks[config["task"]], run) if run["curve"] else math.nan
         out.setdefault((config["task"], config["budget"], name), []).append(
             {
                 "hyperparameters": hp,

@@ -34,14 +34,20 @@ def _quality(arm: str, lr: float, seed: int) -> float:
     return 0.9 - 0.1 * abs(math.log10(lr / CHOSEN[arm])) - (0.05 if arm == "Momentum" else 0.0) + 0.002 * seed
 
 
-def _add_run(store: Store, task: str, arm: str, lr: float, seed: int) -> None:
+def _add_run(store: Store, task: str, arm: str, lr: float, seed: int, stored_as: str | None = None) -> None:
+    """A run of ``task``; ``stored_as``: under that name, with the task's metadata (a task of the user's own)."""
     name, fixed = ARMS[arm]
     spec = TASKS[task]
+    meta = None
+    if stored_as is not None:
+        from optimlab import tasks
+
+        meta, task = {"task": {**tasks.get(task).metadata(), "name": stored_as}}, stored_as
     config = {"task": task, "budget": "smoke", "seed": seed, "optimizer": name, "hyperparameters": {**fixed, "lr": lr},
               "device": "cpu", "dtype": "float32"}  # fmt: skip
     diverged = lr >= 1.0 and arm == "Momentum"
     q = _quality(arm, lr, seed)
-    run = store.claim(config)
+    run = store.claim(config, meta=meta)
     assert run is not None
     with run:
         run.log_epoch(
@@ -152,6 +158,16 @@ def test_edge_warning(tmp_path: Path) -> None:
     text = _text(path.read_text(encoding="utf-8"))
     assert "Adam: the evaluated lr=0.01 is the highest value tried (0.001 to 0.01)" in text
     assert text.count("the evaluated lr") == 1
+
+
+def test_a_task_known_only_from_its_stored_metadata(tmp_path: Path) -> None:
+    with Store(tmp_path / "own.sqlite") as store:
+        for seed in (0, 1, 2):
+            _add_run(store, "mnist-cnn", "Adam", CHOSEN["Adam"], seed, stored_as="my-cnn")
+        path = html_report(store, tmp_path / "out", targets={"my-cnn": 0.9})
+    text = _text(path.read_text(encoding="utf-8"))
+    assert "my-cnn, smoke budget" in text and "Final test_accuracy (higher is better)" in text
+    assert "Target: accuracy >= 0.9" in text
 
 
 def test_bad_target_is_one_error(store_path: Path, tmp_path: Path) -> None:

@@ -51,6 +51,7 @@ def test_metric_cost_and_median_over_seeds() -> None:
     assert views.metric_cost(0.97, higher_is_better=True, upper=1.0) == pytest.approx(0.03)  # the error rate
     assert views.metric_cost(4.0, higher_is_better=True) == 0.25  # no upper bound: 1 / value
     assert views.metric_cost(math.nan, higher_is_better=True, upper=1.0) == INF
+    assert views.metric_cost(1.0 + 1e-12, higher_is_better=True, upper=1.0) == 0.0  # past the bound by rounding
     assert views.median_cost([3.0, 1.0, 2.0]) == 2.0
     assert views.median_cost([1.0, math.nan, 2.0]) == 2.0  # a diverged seed is the worst, not dropped
     assert views.median_cost([1.0, math.nan, math.nan]) == INF  # most seeds diverged
