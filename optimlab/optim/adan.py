@@ -32,7 +32,7 @@ Where this class departs from the authors' code:
   and uses the constructor's ``max_grad_norm`` and the last group's ``eps`` (the same where no
   group overrides them).
 * The step count is per parameter (theirs is per param group: the same when every parameter of a
-  group has a gradient at every step); a checkpoint of theirs therefore lacks the ``step`` entries.
+  group has a gradient at every step); a checkpoint of theirs takes its group's count.
 
 ``pytorch_optimizer.Adan`` (4.1.0) agrees with the authors' code (its ``weight_decouple=True`` is
 ``no_prox=True``; it keeps :math:`-g_{t-1}` as ``previous_grad``), its global clip included (a
@@ -160,3 +160,12 @@ class Adan(RuleOptimizer):
             norm = global_grad_norm(self, "max_grad_norm=0")
             kwargs["grad_scale"] = min(1.0, max_grad_norm / (norm + group["eps"]))
         return kwargs
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        super().__setstate__(state)
+        # the authors' checkpoints count steps per param group: each parameter takes its group's count
+        for group in self.param_groups:
+            for p in group["params"]:
+                param_state = self.state.get(p)
+                if param_state and "step" not in param_state:
+                    param_state["step"] = torch.tensor(float(group.get("step", 0)))

@@ -123,7 +123,7 @@ class MARS(RuleOptimizer):
 
     Same constructor, defaults and state (``step``, ``exp_avg``, ``exp_avg_sq``, ``last_grad``,
     ``max_exp_avg_sq`` with AMSGrad, ``previous_grad`` in the exact form) as the authors'
-    ``MARS``, plus ``is_2d`` (whether the tensor takes MARS).  Only ``mars_type="mars-adamw"``.
+    ``MARS``, plus ``is_2d`` (whether the tensor takes MARS; added to a checkpoint of theirs).  Only ``mars_type="mars-adamw"``.
     See :func:`mars` and the module docstring for the equations, the two gradient corrections and
     where this class departs from the authors' code.
     """
@@ -205,6 +205,13 @@ class MARS(RuleOptimizer):
         kwargs = super().rule_kwargs(group)
         kwargs["beta1_1d"], kwargs["beta2_1d"] = group["betas_1d"]
         return kwargs
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        super().__setstate__(state)
+        # the authors' checkpoints have no is_2d: it is the tensor's own shape
+        for p, param_state in self.state.items():
+            if param_state and "exp_avg" in param_state and "is_2d" not in param_state:
+                param_state["is_2d"] = torch.tensor(float(p.dim() == 2), dtype=p.dtype, device=p.device)
 
     @torch.no_grad()
     def update_previous_grad(self) -> None:

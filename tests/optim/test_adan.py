@@ -8,6 +8,8 @@ import torch
 
 from optimlab.optim import Adan
 
+from . import harness as h
+
 
 class AuthorsAdan(torch.optim.Optimizer):
     """The authors' Adan (sail-sg/Adan ``adan.py``, its per-tensor path) as equations in plain torch.
@@ -137,3 +139,10 @@ def test_pytorch_optimizer_clips_by_a_norm_summed_in_float32():
     assert torch.allclose(ours.state[q]["neg_pre_grad"], exact, rtol=1e-15, atol=0)
     error = ((theirs.state[p]["previous_grad"] - exact).abs() / exact.abs()).max().item()
     assert 1e-9 < error < 1e-6  # float32 rounding of the norm and of the factor, in a float64 run
+
+
+def test_authors_checkpoint_loads_into_ours():
+    # theirs counts steps per param group; each of our parameters takes that count
+    saved = h.reference_checkpoint_continues(AuthorsAdan, Adan, lr=0.1, weight_decay=0.1)
+    assert set(saved["state"][0]) == {"exp_avg", "exp_avg_sq", "exp_avg_diff", "neg_pre_grad"}
+    assert saved["param_groups"][0]["step"] == 2

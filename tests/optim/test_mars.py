@@ -200,3 +200,21 @@ def test_solves_the_standard_problems_as_one_matrix():
             opt.step()
         dist = (x.detach()[0] - target).norm().item()
         assert dist <= tol / 10, dist
+
+
+def test_authors_checkpoint_loads_into_ours():
+    saved = h.reference_checkpoint_continues(AuthorsMARS, MARS, lr=0.1, weight_decay=0.1)
+    assert set(saved["state"][0]) == {"step", "exp_avg", "exp_avg_sq", "last_grad"}
+    # a matrix, through the MARS branch: their state (no is_2d) continues as theirs would
+    p, q = torch.ones(1, 3, dtype=torch.float64), torch.ones(1, 3, dtype=torch.float64)
+    theirs, ours = AuthorsMARS([p], lr=0.1), MARS([q], lr=0.1)
+    for g in ([1.0, -2.0, 3.0], [0.5, 0.5, -1.0]):
+        p.grad = torch.tensor([g], dtype=torch.float64)
+        theirs.step()
+    ours.load_state_dict(h.roundtrip(theirs.state_dict()))
+    q.copy_(p)
+    p.grad = q.grad = torch.tensor([[2.0, 1.0, -1.0]], dtype=torch.float64)
+    theirs.step()
+    ours.step()
+    assert torch.allclose(p, q, rtol=0, atol=1e-15)
+    assert ours.state[q]["is_2d"].item() == 1.0
