@@ -28,11 +28,13 @@ as its TensorFlow code).  The variants people use, as options:
   correction) as ``cybertronai/pytorch-lamb`` implements them, which ``torch_optimizer.Lamb`` and
   ``pytorch_optimizer.Lamb`` follow (the weight norm clamped at 10 is the paper's
   :math:`\phi(z) = \min(z, \gamma_u)`).
-* ``max_grad_norm``: NVIDIA's LAMB (apex ``FusedLAMB``, timm's ``Lamb``: bias correction and a
-  global gradient clip at 1.0) divides every gradient by :math:`\max(1, \lVert G_t\rVert/c)`, the
-  norm taken over all gradients of the optimizer (all param groups), before the moments.  Each group
-  uses its own ``max_grad_norm``.  Not checked against those packages here: apex needs CUDA and
-  timm imports torchvision.
+* ``max_grad_norm``: NVIDIA's LAMB (apex ``FusedLAMB``, and timm's ``Lamb``, written to behave
+  like it: bias correction and a global gradient clip at 1.0) divides every gradient by
+  :math:`\max(1, \lVert G_t\rVert / c)`, the norm taken over all gradients of the optimizer (all
+  param groups), before the moments.  Each group uses its own ``max_grad_norm``.  Not run against
+  those packages here (apex needs CUDA, timm 1.0.31 imports torchvision); read from timm's source,
+  its ``Lamb`` also skips the trust ratio where ``weight_decay=0`` unless ``always_adapt=True`` (with
+  its defaults but no decay it is Adam with the clip), and its default ``weight_decay`` is 0.01.
 
 Where the ports differ (the tests show each):
 
