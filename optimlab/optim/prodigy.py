@@ -31,8 +31,9 @@ estimate :math:`d_k`, the new one :math:`d_{k+1}` and :math:`\delta_k`; it retur
 new value and state and its two terms of the sums.  :math:`d_{k+1}` needs every tensor's terms
 first, which no rule of one tensor can see, so :meth:`Prodigy.step` calls it twice per tensor:
 once for the terms (discarding the rest), then, with :math:`d_{k+1}` known, for the update.  The
-step therefore takes the reference path only (no native or multi-tensor path; ``fast`` and
-``foreach`` are accepted and change nothing), reads each tensor twice, and cannot be swept.
+step therefore takes the reference path only (no native or multi-tensor path; ``fast``,
+``fused`` and ``foreach`` are accepted and change nothing), reads each tensor twice, and cannot be
+swept.
 
 As in the authors' code, the estimate's numbers live in every param group (``d``, ``d_max``,
 ``d_numerator``, ``d_denom``, ``d_hat``, ``k``) and the global options (``betas``, ``beta3``,
