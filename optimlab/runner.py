@@ -33,10 +33,10 @@ airfoil-linreg     smoke   1       10     300     all   all    20 steps
 airfoil-linreg     quick   2       10     all     all   all    15 steps
 airfoil-linreg     full    2       10     all     all   all    20 steps
 cifar10-cnn        smoke   1       64     256     256   256    steps/20
-cifar10-cnn        quick   2       128    5000    2000  10000  steps/20
+cifar10-cnn        quick   2       128    5000    1000  10000  steps/20
 cifar10-cnn        full    20      128    all     all   all    steps/20
 fashion-mnist-cnn  smoke   1       64     256     256   256    steps/20
-fashion-mnist-cnn  quick   2       128    6000    2000  10000  steps/20
+fashion-mnist-cnn  quick   2       128    6000    1000  10000  steps/20
 fashion-mnist-cnn  full    10      128    all     all   all    steps/20
 gan-ring           smoke   1       128    6400    1000  2000   steps/20
 gan-ring           quick   10      256    128000  2000  10000  steps/20
@@ -45,7 +45,7 @@ house-mlp          smoke   1       64     512     512   512    steps/20
 house-mlp          quick   3       128    5000    all   all    steps/20
 house-mlp          full    30      128    all     all   all    steps/20
 mnist-cnn          smoke   1       64     256     256   256    steps/20
-mnist-cnn          quick   2       128    6000    2000  10000  steps/20
+mnist-cnn          quick   2       128    6000    1000  10000  steps/20
 mnist-cnn          full    10      128    all     all   all    steps/20
 mnist-dcgan        smoke   1       32     256     100   200    steps/20
 mnist-dcgan        quick   3       64     10000   1000  2000   steps/20
