@@ -172,6 +172,7 @@ class _Emitter:
     def kernel(self) -> Kernel:
         placeholders = [n for n in self.graph.nodes if n.op == "placeholder"]
         inputs = ["param", "grad", "step", *self.keys, *self.hyper]
+        self.input_names = dict(zip(placeholders, inputs))
         for node, name in zip(placeholders, inputs):
             if name in self.vector:
                 self.values[node] = self.array_input(name)
@@ -271,13 +272,17 @@ class _Emitter:
         raise Unsupported(f"{fn} of a tensor")
 
     # -- source ---------------------------------------------------------------------------------
+    def unchanged(self, name: str, value: Any) -> bool:
+        """Whether output ``name`` is its own input: another input (``last_grad = grad``) must be stored."""
+        return isinstance(value, torch.fx.Node) and self.input_names.get(value) == name
+
     def _source(self, outputs: list[Any]) -> Kernel:
         new_param, new_state = outputs[0], dict(zip(self.keys, outputs[1:]))
         targets = {"param": new_param} | new_state
         stores, scalar_stores = [], []
         for name, value in targets.items():
-            if value is None or (isinstance(value, torch.fx.Node) and value.op == "placeholder"):
-                continue  # unchanged
+            if value is None or self.unchanged(name, value):
+                continue
             if name in self.scalar:
                 if self.values[value].cls == VECTOR:
                     raise Unsupported(f"0-dim state {name!r} gets a full-size value")

@@ -203,7 +203,7 @@ class NestEmitter(_Emitter):
     def _source(self, results: list[Any]) -> Kernel:
         outputs = {}
         for k, v in zip(["param", *self.keys], results):
-            if isinstance(v, torch.fx.Node) and self._source_of(v).op != "placeholder":
+            if isinstance(v, torch.fx.Node) and not self.unchanged(k, self._source_of(v)):
                 outputs[k] = self._source_of(v)
         # a vector is one row: cut into ranges of its elements; matrices by any of the three ways
         splits = [("j", _BITS["j"])] if self.full == 1 | _BITS["j"] else [(a, 2 | _BITS[a]) for a in "bij"]

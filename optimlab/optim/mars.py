@@ -112,8 +112,7 @@ def mars(
         mask = state["is_2d"] > 0
         new_p = where(mask, new_p, plain_p)
         new_state = {k: where(mask, v, plain_state[k]) for k, v in new_state.items()}
-    # `* 1`, not grad itself: the native translations take a state output that is an input as unchanged
-    new_state["last_grad"] = grad * 1 if is_approx else last
+    new_state["last_grad"] = grad if is_approx else last
     new_state["is_2d"] = state["is_2d"]
     return new_p, new_state
 
