@@ -69,7 +69,9 @@ The *final* metrics are evaluated once, after the last step, on the task's final
 (``lstsq_floor``, ``judge_accuracy``), ``diverged`` (0 or 1), ``steps``, ``epochs``,
 ``train_time``, ``wall_time`` (training and every evaluation), ``setup_time`` (loading data,
 building models), ``num_params``, ``state_bytes`` (the bytes of every tensor in the optimizers'
-``state``, a wrapper's inner optimizer included) and ``threads`` (torch's CPU threads).
+``state``, a wrapper's inner optimizer included), ``threads`` (torch's CPU threads) and, where the
+system reports it (not on Windows), ``peak_rss_bytes``: the process's peak resident memory so far
+(of this run and anything the process did before it, such as earlier runs).
 
 A non-finite training loss, or one above ``task.loss_ceiling_factor`` (1e6) times the first step's
 loss (taken as at least 1), stops the run at that step: the last curve point has that loss and no
@@ -499,6 +501,16 @@ def _stored(store: Store, key: str, config: dict[str, Any], *, skipped: bool) ->
     }
 
 
+def _peak_rss_bytes() -> int | None:
+    """The process's peak resident memory in bytes; ``None`` where there is no ``resource`` module (Windows)."""
+    try:
+        import resource
+    except ImportError:
+        return None
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return int(peak if sys.platform == "darwin" else peak * 1024)  # macOS counts bytes, Linux KiB
+
+
 def _seeds(seed: int) -> tuple[int, int]:
     """Two independent 64-bit seeds from ``seed``: (torch's global generator, the data order)."""
     weights, order = np.random.SeedSequence(seed).generate_state(2, dtype=np.uint64)
@@ -631,4 +643,7 @@ def _train(
             state_bytes=sum(state_bytes(o) for o in optimizers.values()),
             threads=torch.get_num_threads(),
         )
+        peak = _peak_rss_bytes()
+        if peak is not None:
+            final["peak_rss_bytes"] = peak
     return {"status": "diverged" if diverged else "finished", "curve": curve.points, "final": final}

@@ -52,8 +52,9 @@ AIRFOIL = tasks.get("airfoil-linreg").with_data(line())
 
 
 def untimed(result: dict) -> tuple[list[dict], dict]:
-    """The curve and final metrics without the wall-clock times (the only part that may differ)."""
-    strip = lambda d: {k: v for k, v in d.items() if k not in TIMES}  # noqa: E731
+    """The curve and final metrics without the wall-clock times and the process's peak memory (the only parts
+    that may differ)."""
+    strip = lambda d: {k: v for k, v in d.items() if k not in (*TIMES, "peak_rss_bytes")}  # noqa: E731
     return [strip(p) for p in result["curve"]], strip(result["final"])
 
 
@@ -196,7 +197,10 @@ def test_result_layout() -> None:
     assert list(point) == ["epoch", "epochs", "step", "train_loss", "val_loss", "val_accuracy", "train_time", "wall_time"]
     assert point["epoch"] == 3 and point["epochs"] == 1.0 and point["step"] == 2
     final = result["final"]
-    assert set(final) == {"test_loss", "test_accuracy", "diverged", "steps", "epochs", "num_params", "state_bytes", "threads", *TIMES}
+    assert set(final) == {"test_loss", "test_accuracy", "diverged", "steps", "epochs", "num_params", "state_bytes", "threads",
+                          "peak_rss_bytes", *TIMES}  # fmt: skip
+    # the process holds the model's 5.2M float32 parameters, so its peak is at least that
+    assert 4 * 5_207_170 < final["peak_rss_bytes"] < 64 * 2**30
     assert final["num_params"] == 5_207_170
     assert final["state_bytes"] == 8 * 5_207_170 + 4 * 8  # Adam: two float32 moments, 8 step scalars
     assert 0 < point["train_time"] <= point["wall_time"] <= final["wall_time"]
