@@ -167,6 +167,14 @@ def test_bad_optimizers_are_one_clear_error():
         optimlab.compare(task, [nn.Linear], trials=1, seeds=1, progress=False)
 
 
+def test_a_comparison_without_a_store_says_how_to_get_a_report(tmp_path):
+    result = optimlab.evaluate(make_task(), ["Adam(lr=0.01)"], seeds=1, progress=False)
+    assert result.store is None and result.table()[0]["seeds"] == 1
+    with pytest.raises(ValueError, match=r"these runs were not stored; run compare\(\.\.\., store='lab.sqlite'\)"):
+        result.report(tmp_path / "report")
+    assert not (tmp_path / "report").exists()
+
+
 def test_a_task_without_val_or_test_evaluates_on_its_training_data():
     task = make_task(val=None, test=None, metric="loss")
     assert (task.eval_split, task.final_split, task.higher_is_better) == ("full", "full", False)

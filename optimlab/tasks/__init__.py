@@ -20,7 +20,12 @@ task                   module                          headline metric
 =====================  ==============================  ========================================
 
 :func:`optimlab.runner.run` trains one of them; its docstring has the budgets.  A task that
-reads a data set can run on other tensors with ``task.with_data(dataset)``.
+reads a data set can run on other tensors with ``task.with_data(dataset)``; ``task.with_budget(epochs=...)``
+changes every budget's settings (the command line's ``--epochs``, ``--batch-size``...).
+
+Your own task is a :class:`SupervisedTask` (model, data, loss, metrics, budget: see its docstring
+and the README's "Your own model"); :func:`load` finds one from the command line's ``--task``
+(``path/to/file.py:NAME`` or ``package.module:NAME``).
 """
 
 from __future__ import annotations
