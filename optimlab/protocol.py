@@ -63,7 +63,7 @@ from tqdm import tqdm
 from . import spec as spec_mod
 from . import tasks as tasks_mod
 from .optim._validate import check_choice, check_int, check_range
-from .runner import check_environment, optimizer_spec, run
+from .runner import DTYPES, check_environment, optimizer_spec, run
 from .schedules import LinearWarmup, UntunedWarmup
 from .stats import Summary, summarize, verdict
 from .store import Store
@@ -530,6 +530,7 @@ def tune(
     space = _check_space(lr_range, extra_space)
     plans = [_plan(a, space) for a in arms]
     check_environment(the_task, data_dir, device)  # a wrong data directory fails once, not as every trial
+    check_choice("protocol", "dtype", dtype, DTYPES)
     out = {}
     with _quiet_optuna() as optuna:
         for a, (free, fixed) in zip(arms, plans):
@@ -709,6 +710,7 @@ def evaluate(
     the_task = _task(task, warmup)
     arms = _arms(optimizers)
     check_environment(the_task, data_dir, device)  # before the progress bar: one error line
+    check_choice("protocol", "dtype", dtype, DTYPES)
     chosen = {} if hyperparameters is None else hyperparameters
     finals = {}
     with tqdm(total=len(arms) * seeds, desc="seeds", unit="run", disable=not progress, file=sys.stderr) as bar:
@@ -800,6 +802,7 @@ def lr_sensitivity(
     a = arm(optimizer)
     seed_list = evaluation_seeds(seed, seeds)
     check_environment(the_task, data_dir, device)
+    check_choice("protocol", "dtype", dtype, DTYPES)
     rows = []
     with tqdm(total=len(lrs) * seeds, desc=f"lr sensitivity {a.label}", unit="run", disable=not progress, file=sys.stderr) as bar:
         for lr in lrs:

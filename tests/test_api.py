@@ -13,7 +13,7 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 import optimlab
-from optimlab import Budget, SupervisedTask
+from optimlab import Budget, SupervisedTask, runner
 from optimlab.store import Store
 
 
@@ -112,7 +112,7 @@ def test_a_dataset_and_a_dataloader_factory_with_two_workers_train_the_same_mode
         ((a,),), ((b,),) = first.finals.values(), second.finals.values()
         assert (a["test_loss"], a["test_accuracy"]) == (b["test_loss"], b["test_accuracy"])
         assert first.summaries[0].mean > 0.6
-        curve = optimlab.runner.run(task, "Adam", {"lr": 0.01}, 1, "smoke", progress=False)["curve"]
+        curve = runner.run(task, "Adam", {"lr": 0.01}, 1, "smoke", progress=False)["curve"]
         assert [p["step"] for p in curve] == list(range(13))  # 6 batches x 2 epochs, a point each, and step 0
 
 
@@ -120,21 +120,23 @@ def test_bfloat16_runs_under_autocast_and_is_another_run(tmp_path):
     task = make_task()
     with Store(tmp_path / "lab.sqlite") as store:
         runs = [
-            optimlab.runner.run(task, "Adam", {"lr": 0.01}, 1, "smoke", store, False, dtype=d)
+            runner.run(task, "Adam", {"lr": 0.01}, 1, "smoke", store, False, dtype=d)
             for d in ("float32", "bfloat16")
         ]
     assert runs[0]["key"] != runs[1]["key"] and runs[1]["config"]["dtype"] == "bfloat16"
     assert runs[0]["final"]["test_accuracy"] > 0.6 and runs[1]["final"]["test_accuracy"] > 0.6
     assert runs[0]["final"]["test_loss"] != runs[1]["final"]["test_loss"]  # bfloat16 arithmetic did run
     with pytest.raises(ValueError, match=r"run: invalid dtype='float16': expected one of 'float32', 'bfloat16'"):
-        optimlab.runner.run(task, "Adam", dtype="float16")
+        runner.run(task, "Adam", dtype="float16")
+    with pytest.raises(ValueError, match=r"protocol: invalid dtype='float16'"):  # before any trial runs
+        optimlab.compare(task, ["Adam"], trials=1, seeds=1, dtype="float16", progress=False)
 
 
 def test_budget_overrides_are_part_of_the_key(tmp_path):
     task = make_task()
     with Store(tmp_path / "lab.sqlite") as store:
-        base = optimlab.runner.run(task, "Adam", {}, 1, "smoke", store, False)
-        longer = optimlab.runner.run(task.with_budget(epochs=3), "Adam", {}, 1, "smoke", store, False)
+        base = runner.run(task, "Adam", {}, 1, "smoke", store, False)
+        longer = runner.run(task.with_budget(epochs=3), "Adam", {}, 1, "smoke", store, False)
     assert base["key"] != longer["key"] and longer["config"]["settings"]["epochs"] == 3
     assert longer["final"]["steps"] == 18 and base["final"]["steps"] == 12
 
@@ -178,7 +180,7 @@ def test_a_comparison_without_a_store_says_how_to_get_a_report(tmp_path):
 def test_a_task_without_val_or_test_evaluates_on_its_training_data():
     task = make_task(val=None, test=None, metric="loss")
     assert (task.eval_split, task.final_split, task.higher_is_better) == ("full", "full", False)
-    result = optimlab.runner.run(task, "Adam", {"lr": 0.01}, 0, "smoke", progress=False)
+    result = runner.run(task, "Adam", {"lr": 0.01}, 0, "smoke", progress=False)
     assert math.isfinite(result["final"]["full_loss"]) and "full_accuracy" in result["final"]
 
 
