@@ -30,7 +30,9 @@ r"""The fair comparison protocol: equal tuning budgets, several seeds, confidenc
    is a weak comparison.  :meth:`Comparison.render` prints it all.
 
 Optimizers are specs of :mod:`optimlab.spec` (``"Adam"``, ``"NAG(lr=0.01)"``, ``"Adam(beta1=0.5)"``,
-``"torch.SGD"``, ``"Lookahead(Adam, k=5)"``) or ``("AdamW", {"weight_decay": 0.01})``.  What a
+``"torch.SGD"``, ``"Lookahead(Adam, k=5)"``, ``"torch_optimizer.Lamb"``), ``torch.optim.Optimizer``
+subclasses from any package or your own (``torch_optimizer.Lamb``, ``MySGD``), or ``("AdamW",
+{"weight_decay": 0.01})`` / ``(MySGD, {"momentum": 0.9})``.  What a
 spec sets is fixed and never tuned; results are labelled with :func:`optimlab.spec.label` (tuned
 values marked ``*``).  For a GAN the hyperparameters apply to both networks.
 
