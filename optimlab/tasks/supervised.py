@@ -75,7 +75,10 @@ class SupervisedTask(UsesDataset, Task):
     Parameters
     ----------
     name : str
-        The task's name in the store and the report (``"my-mlp"``).
+        The task's name in the store and the report (``"my-mlp"``).  It is the task's identity in a
+        run's key (with the budget's settings, not the code or the data): a run of the same name,
+        optimizer, settings and seed is read back from the store, not trained again, so give a new
+        name (``"my-mlp-v2"``) when you change the model, the data, the loss or the metrics.
     model : callable
         ``model() -> nn.Module``: a fresh network, initialised from torch's global generator
         (the runner seeds it; every run builds its own).
