@@ -13,7 +13,9 @@ INVALID = [
 ]
 
 
-SOLVE = dict(lr=0.03, rho=0.5, eps=1e-6)
+# Adadelta crawls along Rosenbrock's valley and then circles the minimum: many steps, and an lr
+# that falls to 0 over the last third (12,000 steps at lr 0.03 ended 3.9e-3 away)
+SOLVE = dict(lr=0.05, rho=0.5, eps=1e-6)
 
 
 def _case(id, solves=True, **kw):
@@ -26,7 +28,8 @@ def _case(id, solves=True, **kw):
         # Adadelta's first steps are ~lr * sqrt(eps) and grow slowly: Rosenbrock's valley takes
         # ~10000 steps (no lr, rho, eps of a grid around these did it within 8000)
         solver=None if not solves else lambda p: Adadelta(p, **{**kw, "weight_decay": 0.0, **SOLVE}),
-        solve_steps=12000,
+        solve_steps=20000,
+        solve_anneal=True,
         invalid=INVALID,
     )
 

@@ -25,7 +25,7 @@ def _case(id, solve, **kw):
         reference=lambda p: torch.optim.Adagrad(p, **kw),
         # the quadratic takes ~40 steps; Rosenbrock's valley ~8000 at the largest stable lr
         solver=None if solve is None else lambda p: Adagrad(p, **{**kw, "weight_decay": 0.0, "lr": 1.5, **solve}),
-        solve_steps=10000,
+        solve_steps=15000,
         invalid=INVALID,
     )
 

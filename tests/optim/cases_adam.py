@@ -15,7 +15,7 @@ INVALID = [
 ]
 
 
-def _case(id, ours, ref, solve=None, solve_steps=3000, **kw):
+def _case(id, ours, ref, solve=None, solve_steps=3000, solve_anneal=False, **kw):
     """``kw`` configures both sides; ``solve`` the convergence run (weight decay off, since it moves the minimiser)."""
     return Case(
         id,
@@ -23,6 +23,7 @@ def _case(id, ours, ref, solve=None, solve_steps=3000, **kw):
         reference=(lambda p: ref(p, **kw)) if ref else None,
         solver=lambda p: ours(p, **{**kw, "weight_decay": 0.0, "lr": 0.05, **(solve or {})}),
         solve_steps=solve_steps,
+        solve_anneal=solve_anneal,
         invalid=INVALID,
     )
 
@@ -35,7 +36,7 @@ CASES = [
     _case("AdamW", AdamW, torch.optim.AdamW, lr=0.01),
     _case("AdamW-amsgrad", AdamW, torch.optim.AdamW, lr=0.01, amsgrad=True),
     # options with no library reference: checked against the equations in test_adam.py
-    _case("Adam-eps-inside-sqrt", Adam, None, lr=0.01, eps_inside_sqrt=True, solve=dict(eps=1e-16)),
+    _case("Adam-eps-inside-sqrt", Adam, None, lr=0.01, eps_inside_sqrt=True, solve=dict(eps=1e-16), solve_anneal=True),
     # the corrected max keeps the first, huge Rosenbrock gradient for good: a large lr and many steps
     _case("Adam-amsgrad-corrected-max", Adam, None, lr=0.01, amsgrad=True, amsgrad_corrected_max=True, solve=dict(lr=1.0), solve_steps=8000),
 ]

@@ -25,6 +25,7 @@ def _case(id, solves=True, **kw):
         reference=lambda p: torch.optim.Adamax(p, **kw),
         solver=None if not solves else lambda p: Adamax(p, **{**kw, "weight_decay": 0.0, **SOLVE}),
         solve_steps=3000,
+        solve_anneal=True,  # Adamax's ~lr-long steps circle the minimum at a constant lr
         invalid=INVALID,
     )
 

@@ -112,9 +112,10 @@ CASES = [
     _case(
         "Lookahead-SGD-nesterov", TORCH_SGD, TORCH_SGD, PaperLookahead, dict(SGD, nesterov=True), dict(k=3, alpha=0.8),
         dict(SGD_SOLVE, lr=1e-3, nesterov=True),
+        4000,
     ),
     _case("Lookahead-SGD-pullback", TORCH_SGD, TORCH_SGD, LIBRARY, SGD, dict(k=4, alpha=0.6, pullback_momentum="pullback"), SGD_SOLVE),
-    _case("Lookahead-SGD-reset", TORCH_SGD, TORCH_SGD, LIBRARY, SGD, dict(k=6, alpha=0.5, pullback_momentum="reset"), SGD_SOLVE, 5000),
+    _case("Lookahead-SGD-reset", TORCH_SGD, TORCH_SGD, LIBRARY, SGD, dict(k=6, alpha=0.5, pullback_momentum="reset"), SGD_SOLVE, 8000),
     _case("Lookahead-torchAdam", TORCH_ADAM, TORCH_ADAM, LIBRARY, ADAM, dict(k=3, alpha=0.5)),
     _case("Lookahead-Adam", Adam, TORCH_ADAM, PaperLookahead, ADAM, dict(k=7, alpha=0.5), ADAM_SOLVE, 3000),
     _case(

@@ -23,6 +23,7 @@ def _case(id, solve, solve_steps, **kw):
         reference=lambda p: torch.optim.RMSprop(p, **kw),
         solver=None if solve is None else lambda p: RMSprop(p, **{**kw, "weight_decay": 0.0, **solve}),
         solve_steps=solve_steps,
+        solve_anneal=True,
         invalid=INVALID,
     )
 
@@ -30,7 +31,7 @@ def _case(id, solve, solve_steps, **kw):
 CENTERED_MOMENTUM_L2 = dict(lr=0.01, alpha=0.9, momentum=0.9, centered=True, weight_decay=0.1)
 
 # With a constant lr RMSprop ends in a limit cycle of size ~lr around the minimum (its steps are
-# ~lr * sign(g)), so the convergence runs use a small lr; momentum damps the cycle.
+# ~lr * sign(g)), so the convergence runs use a small lr that falls to 0 at the end.
 # Cases whose convergence run would repeat another's exactly (their option is weight decay, which
 # the run drops, or a setting the run overrides) have none.
 CASES = [

@@ -15,7 +15,7 @@ INVALID = [
 ]
 
 
-def _case(id, ref, solve=None, solve_steps=2000, **kw):
+def _case(id, ref, solve=None, solve_steps=4000, **kw):
     """``kw`` configures both sides; ``solve`` the convergence run (weight decay off: it moves the minimiser)."""
     return Case(
         id,
