@@ -647,8 +647,9 @@ class Comparison:
     def render(self) -> str:
         """The comparison as printed: a header, one line per arm (label, mean [95% CI], diverged k of
         n, its standing) and the verdict."""
-        lines = [f"{self.task}, {self.budget}: final {self.metric} over seeds, mean [95% CI] of the finite seeds "
-                 f"({'higher' if self.higher_is_better else 'lower'} is better)"]  # fmt: skip
+        direction = "higher" if self.higher_is_better else "lower"
+        head = f"{self.task}, {self.budget}: final {self.metric} over seeds, mean [95% CI] of the finite seeds"
+        lines = [f"{head} ({direction} is better)"]
         width = max(len(s.label) for s in self.summaries)
         for s in self.summaries:
             p = "" if math.isnan(s.p_value) else f" (Welch p={s.p_value:.2g})"

@@ -47,7 +47,16 @@ from scipy import stats as _scipy
 
 from .optim._validate import check_range
 
-__all__ = ["STATUSES", "WEAK_SEEDS", "Summary", "mean_ci", "student_t_quantile", "summarize", "verdict", "welch_p_value"]
+__all__ = [
+    "STATUSES",
+    "WEAK_SEEDS",
+    "Summary",
+    "mean_ci",
+    "student_t_quantile",
+    "summarize",
+    "verdict",
+    "welch_p_value",
+]
 
 #: Fewer seeds per arm than this and the verdict says the comparison is weak.
 WEAK_SEEDS = 5
@@ -205,7 +214,9 @@ def verdict(summaries: Sequence[Summary], alpha: float = 0.05) -> str:
     elif by["within noise"] or by["not enough seeds"]:
         parts.append(f"no winner: {best.label} has the best mean")
         if by["within noise"]:
-            parts.append(f"{_join(by['within noise'])} {_is(by['within noise'])} within noise of it (Welch p >= {alpha:g})")
+            parts.append(
+                f"{_join(by['within noise'])} {_is(by['within noise'])} within noise of it (Welch p >= {alpha:g})"
+            )
     else:
         parts.append(f"{best.label} is best")
         if by["worse beyond noise"]:
@@ -215,7 +226,9 @@ def verdict(summaries: Sequence[Summary], alpha: float = 0.05) -> str:
         counts = [f"{s.label} ({s.diverged} of {s.seeds} seeds)" for s in summaries if s.status == "diverged"]
         parts.append(f"{_join(counts)} diverged and cannot be best over an optimizer that never did")
     if best is not None and best.diverged:
-        parts.append(f"every optimizer with 2 or more finite seeds diverged on some seeds ({best.label}: {best.divergence()})")
+        parts.append(
+            f"every optimizer with 2 or more finite seeds diverged on some seeds ({best.label}: {best.divergence()})"
+        )
     if by["not enough seeds"]:
         few = [f"{s.label} ({s.n} finite of {s.seeds})" for s in summaries if s.status == "not enough seeds"]
         parts.append(f"not enough seeds to compare {_join(few)}: 2 or more finite seeds are needed")

@@ -314,8 +314,8 @@ def test_a_missing_device_is_one_error_and_nothing_is_stored(tmp_path: Path, cap
 
     assert main(_lab(tmp_path, "--device", "cuda")) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert err == [f"optimlab run: error: run: invalid device='cuda': this torch ({torch.__version__}) sees no CUDA device; "
-                   "use --device cpu"]  # fmt: skip
+    expected = f"run: invalid device='cuda': this torch ({torch.__version__}) sees no CUDA device; use --device cpu"
+    assert err == [f"optimlab run: error: {expected}"]
     with Store(tmp_path / "lab.sqlite") as store:
         assert store.runs() == []
 

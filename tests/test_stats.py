@@ -84,7 +84,9 @@ def test_when_every_arm_diverged_somewhere_the_fewest_divergences_rank_first() -
     values = {"A": [0.9, 0.91, 0.92, math.nan], "B": [0.99, 0.98, math.nan, math.nan]}
     s = {x.label: x for x in summarize(values, higher_is_better=True)}
     assert s["A"].best and s["B"].status in ("within noise", "worse beyond noise")
-    assert "every optimizer with 2 or more finite seeds diverged on some seeds (A: 1 of 4 diverged)" in verdict(list(s.values()))
+    assert "every optimizer with 2 or more finite seeds diverged on some seeds (A: 1 of 4 diverged)" in verdict(
+        list(s.values())
+    )
 
 
 def test_fewer_than_two_finite_seeds_is_not_enough_never_within_noise() -> None:
@@ -96,7 +98,9 @@ def test_fewer_than_two_finite_seeds_is_not_enough_never_within_noise() -> None:
     assert "not enough seeds to compare E (1 finite of 1)" in text
     # no arm with 2 finite seeds: nothing is compared
     s = summarize({"A": [0.9], "B": [0.8]}, higher_is_better=True)
-    assert not any(x.best for x in s) and verdict(s).startswith("no comparison: no optimizer has 2 or more finite seeds")
+    assert not any(x.best for x in s) and verdict(s).startswith(
+        "no comparison: no optimizer has 2 or more finite seeds"
+    )
 
 
 def test_one_arm_claims_no_comparison() -> None:
@@ -108,5 +112,7 @@ def test_one_arm_claims_no_comparison() -> None:
 @pytest.mark.parametrize("seeds", [2, 3, 4])
 def test_fewer_than_five_seeds_say_the_comparison_is_weak(seeds: int) -> None:
     s = summarize({k: v[:seeds] for k, v in FIVE.items()}, higher_is_better=True)
-    assert verdict(s).endswith(f"weak comparison: {seeds} seeds per optimizer, 5 or more are needed to separate optimizers")
+    assert verdict(s).endswith(
+        f"weak comparison: {seeds} seeds per optimizer, 5 or more are needed to separate optimizers"
+    )
     assert "weak" not in verdict(summarize(FIVE, higher_is_better=True))
