@@ -129,11 +129,12 @@ class RuleOptimizer(torch.optim.Optimizer):
         """The keyword arguments of :attr:`rule` for the hyperparameters of ``group``.
 
         By default the group's entries that the rule takes, under their own names, with torch's
-        ``betas=(beta1, beta2)`` split in two; a class whose rule names differ overrides this.
+        ``betas=(beta1, beta2)`` split in two (a triple in three); a class whose rule names differ
+        overrides this.
         """
         group = dict(group)
-        if "betas" in group:
-            group["beta1"], group["beta2"] = group.pop("betas")
+        for i, beta in enumerate(group.pop("betas", ()), 1):
+            group[f"beta{i}"] = beta
         names = _keyword_names(type(self).rule)
         return {k: v for k, v in group.items() if k in names}
 

@@ -69,27 +69,34 @@ def check_range(
         raise ValueError(f"{owner}: invalid {name}={value!r}: expected {allowed}")
 
 
+def check_tuple(owner: str, name: str, value: Any, parts: str, n: int) -> tuple[Any, ...]:
+    """``value`` as a tuple, or an error unless it is a tuple or list of ``n`` (2 or 3) entries, named by ``parts``."""
+    expected = f"expected {'a pair' if n == 2 else 'a triple'} {parts}"
+    if not isinstance(value, (tuple, list)):
+        raise HyperparameterTypeError(f"{owner}: invalid {name}={value!r}: {expected}")
+    if len(value) != n:
+        got = f"{len(value)} value{'' if len(value) == 1 else 's'}"
+        raise ValueError(f"{owner}: invalid {name}={value!r}: {expected}, got {got}")
+    return tuple(value)
+
+
 def check_pair(owner: str, name: str, value: Any, parts: str) -> tuple[Any, Any]:
     """``value`` unpacked, or an error unless it is a tuple or list of two entries (``parts`` names them)."""
-    if not isinstance(value, (tuple, list)):
-        raise HyperparameterTypeError(f"{owner}: invalid {name}={value!r}: expected a pair {parts}")
-    if len(value) != 2:
-        got = f"{len(value)} value{'' if len(value) == 1 else 's'}"
-        raise ValueError(f"{owner}: invalid {name}={value!r}: expected a pair {parts}, got {got}")
-    return value[0], value[1]
+    first, second = check_tuple(owner, name, value, parts, 2)
+    return first, second
 
 
-def check_betas(owner: str, group: dict[str, Any]) -> None:
-    """``betas`` is a pair of numbers in [0, 1)."""
-    beta1, beta2 = check_pair(owner, "betas", group["betas"], "(beta1, beta2)")
-    check_range(owner, "betas[0]", beta1, 0.0, 1.0, high_open=True)
-    check_range(owner, "betas[1]", beta2, 0.0, 1.0, high_open=True)
+def check_betas(owner: str, group: dict[str, Any], name: str = "betas", n: int = 2) -> None:
+    """``group[name]`` is a pair of numbers in [0, 1), or ``n`` of them (Adan's and AdEMAMix's triples)."""
+    parts = f"({', '.join(f'beta{i}' for i in range(1, n + 1))})"
+    for i, beta in enumerate(check_tuple(owner, name, group[name], parts, n)):
+        check_range(owner, f"{name}[{i}]", beta, 0.0, 1.0, high_open=True)
 
 
-def check_adam_family(owner: str, group: dict[str, Any]) -> None:
-    """The checks every Adam-like optimizer shares: ``lr``, ``eps``, ``weight_decay`` >= 0, betas in [0, 1)."""
+def check_adam_family(owner: str, group: dict[str, Any], n_betas: int = 2) -> None:
+    """What every Adam-like optimizer checks: ``lr``, ``eps``, ``weight_decay`` >= 0, ``n_betas`` betas in [0, 1)."""
     check_range(owner, "lr", group["lr"], 0.0)
-    check_betas(owner, group)
+    check_betas(owner, group, n=n_betas)
     check_range(owner, "eps", group["eps"], 0.0)
     check_range(owner, "weight_decay", group["weight_decay"], 0.0)
 

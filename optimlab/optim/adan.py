@@ -48,9 +48,8 @@ import torch
 from torch import Tensor
 
 from ._base import RuleOptimizer, State
-from ._math import is_zero, where
-from ._validate import HyperparameterTypeError, check_range
-from .lamb import global_grad_norm
+from ._math import global_grad_norm, is_zero, where
+from ._validate import check_adam_family, check_range
 
 
 def adan(
@@ -134,17 +133,7 @@ class Adan(RuleOptimizer):
 
     def validate(self, group: dict[str, Any]) -> None:
         name = type(self).__name__
-        check_range(name, "lr", group["lr"], 0.0)
-        betas = group["betas"]
-        if not isinstance(betas, (tuple, list)):
-            raise HyperparameterTypeError(f"{name}: invalid betas={betas!r}: expected a triple (beta1, beta2, beta3)")
-        if len(betas) != 3:
-            got = f"{len(betas)} value{'' if len(betas) == 1 else 's'}"
-            raise ValueError(f"{name}: invalid betas={betas!r}: expected a triple (beta1, beta2, beta3), got {got}")
-        for i, beta in enumerate(betas):
-            check_range(name, f"betas[{i}]", beta, 0.0, 1.0, high_open=True)
-        check_range(name, "eps", group["eps"], 0.0)
-        check_range(name, "weight_decay", group["weight_decay"], 0.0)
+        check_adam_family(name, group, n_betas=3)
         check_range(name, "max_grad_norm", group["max_grad_norm"], 0.0)
 
     def init_state(self, param: Tensor, group: dict[str, Any]) -> State:
@@ -152,8 +141,7 @@ class Adan(RuleOptimizer):
         return {k: torch.zeros_like(param, memory_format=torch.preserve_format) for k in keys}
 
     def rule_kwargs(self, group: dict[str, Any]) -> dict[str, Any]:
-        kwargs = super().rule_kwargs({k: v for k, v in group.items() if k != "betas"})
-        kwargs["beta1"], kwargs["beta2"], kwargs["beta3"] = group["betas"]
+        kwargs = super().rule_kwargs(group)
         max_grad_norm = group["max_grad_norm"]
         if max_grad_norm > 0:
             # the clip is global: it needs every gradient of the optimizer, which no single rule call sees

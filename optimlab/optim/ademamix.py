@@ -49,17 +49,13 @@ import torch
 from torch import Tensor
 
 from ._base import RuleOptimizer, State
-from ._math import is_zero, where
-from ._validate import HyperparameterTypeError, check_int, check_range
-
-
-def _log(x: Any) -> Any:
-    return x.log() if isinstance(x, Tensor) else math.log(x)
+from ._math import is_zero, log, where
+from ._validate import check_adam_family, check_int, check_range
 
 
 def _half_life(beta: Any) -> Any:
     """The authors' :math:`f(\\beta)`: steps for :math:`\\beta^t` to halve, minus one."""
-    return math.log(0.5) / _log(beta + 1e-8) - 1
+    return math.log(0.5) / log(beta + 1e-8) - 1
 
 
 def slow_schedule(
@@ -166,26 +162,11 @@ class AdEMAMix(RuleOptimizer):
 
     def validate(self, group: dict[str, Any]) -> None:
         name = type(self).__name__
-        check_range(name, "lr", group["lr"], 0.0)
-        betas = group["betas"]
-        if not isinstance(betas, (tuple, list)):
-            raise HyperparameterTypeError(f"{name}: invalid betas={betas!r}: expected a triple (beta1, beta2, beta3)")
-        if len(betas) != 3:
-            got = f"{len(betas)} value{'' if len(betas) == 1 else 's'}"
-            raise ValueError(f"{name}: invalid betas={betas!r}: expected a triple (beta1, beta2, beta3), got {got}")
-        for i, beta in enumerate(betas):
-            check_range(name, f"betas[{i}]", beta, 0.0, 1.0, high_open=True)
+        check_adam_family(name, group, n_betas=3)
         check_range(name, "alpha", group["alpha"], 0.0)
-        check_range(name, "eps", group["eps"], 0.0)
-        check_range(name, "weight_decay", group["weight_decay"], 0.0)
         for key in ("alpha_warmup", "beta3_warmup"):
             if group[key] is not None:
                 check_int(name, key, group[key], 0)
-
-    def rule_kwargs(self, group: dict[str, Any]) -> dict[str, Any]:
-        kwargs = super().rule_kwargs({k: v for k, v in group.items() if k != "betas"})
-        kwargs["beta1"], kwargs["beta2"], kwargs["beta3"] = group["betas"]
-        return kwargs
 
     def init_state(self, param: Tensor, group: dict[str, Any]) -> State:
         keys = (["exp_avg_fast"] if group["betas"][0] != 0 else []) + ["exp_avg_slow", "exp_avg_sq"]

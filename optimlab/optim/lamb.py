@@ -55,7 +55,6 @@ its norms summed in double precision (equal to the reference path up to rounding
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable
 from typing import Any
 
@@ -63,7 +62,7 @@ import torch
 from torch import Tensor
 
 from ._base import RuleOptimizer, State
-from ._math import is_zero, where
+from ._math import global_grad_norm, is_zero, where
 from ._validate import check_adam_family, check_range
 
 
@@ -171,22 +170,3 @@ class LAMB(RuleOptimizer):
             # the clip is global: it needs every gradient of the optimizer, which no single rule call sees
             kwargs["grad_scale"] = max(1.0, global_grad_norm(self, "max_grad_norm=None") / max_grad_norm)
         return kwargs
-
-
-def global_grad_norm(opt: RuleOptimizer, off: str) -> float:
-    """The Euclidean norm of all gradients of ``opt`` (every param group), in double precision.
-
-    For the global clips of LAMB and Adan: no single rule call sees every gradient, so the class
-    computes this before its rule runs.  ``off`` says how the caller turns the clip off, for the
-    error where no parameter has a gradient (a batched sweep cannot give them).
-    """
-    name = type(opt).__name__
-    grads = [p.grad for group in opt.param_groups for p in group["params"] if p.grad is not None]
-    if not grads:
-        raise ValueError(
-            f"{name}: max_grad_norm clips by the norm of all the optimizer's gradients, and no parameter has one "
-            f"(a batched sweep cannot give them); use {off}"
-        )
-    if any(g.is_sparse for g in grads):  # the step's own error, before the norm fails on it
-        raise RuntimeError(f"{name} does not support sparse gradients")
-    return math.sqrt(sum(float(torch.linalg.vector_norm(g.double())) ** 2 for g in grads))

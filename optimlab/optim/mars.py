@@ -55,7 +55,7 @@ from torch import Tensor
 
 from ._base import RuleOptimizer, State
 from ._math import is_zero, where
-from ._validate import check_adam_family, check_pair, check_range
+from ._validate import check_adam_family, check_betas, check_range
 
 
 def _adamw(param: Tensor, update: Tensor, state: State, step: Any, lr: Any, beta1: Any, beta2: Any, eps: Any,
@@ -189,9 +189,7 @@ class MARS(RuleOptimizer):
         check_adam_family(name, group)
         check_range(name, "gamma", group["gamma"], 0.0)
         check_range(name, "lr_1d_factor", group["lr_1d_factor"], 0.0)
-        beta1_1d, beta2_1d = check_pair(name, "betas_1d", group["betas_1d"], "(beta1, beta2)")
-        check_range(name, "betas_1d[0]", beta1_1d, 0.0, 1.0, high_open=True)
-        check_range(name, "betas_1d[1]", beta2_1d, 0.0, 1.0, high_open=True)
+        check_betas(name, group, "betas_1d")
         check_range(name, "weight_decay_1d", group["weight_decay_1d"], 0.0)
 
     def init_state(self, param: Tensor, group: dict[str, Any]) -> State:
