@@ -47,7 +47,10 @@ The references disagree in these places; each is an option whose default is the 
   ``torch.optim.Muon`` by :math:`\max(\lVert\tilde M_t\rVert_F, \epsilon)`.
 * ``ns_dtype``: both references run Newton–Schulz in bfloat16 (fast on GPUs; 3 significant digits);
   ``None`` runs it in the parameter's dtype.  The float64 parity tests use ``None`` with the
-  references' bfloat16 cast made a no-op.
+  references' bfloat16 cast made a no-op.  The iteration is written as ``torch.optim.Muon`` writes
+  it (each product and its sum in one ``addmm``; the official code scales and adds separately,
+  which costs as much again in bfloat16 on the CPU), so in bfloat16 the two references round
+  differently and this class rounds as torch; both are as close to the float64 iteration.
 * ``nesterov``, ``ns_coefficients``, ``ns_steps``, ``eps``: ``torch.optim.Muon``'s options; the
   official code fixes them at these defaults.
 * defaults: ``lr=0.02``, ``weight_decay=0`` are the official code's; ``torch.optim.Muon`` has
@@ -111,11 +114,11 @@ def muon(
     update = grad.lerp(buf, momentum) if nesterov else buf
     matrix = update.flatten(1) if update.dim() == 4 else update
     ortho = newton_schulz(matrix, ns_coefficients, ns_steps, eps, dtype=ns_dtype, clamp_norm=clamp_norm)
-    # scaled in the Newton-Schulz dtype, as the official code does
-    ortho = ortho * _lr_scale(adjust_lr_fn, grad.shape, matrix.shape)
     if not is_zero(weight_decay):
         param = param * (1 - lr * weight_decay)
-    return param - lr * ortho.reshape(param.shape).to(param.dtype), {"momentum_buffer": buf}
+    # the scale joins the lr, as in torch.optim.Muon (the official code scales the bfloat16 update)
+    scaled_lr = lr * _lr_scale(adjust_lr_fn, grad.shape, matrix.shape)
+    return param - scaled_lr * ortho.reshape(param.shape).to(param.dtype), {"momentum_buffer": buf}
 
 
 def _lr_scale(adjust_lr_fn: str | None, shape: torch.Size, matrix: torch.Size) -> float:

@@ -14,7 +14,7 @@ from optimlab.optim import Muon
 from optimlab.optim._matrix import NS_COEFFICIENTS, newton_schulz
 
 from . import harness as h
-from .cases_muon import SHAPES, Official, in_dtype
+from .cases_muon import MATRICES, SHAPES, Official, in_dtype
 
 F64 = torch.float64
 A, B, C = NS_COEFFICIENTS
@@ -50,12 +50,15 @@ def test_newton_schulz_clamped_norm_and_bfloat16():
     added = newton_schulz(g, dtype=None)
     assert torch.allclose(clamped.diagonal(), torch.tensor([_quintic(0.3), _quintic(0.4)], dtype=F64), atol=1e-13)
     assert torch.allclose(added.diagonal(), torch.tensor([_quintic(3 / 15), _quintic(4 / 15)], dtype=F64), atol=1e-13)
-    # the default dtype, bfloat16, with the official code's operations in its order: the same
-    # roundings (the float64 iteration is 0.035 away: bfloat16's error grows through the steps)
+    # the default dtype, bfloat16: as close to the float64 iteration as the references' own
+    # (they differ from each other in bfloat16: torch sums inside addmm, the official code apart)
     g = torch.randn(5, 3, generator=torch.Generator().manual_seed(0), dtype=F64)
     low = newton_schulz(g)
     assert low.dtype == torch.bfloat16
-    assert torch.equal(low, official.zeropower_via_newtonschulz5(g, steps=5))
+    exact = newton_schulz(g, dtype=None)
+    error = (low.double() - exact).abs().max().item()
+    theirs = (official.zeropower_via_newtonschulz5(g, steps=5).double() - exact).abs().max().item()
+    assert 0 < error <= 4 * theirs
 
 
 @pytest.mark.parametrize("wd", [0.0, 0.5])
@@ -115,17 +118,24 @@ def test_use_muon_chooses_per_group_and_refuses_what_muon_cannot_take():
         opt.add_param_group({"params": [torch.ones(2, 2)], "use_muon": "yes"})
 
 
-def test_defaults_in_bfloat16_follow_the_official_code():
-    # both run Newton-Schulz in bfloat16 with the same operations: what is left is the rounding of
-    # the momentum and of the final update in float32 (measured: 9.6e-8 of the displacement)
-    start = h.make_params(SHAPES, torch.float32)
-    grads = h.gradient_stream(SHAPES, 200, torch.float32)
-    ours = h.run(lambda p: Muon(p), [p.clone() for p in start], grads)
-    ref = h.run(lambda p: Official(p, bfloat16=True), [p.clone() for p in start], grads)
-    assert h.relative_gap(ours, ref, start) <= 1e-6
-    # and bfloat16 is not the float64 iteration: the default is the references' choice, not a free one
-    exact = h.run(lambda p: Muon(p, ns_dtype=None), [p.double() for p in start], [[g.double() for g in gs] for gs in grads])
-    assert h.relative_gap(ours, exact, start) > 1e-4
+@pytest.mark.parametrize(
+    "reference, ours, shapes",
+    [
+        (lambda p: Official(p, bfloat16=True), {}, SHAPES),
+        (torch.optim.Muon, dict(lr=1e-3, weight_decay=0.1, clamp_norm=True), MATRICES),
+    ],
+    ids=["official", "torch"],
+)
+def test_bfloat16_defaults_are_as_close_to_float64_as_the_references(reference, ours, shapes):
+    # Newton-Schulz in bfloat16 (both references' default) keeps ~3 digits: the bar is the
+    # harness's float32 one, 4x the reference's own distance to the float64 run (measured ratios
+    # 0.35 against the official code, 1.0 against torch, whose roundings these are)
+    start = h.make_params(shapes, torch.float32)
+    grads = h.gradient_stream(shapes, 100, torch.float32)
+    exact = h.run(lambda p: Muon(p, **ours, ns_dtype=None), [p.double() for p in start], [[g.double() for g in gs] for gs in grads])
+    theirs = h.relative_gap(h.run(reference, [p.clone() for p in start], grads), exact, start)
+    low = h.relative_gap(h.run(lambda p: Muon(p, **ours), [p.clone() for p in start], grads), exact, start)
+    assert 1e-4 < theirs and low <= h.REFERENCE_ERROR_FACTOR * theirs, (low, theirs)
 
 
 def test_the_official_step_overwrites_the_gradient_ours_does_not():
