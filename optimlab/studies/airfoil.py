@@ -141,12 +141,10 @@ def _mean_curve(curves: list[list[dict[str, Any]]], x: str) -> tuple[np.ndarray,
 
 
 def _figure(results: dict[str, dict[str, Any]], floor: float, path: Path) -> Path:
-    import matplotlib
+    from matplotlib.figure import Figure  # no pyplot: no global state, no backend to choose
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, 2, figsize=(12, 4.8), constrained_layout=True)
+    fig = Figure(figsize=(12, 4.8), layout="constrained")
+    axes = fig.subplots(1, 2)
     rows = []
     for label, r in results.items():
         if not r["curves"]:
@@ -171,7 +169,6 @@ def _figure(results: dict[str, dict[str, Any]], floor: float, path: Path) -> Pat
     axes[1].set_title("loss against training time")
     axes[0].legend(fontsize=8)
     fig.savefig(path, dpi=110)
-    plt.close(fig)
     tables.write_table(rows, path.with_suffix(".csv"))
     return path
 

@@ -90,12 +90,10 @@ def run(
 
 
 def _figure(rows: list[dict[str, Any]], metric: str, higher: bool, path: Path) -> Path:
-    import matplotlib
+    from matplotlib.figure import Figure  # no pyplot: no global state, no backend to choose
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(8, 5), constrained_layout=True)
+    fig = Figure(figsize=(8, 5), layout="constrained")
+    ax = fig.subplots()
     for arm in ARMS:
         mine = [r for r in rows if r["arm"] == arm]
         lr = [r["lr"] for r in mine]
@@ -114,7 +112,6 @@ def _figure(rows: list[dict[str, Any]], metric: str, higher: bool, path: Path) -
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.savefig(path, dpi=110)
-    plt.close(fig)
     tables.write_table(rows, path.with_suffix(".csv"))
     return path
 
