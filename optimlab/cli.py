@@ -98,8 +98,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--target", type=float, help="loss that counts as arrived, for steps_to_target")
     p.set_defaults(func=cmd_sweep)
 
-    p = sub.add_parser("study", help="a packaged study: adam-saddle or compare-all", description=_doc(cmd_study))
-    p.add_argument("name", choices=["adam-saddle", "compare-all"], help="which study")
+    from .studies import TASK_STUDIES
+
+    p = sub.add_parser("study", help=f"a packaged study: adam-saddle, compare-all, {', '.join(TASK_STUDIES)}", description=_doc(cmd_study))
+    p.add_argument("name", choices=["adam-saddle", "compare-all", *TASK_STUDIES], help="which study")
     p.add_argument("--out", type=Path, help="output folder (default results/<study>)")
     p.add_argument("--config", type=Path, help="JSON file of option values")
     p.add_argument("--no-heatmaps", action="store_true", help="adam-saddle: skip the full-grid heatmaps")
@@ -107,6 +109,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--surface", default="rosenbrock", help="compare-all: the surface (default rosenbrock)")
     p.add_argument("--steps", type=int, default=200, help="compare-all: steps per run (default 200)")
     p.add_argument("--lr-trials", type=int, default=26, help="compare-all: learning rates tried per optimizer (default 26)")
+    p.add_argument(
+        "--budget", default="quick", choices=["smoke", "quick", "full"],
+        help=f"{', '.join(TASK_STUDIES)}: smoke (seconds), quick (minutes), full (the real protocol); default quick",
+    )  # fmt: skip
+    p.add_argument("--data-dir", type=Path, help=f"{', '.join(TASK_STUDIES)}: the data directory (default $OPTIMLAB_DATA_DIR)")
     p.set_defaults(func=cmd_study)
 
     p = sub.add_parser("run", help="train tasks with given hyperparameters over seeds (no tuning)", description=_doc(cmd_run))
@@ -266,6 +273,10 @@ def cmd_study(args: argparse.Namespace) -> int:
         from .studies import adam_saddle
 
         result = adam_saddle.run(out, heatmaps=not args.no_heatmaps, animate=not args.no_gif, log=_log)
+    elif args.name != "compare-all":
+        from .studies import run_task_study
+
+        result = run_task_study(args.name, out, budget=args.budget, data_dir=args.data_dir, log=_log)
     else:
         from .studies import compare_all
 
