@@ -113,7 +113,7 @@ def run(
             results[arm.label] = {"row": row, "finals": finals, "curves": [runs[s] for s in seed_list if s in runs]}
     floor = float(next(iter(results.values()))["finals"][0]["lstsq_floor"])
     files = [_figure(results, floor, out / "curves.png"), *_tables(results, floor, out)]
-    summary = summarize(results, floor, budget, seeds)
+    summary = summarize(results, floor, budget, seeds, base.name)
     (out / "summary.md").write_text(summary)
     files.append(out / "summary.md")
     return StudyOutput(out, files, summary)
@@ -182,7 +182,7 @@ def _tables(results: dict[str, dict[str, Any]], floor: float, out: Path) -> list
     return [tables.write_table(rows, out / "final.csv")]
 
 
-def summarize(results: dict[str, dict[str, Any]], floor: float, budget: str, seeds: int) -> str:
+def summarize(results: dict[str, dict[str, Any]], floor: float, budget: str, seeds: int, task: str) -> str:
     """The markdown summary; every number is read from the runs."""
     target = floor + NEAR_FLOOR
     body, times = [], {}
@@ -204,7 +204,7 @@ def summarize(results: dict[str, dict[str, Any]], floor: float, budget: str, see
         f"# d2l's airfoil protocol, budget {budget} ({seeds} seeds)",
         "",
         (
-            "Linear regression on 1,500 standardised airfoil rows, squared loss / 2, judged on the same rows "
+            f"{task}: linear regression (airfoil-linreg: 1,500 standardised rows), squared loss / 2, judged on the same rows "
             f"(d2l's protocol). Least-squares floor of this objective: **{floor:.4f}**. Final loss: mean [95% CI] "
             f"over seeds; 'near floor': the first curve point within {NEAR_FLOOR} of the floor (mean over seeds, "
             "epochs and training seconds, evaluation excluded; the first run of an optimizer in a fresh kernel cache "
