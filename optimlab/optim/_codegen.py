@@ -361,6 +361,7 @@ _UNARY = {
     aten.neg.default: "(-{a})",
     aten.reciprocal.default: "(({T})1 / {a})",
     aten.rsqrt.default: "(({T})1 / sqrt{f}({a}))",
+    aten.log.default: "log{f}({a})",
     # torch.sign: 0 for 0, -0 and NaN
     aten.sign.default: "(({T})(({a} > 0) - ({a} < 0)))",
 }

@@ -35,8 +35,8 @@ the gradient, so divided by :math:`\sqrt{v_t}`; with ``weight_decouple=True`` it
 step, :math:`\theta (1-\alpha_{lr}\lambda)`, as here up to rounding), one ``t_alpha_beta3`` warms
 up both settings, and its :math:`\beta_{3,t}` drops the :math:`10^{-8}` inside the logarithms.
 
-With ``beta3_warmup`` the rule takes a logarithm of the betas, which the native code generator
-does not translate yet: such a group steps through the reference path (same results, slower).
+With ``beta3_warmup`` the rule takes a logarithm of the betas: once per step, in double precision
+(C's ``log``, as Python's ``math.log``), so the native path stays bit for bit the reference path.
 """
 
 from __future__ import annotations

@@ -39,9 +39,11 @@ def _case(id, ref, solve=False, **kw):
 
 CASES = [
     _case("AdEMAMix", AuthorsAdEMAMix, solve=True, lr=0.01),
-    _case("AdEMAMix-wd-alpha-warmup", AuthorsAdEMAMix, lr=0.01, alpha=5.0, alpha_warmup=50, weight_decay=0.1),
     _case("AdEMAMix-beta1-zero", AuthorsAdEMAMix, solve=True, lr=0.01, betas=(0.0, 0.999, 0.999)),
-    # the beta3 warm-up: test_ademamix.py (its logarithms have no native form yet)
+    # both warm-ups end inside the 200 steps of the parity checks
+    _case(
+        "AdEMAMix-wd-warmups", AuthorsAdEMAMix, lr=0.01, alpha=5.0, beta3_warmup=120, alpha_warmup=80, weight_decay=0.1
+    ),
     _case(
         "AdEMAMix-vs-pytorch-optimizer",
         lambda p, **kw: pytorch_optimizer.AdEMAMix(p, weight_decouple=True, **kw),
