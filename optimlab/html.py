@@ -440,10 +440,12 @@ def _resources(page: _Page, members: list[report_mod.Configuration], colours: Ma
         if peak:
             memory.append({"type": "bar", "name": c.name, "x": ["peak process memory"], "y": [max(peak)],
                            "marker": {"color": colour, "pattern": {"shape": "/"}}, "legendgroup": c.name, "showlegend": False})  # fmt: skip
-    page.chart("resources", speed, {"title": {"text": "steps per second (each run)"}, "showlegend": False, "height": 380,
+    page.chart("resources", speed, {"title": {"text": "steps per second (each run)"}, "showlegend": False, "height": 420,
+                                    "margin": {"l": 60, "r": 20, "t": 40, "b": 110},
                                     "yaxis": {"title": {"text": "steps / s"}, "rangemode": "tozero"}})  # fmt: skip
-    page.chart("resources", memory, {"title": {"text": "memory"}, "barmode": "group", "height": 380,
-                                     "yaxis": {"title": {"text": "bytes"}, "tickformat": ".3~s", "ticksuffix": "B"}})  # fmt: skip
+    # log: a few bytes of optimizer state and a process's hundreds of MiB on one axis
+    page.chart("resources", memory, {"title": {"text": "memory (log scale)"}, "barmode": "group", "height": 420,
+                                     "yaxis": {"title": {"text": "bytes"}, "type": "log", "tickformat": ".3~s", "ticksuffix": "B"}})  # fmt: skip
 
 
 def _task_costs(task: Any, members: Sequence[report_mod.Configuration]) -> dict[str, float]:
