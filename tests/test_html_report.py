@@ -236,8 +236,15 @@ def test_page_in_headless_chromium(browser: Any, page: Path, tmp_path: Path) -> 
         curves,
     )
     assert axis[0] == "wall time (s)" and axis[1] == axis[2] and max(axis[1]) < 1  # the runs' wall times, not steps
-    box = tab.locator(curves).first.bounding_box()
-    tab.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)  # linked hover runs without errors
+    # linked hover: hovering mnist's loss chart shows the same step in its accuracy chart
+    mnist = tab.locator("[data-task='mnist-cnn, smoke budget'] section[data-view=curves] .js-plotly-plot")
+    mnist.nth(0).scroll_into_view_if_needed()
+    box = mnist.nth(0).locator(".nsewdrag").first.bounding_box()
+    assert mnist.nth(1).locator(".hoverlayer .hovertext").count() == 0
+    tab.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+    tab.wait_for_timeout(200)
+    assert mnist.nth(0).locator(".hoverlayer .hovertext").count() > 0
+    assert mnist.nth(1).locator(".hoverlayer .hovertext").count() > 0
     assert errors == []
 
     shot = tmp_path / "report.png"
