@@ -166,7 +166,7 @@ def _figure(result: TaskResult, path: Path) -> Path:
     ax.set_xlabel(
         f"final {result.metric} ({'higher' if result.higher_is_better else 'lower'} is better): mean and 95% CI"
     )
-    ax.set_title(f"{result.name}: Adam's hyperparameters one at a time (red: worse beyond noise than the best)")
+    ax.set_title(f"{result.name}: one hyperparameter at a time (red: worse beyond noise than the best)", fontsize=10)
     ax.grid(alpha=0.3, axis="x")
     fig.savefig(path, dpi=110)
     tables.write_table(rows, path.with_suffix(".csv"))

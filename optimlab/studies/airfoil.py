@@ -204,7 +204,8 @@ def summarize(results: dict[str, dict[str, Any]], floor: float, budget: str, see
         f"# d2l's airfoil protocol, budget {budget} ({seeds} seeds)",
         "",
         (
-            f"{task}: linear regression (airfoil-linreg: 1,500 standardised rows), squared loss / 2, judged on the same rows "
+            f"Task {task}: d2l's linear regression (on the airfoil data: 1,500 standardised rows), squared loss / 2, "
+            "judged on the training rows "
             f"(d2l's protocol). Least-squares floor of this objective: **{floor:.4f}**. Final loss: mean [95% CI] "
             f"over seeds; 'near floor': the first curve point within {NEAR_FLOOR} of the floor (mean over seeds, "
             "epochs and training seconds, evaluation excluded; the first run of an optimizer in a fresh kernel cache "
