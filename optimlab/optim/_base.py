@@ -90,6 +90,9 @@ class RuleOptimizer(torch.optim.Optimizer):
     rule: ClassVar[Rule]
     #: whether :meth:`rule` only uses elementwise operations, so that it can run on TensorLists.
     elementwise: ClassVar[bool] = True
+    #: the param-group entry where the reference counts steps per group instead of per parameter
+    #: (Adan's ``step``, Schedule-Free's ``k``): a loaded state without its own count takes it
+    group_step: ClassVar[str | None] = None
 
     def __init__(
         self,
@@ -175,6 +178,15 @@ class RuleOptimizer(torch.optim.Optimizer):
             for key, value in self.defaults.items():
                 group.setdefault(key, value)
             _settle_flags(group)
+            # Some references keep no step count per parameter (torch.optim.SGD, the authors' Lion),
+            # or count per group (group_step), and every state here has one.  Without a group count
+            # it is 1: a state exists only after a step, and a rule that starts a buffer at step 1
+            # (SGD's momentum) must not restart it; the rules of those references read no other.
+            count = float(group.get(self.group_step, 1)) if self.group_step else 1.0
+            for p in group["params"]:
+                param_state = self.state.get(p)  # get: indexing the defaultdict would add empty states
+                if param_state and "step" not in param_state:
+                    param_state["step"] = torch.tensor(count)
 
     @torch.no_grad()
     def step(self, closure: Callable[[], Any] | None = None) -> Any:
@@ -292,7 +304,11 @@ class RuleOptimizer(torch.optim.Optimizer):
             # mu_product) is the same for every piece: each piece starts from its old value.
             split = [k for k, t in tensors.items() if t.dim()]
             scalars = [k for k, t in tensors.items() if not t.dim()]
-            pieces = zip(p.view(-1).split(CHUNK), grad.reshape(-1).split(CHUNK), *(tensors[k].view(-1).split(CHUNK) for k in split))
+            pieces = zip(
+                p.view(-1).split(CHUNK),
+                grad.reshape(-1).split(CHUNK),
+                *(tensors[k].view(-1).split(CHUNK) for k in split),
+            )
             for piece, g, *parts in pieces:
                 part_state = dict(zip(split, parts)) | {k: tensors[k].clone() for k in scalars}
                 self._apply(piece, g, part_state, step, kwargs)
@@ -396,4 +412,6 @@ def _keyword_names(rule: Rule) -> frozenset[str]:
 
 def _chunkable(p: Tensor, tensors: State) -> bool:
     """Whether ``p`` and its state can be split into aligned 1-D pieces (0-dim state is shared)."""
-    return p.is_contiguous() and all(t.dim() == 0 or (t.shape == p.shape and t.is_contiguous()) for t in tensors.values())
+    return p.is_contiguous() and all(
+        t.dim() == 0 or (t.shape == p.shape and t.is_contiguous()) for t in tensors.values()
+    )

@@ -99,6 +99,8 @@ class Adan(RuleOptimizer):
     """
 
     rule = staticmethod(adan)
+    # the authors' checkpoints count steps per param group: each parameter takes its group's count
+    group_step = "step"
 
     def __init__(
         self,
@@ -148,12 +150,3 @@ class Adan(RuleOptimizer):
             norm = global_grad_norm(self, "max_grad_norm=0")
             kwargs["grad_scale"] = min(1.0, max_grad_norm / (norm + group["eps"]))
         return kwargs
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        super().__setstate__(state)
-        # the authors' checkpoints count steps per param group: each parameter takes its group's count
-        for group in self.param_groups:
-            for p in group["params"]:
-                param_state = self.state.get(p)
-                if param_state and "step" not in param_state:
-                    param_state["step"] = torch.tensor(float(group.get("step", 0)))

@@ -118,10 +118,3 @@ class Lion(RuleOptimizer):
 
     def init_state(self, param: Tensor, group: dict[str, Any]) -> State:
         return {"exp_avg": torch.zeros_like(param, memory_format=torch.preserve_format)}
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        super().__setstate__(state)
-        # the authors' state has no step count, which the base class keeps for every optimizer
-        for param_state in self.state.values():
-            if param_state and "step" not in param_state:
-                param_state["step"] = torch.tensor(0.0)

@@ -153,6 +153,9 @@ def _schedule_defaults(warmup_steps: int, r: float, weight_lr_power: float) -> d
 class _ScheduleFree(RuleOptimizer):
     """train()/eval(), the group's weight schedule and the checks the two Schedule-Free classes share."""
 
+    # the authors' package counts steps per group only: their checkpoints get per-parameter counts
+    group_step = "k"
+
     @staticmethod
     def _beta(group: dict[str, Any]) -> float:
         """The interpolation weight of x in y."""
@@ -221,15 +224,6 @@ class _ScheduleFree(RuleOptimizer):
             z = self.state.get(p, {}).get("z")  # get: indexing the defaultdict would add empty states
             if z is not None:
                 p.lerp_(z, weight)
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        super().__setstate__(state)
-        # the authors' package counts steps per group only: their checkpoints get per-parameter counts
-        for group in self.param_groups:
-            for p in group["params"]:
-                param_state = self.state.get(p)
-                if param_state and "step" not in param_state:
-                    param_state["step"] = torch.tensor(float(group["k"]))
 
 
 class ScheduleFreeSGD(_ScheduleFree):

@@ -127,12 +127,3 @@ class SGD(RuleOptimizer):
         if is_zero(group["momentum"]):
             return {}
         return {"momentum_buffer": torch.zeros_like(param, memory_format=torch.preserve_format)}
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        super().__setstate__(state)
-        # torch.optim.SGD keeps only the buffer, and the base class needs a step count: any
-        # count >= 1 will do, as long as the next step is not taken for the first (which would
-        # restart the buffer at the gradient).
-        for param_state in self.state.values():
-            if "momentum_buffer" in param_state and "step" not in param_state:
-                param_state["step"] = torch.tensor(1.0)
