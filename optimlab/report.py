@@ -472,11 +472,13 @@ def report(store: Store, out: str | os.PathLike[str], *, tuning_seed: int = 0) -
             score = -math.inf if not finite else np.mean(finite) * (1 if task.higher_is_better else -1)
             if c.optimizer not in shown or score > shown[c.optimizer][0]:
                 shown[c.optimizer] = (score, c)
-        paths.append(curves_figure([c for _, c in shown.values()], out / f"curves-{slug}.png"))
+        drawn = [curves_figure([c for _, c in shown.values()], out / f"curves-{slug}.png")]
         lr_rows = _lr_rows(task, members)
         if lr_rows:
             val_key = metric_key(task.metric, next(iter(members[0].runs.values()))["curve"][-1])
-            paths.append(lr_figure(lr_rows, out / f"lr-{slug}.png", task=task_name, budget=budget, metric=val_key))
+            drawn.append(lr_figure(lr_rows, out / f"lr-{slug}.png", task=task_name, budget=budget, metric=val_key))
+        paths += drawn
+        sections[-1] += "".join(f"\n![{p.stem}]({p.name})\n" for p in drawn)  # summary.md shows its figures
     out.mkdir(parents=True, exist_ok=True)
     summary = out / "summary.md"
     body = "\n".join(sections) if sections else "No configuration has finished runs at 2 or more evaluation seeds yet.\n"

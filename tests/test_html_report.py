@@ -135,9 +135,10 @@ def test_page_is_one_self_contained_file(page: Path) -> None:
     html = page.read_text(encoding="utf-8")
     assert page.stat().st_size < 10 * 2**20
     assert not re.search(r"<(script|link|img)[^>]+(src|href)=", html)  # every script and style inline
-    assert (page.parent / "summary.md").exists() and (
-        page.parent / "curves-mnist-cnn-smoke.png"
-    ).exists()  # the rest stays
+    assert (page.parent / "curves-mnist-cnn-smoke.png").exists()  # the rest stays, and summary.md shows its figures
+    summary = (page.parent / "summary.md").read_text(encoding="utf-8")
+    assert "![curves-mnist-cnn-smoke](curves-mnist-cnn-smoke.png)" in summary
+    assert "![lr-airfoil-linreg-smoke](lr-airfoil-linreg-smoke.png)" in summary
 
 
 def test_page_shows_the_store(page: Path) -> None:
