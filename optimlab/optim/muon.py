@@ -260,14 +260,6 @@ class Muon(RuleOptimizer):
                         "for the tensors of fewer dimensions) or put it in a group with use_muon=False"
                     )
 
-    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        """As :meth:`RuleOptimizer.load_state_dict`; also the official code's checkpoints, whose Muon
-        tensors have no step count: theirs starts at 0 here (Muon's update does not read it)."""
-        super().load_state_dict(state_dict)
-        for state in self.state.values():
-            if state and "step" not in state:
-                state["step"] = torch.tensor(0.0)
-
     def init_state(self, param: Tensor, group: dict[str, Any]) -> State:
         keys = ["momentum_buffer"] if uses_muon(param, group["use_muon"]) else ["exp_avg", "exp_avg_sq"]
         return {k: torch.zeros_like(param, memory_format=torch.preserve_format) for k in keys}
