@@ -48,7 +48,8 @@ differs from fairseq in three places, and nowhere else:
   :math:`U_t = G / \sqrt{\max(\epsilon_1^2,\; R_t C_t / \max(\epsilon_1, \operatorname{mean}(R_t)))}`
   (vectors: :math:`G/\sqrt{\max(\epsilon_1^2, V_t)}`), and ``eps=(None, eps2)`` (torch's default)
   takes the machine epsilon of the parameter's dtype;
-* the weight decay is scaled by ``lr``, not by :math:`\alpha_t`: :math:`X_t = (1 - \text{lr}\,\lambda) X_{t-1} - \hat U_t`.
+* the weight decay is scaled by ``lr``, not by :math:`\alpha_t`:
+  :math:`X_t = (1 - \text{lr}\,\lambda) X_{t-1} - \hat U_t`.
 
 torch has no ``beta1``, ``scale_parameter=False``, ``relative_step=False`` or ``warmup_init``; with
 ``variant="torch"`` the first three keep their meaning above and ``warmup_init`` is refused.  The

@@ -85,7 +85,16 @@ from torch import Tensor
 from ._base import RuleOptimizer, State
 from ._math import is_zero
 from ._matrix import NS_COEFFICIENTS, newton_schulz
-from ._validate import HyperparameterTypeError, check_choice, check_flag, check_int, check_pair, check_range, number
+from ._validate import (
+    HyperparameterTypeError,
+    check_betas,
+    check_choice,
+    check_flag,
+    check_int,
+    check_range,
+    check_tuple,
+    number,
+)
 from .adam import adam
 
 #: the lr scalings of ``adjust_lr_fn`` (``None`` is ``"original"``, as in torch.optim.Muon)
@@ -246,18 +255,17 @@ class Muon(RuleOptimizer):
             )
         check_flag(name, "use_muon", group["use_muon"], none=True)
         check_range(name, "adamw_lr", group["adamw_lr"], 0.0)
-        beta1, beta2 = check_pair(name, "adamw_betas", group["adamw_betas"], "(beta1, beta2)")
-        check_range(name, "adamw_betas[0]", beta1, 0.0, 1.0, high_open=True)
-        check_range(name, "adamw_betas[1]", beta2, 0.0, 1.0, high_open=True)
+        check_betas(name, group, "adamw_betas")
         check_range(name, "adamw_eps", group["adamw_eps"], 0.0)
         check_range(name, "adamw_wd", group["adamw_wd"], 0.0)
         if group["use_muon"]:
             for i, p in enumerate(group.get("params", ())):
                 if isinstance(p, Tensor) and p.dim() < 2:
                     raise ValueError(
-                        f"{name}: invalid use_muon=True for a tensor of shape {tuple(p.shape)} (entry {i} of its param "
-                        "group): Muon orthogonalises matrices, tensors of 2 or more dimensions; use use_muon=None (AdamW "
-                        "for the tensors of fewer dimensions) or put it in a group with use_muon=False"
+                        f"{name}: invalid use_muon=True for a tensor of shape {tuple(p.shape)} (entry {i} of its "
+                        "param group): Muon orthogonalises matrices, tensors of 2 or more dimensions; use "
+                        "use_muon=None (AdamW for the tensors of fewer dimensions) or put it in a group with "
+                        "use_muon=False"
                     )
 
     def init_state(self, param: Tensor, group: dict[str, Any]) -> State:
@@ -272,7 +280,5 @@ class Muon(RuleOptimizer):
 
 
 def _check_coefficients(name: str, value: Any) -> None:
-    if not isinstance(value, (tuple, list)) or len(value) != 3:
-        raise HyperparameterTypeError(f"{name}: invalid ns_coefficients={value!r}: expected three numbers (a, b, c)")
-    for i, x in enumerate(value):
+    for i, x in enumerate(check_tuple(name, "ns_coefficients", value, "(a, b, c)", 3)):
         number(name, f"ns_coefficients[{i}]", x)

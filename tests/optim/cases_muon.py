@@ -86,7 +86,10 @@ INVALID = [
     (dict(eps=float("nan")), r"^Muon: invalid eps=nan: expected 0 <= eps$"),
     (dict(ns_steps=-1), r"^Muon: invalid ns_steps=-1: expected an integer >= 0$"),
     (dict(ns_steps=2.0), r"^Muon: invalid ns_steps=2\.0: expected an integer >= 0$"),
-    (dict(ns_coefficients=(3.4, -4.7)), r"^Muon: invalid ns_coefficients=\(3\.4, -4\.7\): expected three numbers"),
+    (
+        dict(ns_coefficients=(3.4, -4.7)),
+        r"^Muon: invalid ns_coefficients=\(3\.4, -4\.7\): expected a triple \(a, b, c\), got 2 values$",
+    ),
     (dict(ns_coefficients=(3.4, "b", 2.0)), r"^Muon: invalid ns_coefficients\[1\]='b': expected a number"),
     (dict(adjust_lr_fn="moonshot"), r"^Muon: invalid adjust_lr_fn='moonshot': expected one of None, 'original', "),
     (dict(ns_dtype="bfloat16"), r"^Muon: invalid ns_dtype='bfloat16': expected None .* or a floating-point torch"),
@@ -118,7 +121,13 @@ CASES = [
     _case("Muon", Official, **IN_DTYPE),
     _case(
         "Muon-official-decay",
-        lambda p: Official(p, lr=0.05, momentum=0.9, weight_decay=0.1, adamw=dict(lr=1e-3, betas=(0.8, 0.99), eps=1e-8, weight_decay=0.01)),
+        lambda p: Official(
+            p,
+            lr=0.05,
+            momentum=0.9,
+            weight_decay=0.1,
+            adamw=dict(lr=1e-3, betas=(0.8, 0.99), eps=1e-8, weight_decay=0.01),
+        ),
         lr=0.05,
         momentum=0.9,
         weight_decay=0.1,
@@ -143,7 +152,9 @@ CASES = [
     ),
     _case(
         "Muon-vs-torch-no-nesterov-ns",
-        lambda p: TorchInDtype(p, lr=0.01, weight_decay=0.0, nesterov=False, ns_coefficients=(2.0, -1.5, 0.5), ns_steps=8, eps=1e-5),
+        lambda p: TorchInDtype(
+            p, lr=0.01, weight_decay=0.0, nesterov=False, ns_coefficients=(2.0, -1.5, 0.5), ns_steps=8, eps=1e-5
+        ),
         MATRICES,
         lr=0.01,
         nesterov=False,

@@ -261,6 +261,10 @@ def test_libraries_clip_the_update_rather_than_rescale_it():
 
 
 # -- variant="torch": torch.optim.Adafactor ---------------------------------------------------------
+def _torch_variant(params, **kw):
+    return Adafactor(params, lr=1e-2, variant="torch", **kw)
+
+
 def test_torch_variant_first_step_of_a_vector_by_hand():
     # step 1: rho = min(lr, 1) = lr, beta2_1 = 0 so V = G^2, U = G / |G| = sign(G) with RMS 1 (no
     # clipping), alpha = max(eps2, RMS(X)) lr, and the decay multiplies by 1 - lr wd
@@ -295,8 +299,8 @@ def test_torch_variant_eps1_none_is_the_machine_epsilon_of_the_dtype(dtype):
     scale = 1e-9 if dtype == torch.float32 else 1e-18
     grads = [[g * scale for g in gs] for gs in h.gradient_stream(shapes, 20, dtype)]
     eps1 = torch.finfo(dtype).eps
-    default = h.run(lambda p: Adafactor(p, lr=1e-2, eps=(None, 1e-3), variant="torch"), [p.clone() for p in start], grads)
-    named = h.run(lambda p: Adafactor(p, lr=1e-2, eps=(eps1, 1e-3), variant="torch"), [p.clone() for p in start], grads)
+    default = h.run(lambda p: _torch_variant(p, eps=(None, 1e-3)), [p.clone() for p in start], grads)
+    named = h.run(lambda p: _torch_variant(p, eps=(eps1, 1e-3)), [p.clone() for p in start], grads)
     assert all(torch.equal(a, b) for xs, ys in zip(default, named) for a, b in zip(xs, ys))
     # the truth: torch in float64 with this dtype's eps1 named; the bar as the harness's
     truth = h.run(
@@ -317,7 +321,7 @@ def test_torch_variant_follows_an_lr_scheduler_as_torch():
     start = h.make_params(shapes, torch.float64)
     grads = h.gradient_stream(shapes, 60, torch.float64)
     ref = h.run(torch.optim.Adafactor, [p.clone() for p in start], grads, schedule=True)
-    ours = h.run(lambda p: Adafactor(p, lr=1e-2, eps=(None, 1e-3), variant="torch"), [p.clone() for p in start], grads, schedule=True)
+    ours = h.run(lambda p: _torch_variant(p, eps=(None, 1e-3)), [p.clone() for p in start], grads, schedule=True)
     assert h.relative_gap(ours, ref, start) <= 1e-9
     unscheduled = h.run(torch.optim.Adafactor, [p.clone() for p in start], grads)
     assert h.relative_gap(unscheduled, ref, start) > 1e-2

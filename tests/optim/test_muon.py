@@ -95,7 +95,11 @@ def test_tensors_of_fewer_dimensions_take_the_official_adamw_first_step_by_hand(
     b, s = torch.tensor([1.0, -2.0, 0.5], dtype=F64), torch.tensor(3.0, dtype=F64)
     w = torch.eye(2, dtype=F64)
     opt = Muon([w, b, s], adamw_lr=0.01, adamw_wd=0.1)
-    for p, g in [(w, torch.ones(2, 2, dtype=F64)), (b, torch.tensor([0.2, -4.0, 1e-12], dtype=F64)), (s, torch.tensor(-1.0, dtype=F64))]:
+    for p, g in [
+        (w, torch.ones(2, 2, dtype=F64)),
+        (b, torch.tensor([0.2, -4.0, 1e-12], dtype=F64)),
+        (s, torch.tensor(-1.0, dtype=F64)),
+    ]:
         p.grad = g
     opt.step()
     # bias-corrected m = g and v = g^2: the step is lr g / (|g| + eps) after the decoupled decay
@@ -132,7 +136,11 @@ def test_bfloat16_defaults_are_as_close_to_float64_as_the_references(reference, 
     # 0.35 against the official code, 1.0 against torch, whose roundings these are)
     start = h.make_params(shapes, torch.float32)
     grads = h.gradient_stream(shapes, 100, torch.float32)
-    exact = h.run(lambda p: Muon(p, **ours, ns_dtype=None), [p.double() for p in start], [[g.double() for g in gs] for gs in grads])
+    exact = h.run(
+        lambda p: Muon(p, **ours, ns_dtype=None),
+        [p.double() for p in start],
+        [[g.double() for g in gs] for gs in grads],
+    )
     theirs = h.relative_gap(h.run(reference, [p.clone() for p in start], grads), exact, start)
     low = h.relative_gap(h.run(lambda p: Muon(p, **ours), [p.clone() for p in start], grads), exact, start)
     assert 1e-4 < theirs and low <= h.REFERENCE_ERROR_FACTOR * theirs, (low, theirs)
@@ -176,9 +184,7 @@ def test_torch_refuses_what_muon_takes():
 
 def test_an_official_checkpoint_continues():
     w, v = torch.randn(5, 3, dtype=F64), torch.randn(3, dtype=F64)
-    theirs = official.SingleDeviceMuonWithAuxAdam(
-        [dict(params=[w], use_muon=True), dict(params=[v], use_muon=False)]
-    )
+    theirs = official.SingleDeviceMuonWithAuxAdam([dict(params=[w], use_muon=True), dict(params=[v], use_muon=False)])
     for _ in range(3):
         w.grad, v.grad = torch.randn(5, 3, dtype=F64), torch.randn(3, dtype=F64)
         with in_dtype():
@@ -188,7 +194,9 @@ def test_an_official_checkpoint_continues():
     saved = h.roundtrip(theirs.state_dict())
     # the official AdamW group keeps its hyperparameters in lr/betas/eps/weight_decay, ours in adamw_*
     saved["param_groups"][1] = {"params": saved["param_groups"][1]["params"], "use_muon": False}
-    saved["param_groups"][0] = {k: saved["param_groups"][0][k] for k in ("params", "lr", "momentum", "weight_decay", "use_muon")}
+    saved["param_groups"][0] = {
+        k: saved["param_groups"][0][k] for k in ("params", "lr", "momentum", "weight_decay", "use_muon")
+    }
     ours.load_state_dict(saved)
     g, gv = torch.randn(5, 3, dtype=F64), torch.randn(3, dtype=F64)
     w.grad, v.grad, w2.grad, v2.grad = g.clone(), gv.clone(), g.clone(), gv.clone()
