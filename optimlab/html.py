@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 from . import figures, views
 from . import report as report_mod
@@ -670,25 +671,40 @@ class _Page:
 # ---------------------------------------------------------------------------------------------
 
 
-def lab_page(results: Sequence[Any], surface: Any, out: str | os.PathLike[str], *, max_paths: int = 60) -> Path:
+def lab_page(
+    results: Sequence[Any] | Mapping[str, Sequence[Any]],
+    surface: Any,
+    out: str | os.PathLike[str],
+    *,
+    max_paths: int = 60,
+) -> Path:
     """Write ``out/index.html`` for sweep results (:class:`optimlab.sweep.SweepResult`) on ``surface``, in the
     look of the store's report: the paths over the surface's contour (each configuration's line toggled from
     the legend, every recorded point hovered with its step and loss), the loss curves, a heatmap of the final
     loss over every pair of swept hyperparameters (the best over the other swept values, each cell hovered),
-    and each optimizer's statuses.  Paths and curves are drawn for at most ``max_paths`` configurations."""
-    lines = figures._lines(list(results))
-    page = _Page(f"{surface.name}: {', '.join(dict.fromkeys(r.optimizer for r in results))}")
-    page.open_task(f"{surface.name} surface")
-    counts = [[r.optimizer, len(r)] + [r.status.count(s) for s in SWEEP_STATUSES] for r in results]
-    page.add("statuses", _table(["optimizer", "configurations", *SWEEP_STATUSES], counts))
-    drawn = lines[:max_paths]
-    if len(lines) > max_paths:
-        page.add(
-            "paths", f"<p>{len(lines)} configurations: the paths and curves of the first {max_paths} are drawn.</p>"
-        )
-    _lab_paths(page, surface, drawn)
-    _lab_heatmaps(page, results)
-    page.close_task()
+    and each optimizer's statuses.  Paths and curves are drawn where there are at most ``max_paths``
+    configurations.
+
+    ``results`` may map section titles to results (a study's panels: ``{"defaults": [...], "tuned lr": [...]}``).
+    """
+    groups = dict(results) if isinstance(results, Mapping) else {f"{surface.name} surface": list(results)}
+    optimizers = dict.fromkeys(r.optimizer for group in groups.values() for r in group)
+    page = _Page(f"{surface.name}: {', '.join(optimizers)}")
+    contour = _contour(surface)
+    for title, group in groups.items():
+        lines = figures._lines(list(group))
+        page.open_task(title)
+        counts = [[r.optimizer, len(r)] + [r.status.count(s) for s in SWEEP_STATUSES] for r in group]
+        page.add("statuses", _table(["optimizer", "configurations", *SWEEP_STATUSES], counts))
+        if len(lines) > max_paths:
+            page.add(
+                "statuses",
+                f"<p>{len(lines)} configurations: too many paths to draw one by one (at most {max_paths}).</p>",
+            )
+        else:
+            _lab_paths(page, surface, contour, lines)
+        _lab_heatmaps(page, group)
+        page.close_task()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     path = out / "index.html"
@@ -696,17 +712,25 @@ def lab_page(results: Sequence[Any], surface: Any, out: str | os.PathLike[str], 
     return path
 
 
-def _lab_paths(page: _Page, surface: Any, lines: Sequence[Any]) -> None:
-    contour = figures._contour_data(surface, surface.bounds, 24)
-    finite = contour.Z[np.isfinite(contour.Z)]
+def _contour(surface: Any, n: int = 100) -> dict[str, Any]:
+    """The surface over its bounds on an ``n`` x ``n`` grid, as a plotly contour trace (log10 where it spans decades)."""
+    (x0, x1), (y0, y1) = surface.bounds
+    xs, ys = np.linspace(x0, x1, n), np.linspace(y0, y1, n)
+    grid = np.stack(np.meshgrid(xs, ys), axis=-1)
+    with torch.no_grad():
+        z = surface(torch.from_numpy(grid)).double().numpy()
+    finite = z[np.isfinite(z)]
     log = finite.size > 0 and finite.min() > 0 and finite.max() > 100 * finite.min()  # Rosenbrock spans decades
-    z = np.log10(contour.Z) if log else contour.Z
-    data: list[dict[str, Any]] = [
-        {"type": "contour", "x": contour.X[0].tolist(), "y": contour.Y[:, 0].tolist(), "z": z.tolist(),
-         "colorscale": "Viridis", "ncontours": 24, "showlegend": False, "name": "surface",
-         "colorbar": {"title": {"text": "log10 loss" if log else "loss"}},
-         "hovertemplate": "w1=%{x:.3g}, w2=%{y:.3g}<br>" + ("log10 loss" if log else "loss") + "=%{z:.4g}<extra></extra>"}
-    ]  # fmt: skip
+    what = "log10 loss" if log else "loss"
+    return {
+        "type": "contour", "x": xs.tolist(), "y": ys.tolist(), "z": (np.log10(z) if log else z).tolist(),
+        "colorscale": "Viridis", "ncontours": 24, "showlegend": False, "name": "surface",
+        "colorbar": {"title": {"text": what}}, "hovertemplate": f"w1=%{{x:.3g}}, w2=%{{y:.3g}}<br>{what}=%{{z:.4g}}<extra></extra>",
+    }  # fmt: skip
+
+
+def _lab_paths(page: _Page, surface: Any, contour: dict[str, Any], lines: Sequence[Any]) -> None:
+    data: list[dict[str, Any]] = [contour]
     curves = []
     for line in lines:
         r, c = line.result, line.index

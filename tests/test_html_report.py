@@ -326,3 +326,14 @@ def test_lab_pages_in_headless_chromium(browser: Any, lab_pages: dict[str, Path]
                           for lr in lrs] for eps in epss]  # fmt: skip
         assert errors == [] and requests == [lab_pages[kind].as_uri()], kind
         tab.close()
+
+
+def test_a_study_page_has_a_section_per_panel(tmp_path: Path) -> None:
+    from optimlab.studies import adam_saddle
+
+    result = adam_saddle.run(tmp_path, heatmaps=False, animate=False, log=lambda _: None)
+    assert tmp_path / "index.html" in result.files
+    page = (tmp_path / "index.html").read_text(encoding="utf-8")
+    titles = re.findall(r"<div class='task' id='t\d+' data-task='([^']+)'>", page)
+    assert titles == [name for name, _, _ in adam_saddle.PANELS]
+    assert page.count("data-view='paths'") == len(titles)

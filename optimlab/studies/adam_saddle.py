@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from .. import figures, surfaces, tables
+from ..html import lab_page
 from ..optim import Adam
 from ..sweep import SweepResult, sweep
 
@@ -83,6 +84,7 @@ def run(out_dir: str | Path, *, heatmaps: bool = True, animate: bool = True, log
                 figures.heatmap(full, x, y, value, fixed=fixed, path=path)
                 files.append(path)
 
+    files.append(lab_page({**{name: [r] for name, r in panels.items()}, **({"full grid": [full]} if full else {})}, surface, out))
     summary = summarize(panels, full, surface)
     (out / "summary.md").write_text(summary)
     files.append(out / "summary.md")

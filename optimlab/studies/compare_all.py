@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from .. import figures, surfaces, tables
+from ..html import lab_page
 from ..optim import PRESETS
 from ..sweep import SweepResult, sweep
 from .adam_saddle import StudyOutput
@@ -86,6 +87,7 @@ def run(
     if animate:
         figures.animation(tuned_runs, surf, out / "tuned-paths.gif")
         files.append(out / "tuned-paths.gif")
+    files.append(lab_page({"defaults": default_runs, "tuned lr": tuned_runs}, surf, out))
     summary = _summary(surf, steps, lrs, default_runs, tuned_runs)
     (out / "summary.md").write_text(summary)
     files.append(out / "summary.md")
@@ -114,6 +116,7 @@ def _run_unbounded(out: Path, surf: Any, steps: int, animate: bool, log: Callabl
     rows = [row for r in runs for row in r.summary_rows()]
     tables.write_table(rows, out / "defaults.csv")
     files.append(out / "defaults.csv")
+    files.append(lab_page({"defaults": runs}, surf, out))
     summary = _summary_unbounded(surf, steps, runs)
     (out / "summary.md").write_text(summary)
     files.append(out / "summary.md")
