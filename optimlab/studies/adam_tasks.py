@@ -104,10 +104,10 @@ def run(
             comparison = optimlab.evaluate(
                 task,
                 [spec for _, spec in configs],
-                budget,
-                seeds,
-                0,
-                store,
+                budget=budget,
+                seeds=seeds,
+                seed=0,
+                store=store,
                 data_dir=_lab.data_dir(data_dir),
                 progress=False,
             )
@@ -118,7 +118,7 @@ def run(
                 for f in fs
             ]
             results.append(TaskResult(name, comparison.metric, comparison.higher_is_better, rows, finals))
-    files = [_figure(r, out / f"{r.name}.png") for r in results if r.rows]
+    files = [p for r in results if r.rows for p in _figure(r, out / f"{r.name}.png")]
     finals = [f for r in results for f in r.finals]
     if finals:
         files.append(tables.write_table(finals, out / "final.csv"))
@@ -140,7 +140,7 @@ def _data_absent(task: Task, data_dir: str | os.PathLike[str] | None) -> str:
     return ""
 
 
-def _figure(result: TaskResult, path: Path) -> Path:
+def _figure(result: TaskResult, path: Path) -> list[Path]:
     from matplotlib.figure import Figure  # no pyplot: no global state, no backend to choose
 
     rows = result.rows
@@ -169,8 +169,7 @@ def _figure(result: TaskResult, path: Path) -> Path:
     ax.set_title(f"{result.name}: one hyperparameter at a time (red: worse beyond noise than the best)", fontsize=10)
     ax.grid(alpha=0.3, axis="x")
     fig.savefig(path, dpi=110)
-    tables.write_table(rows, path.with_suffix(".csv"))
-    return path
+    return [path, tables.write_table(rows, path.with_suffix(".csv"))]
 
 
 def _cell(row: Mapping[str, Any]) -> str:

@@ -104,7 +104,14 @@ def run(
             log(f"airfoil: {arm.label}: {arm.spec}, batch {arm.batch_size}, {seeds} seeds")
             t = arm_task(base, arm, budget)
             result = optimlab.evaluate(
-                t, [arm.spec], budget, seeds, 0, store, data_dir=_lab.data_dir(data_dir), progress=False
+                t,
+                [arm.spec],
+                budget=budget,
+                seeds=seeds,
+                seed=0,
+                store=store,
+                data_dir=_lab.data_dir(data_dir),
+                progress=False,
             )
             row = result.table()[0]
             finals = next(iter(result.finals.values()))
@@ -112,7 +119,7 @@ def run(
             runs = _lab.curves(store, t, budget, arm.optimizer, arm.hyperparameters, seed_list)
             results[arm.label] = {"row": row, "finals": finals, "curves": [runs[s] for s in seed_list if s in runs]}
     floor = float(next(iter(results.values()))["finals"][0]["lstsq_floor"])
-    files = [_figure(results, floor, out / "curves.png"), *_tables(results, floor, out)]
+    files = [*_figure(results, floor, out / "curves.png"), *_tables(results, floor, out)]
     summary = summarize(results, floor, budget, seeds, base.name)
     (out / "summary.md").write_text(summary)
     files.append(out / "summary.md")
@@ -140,7 +147,7 @@ def _mean_curve(curves: list[list[dict[str, Any]]], x: str) -> tuple[np.ndarray,
     return xs.mean(0), ys.mean(0), ys.min(0), ys.max(0)
 
 
-def _figure(results: dict[str, dict[str, Any]], floor: float, path: Path) -> Path:
+def _figure(results: dict[str, dict[str, Any]], floor: float, path: Path) -> list[Path]:
     from matplotlib.figure import Figure  # no pyplot: no global state, no backend to choose
 
     fig = Figure(figsize=(12, 4.8), layout="constrained")
@@ -169,8 +176,7 @@ def _figure(results: dict[str, dict[str, Any]], floor: float, path: Path) -> Pat
     axes[1].set_title("loss against training time")
     axes[0].legend(fontsize=8)
     fig.savefig(path, dpi=110)
-    tables.write_table(rows, path.with_suffix(".csv"))
-    return path
+    return [path, tables.write_table(rows, path.with_suffix(".csv"))]
 
 
 def _tables(results: dict[str, dict[str, Any]], floor: float, out: Path) -> list[Path]:

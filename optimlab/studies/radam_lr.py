@@ -68,11 +68,11 @@ def run(
         for lr in grid:
             log(f"radam-lr: lr {lr:g}: RAdam, Adam, Adam + untuned warmup, {seeds} seeds each")
             plain = optimlab.evaluate(
-                the_task, [f"RAdam(lr={lr!r})", f"Adam(lr={lr!r})"], budget, seeds, 0, store,
+                the_task, [f"RAdam(lr={lr!r})", f"Adam(lr={lr!r})"], budget=budget, seeds=seeds, seed=0, store=store,
                 data_dir=_lab.data_dir(data_dir), progress=False,
             )  # fmt: skip
             warm = optimlab.evaluate(
-                the_task, [f"Adam(lr={lr!r})"], budget, seeds, 0, store, warmup="untuned",
+                the_task, [f"Adam(lr={lr!r})"], budget=budget, seeds=seeds, seed=0, store=store, warmup="untuned",
                 data_dir=_lab.data_dir(data_dir), progress=False,
             )  # fmt: skip
             # Welch's test RAdam vs Adam at this lr is the plain comparison's own
@@ -82,14 +82,14 @@ def run(
                 finals += [{"arm": arm, "lr": lr, **f} for f in result.finals[label]]
             steps = plain.finals[next(iter(plain.finals))][0]["steps"]
             metric, higher = plain.metric, plain.higher_is_better
-    files = [_figure(rows, metric, higher, out / "lr.png"), tables.write_table(finals, out / "final.csv")]
+    files = [*_figure(rows, metric, higher, out / "lr.png"), tables.write_table(finals, out / "final.csv")]
     summary = summarize(rows, metric, higher, budget, seeds, the_task.name, int(steps))
     (out / "summary.md").write_text(summary)
     files.append(out / "summary.md")
     return StudyOutput(out, files, summary)
 
 
-def _figure(rows: list[dict[str, Any]], metric: str, higher: bool, path: Path) -> Path:
+def _figure(rows: list[dict[str, Any]], metric: str, higher: bool, path: Path) -> list[Path]:
     from matplotlib.figure import Figure  # no pyplot: no global state, no backend to choose
 
     fig = Figure(figsize=(8, 5), layout="constrained")
@@ -112,8 +112,7 @@ def _figure(rows: list[dict[str, Any]], metric: str, higher: bool, path: Path) -
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.savefig(path, dpi=110)
-    tables.write_table(rows, path.with_suffix(".csv"))
-    return path
+    return [path, tables.write_table(rows, path.with_suffix(".csv"))]
 
 
 def summarize(
