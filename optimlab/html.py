@@ -65,7 +65,7 @@ _COLOURS = (
     "#fecb52",
 )
 _X_AXES = {"step": "steps", "epochs": "epochs", "wall_time": "wall time (s)"}
-_SEED_DASH = {True: "solid", False: "dash"}
+_SPLIT_DASH = {True: "solid", False: "dash"}
 
 
 def html_report(
@@ -259,7 +259,7 @@ def _curves(page: _Page, members: list[report_mod.Configuration], colours: Mappi
                 if not rows:
                     continue
                 name = f"{c.name} {split}"
-                dash = _SEED_DASH[split == "train"]
+                dash = _SPLIT_DASH[split == "train"]
                 xs = {axis: [r[axis] for r in rows] for axis in _X_AXES}
                 data.append(
                     {"type": "scatter", "x": xs["step"] + xs["step"][::-1], "y": [r["max"] for r in rows] + [r["min"] for r in rows][::-1],
@@ -304,17 +304,19 @@ def _curves(page: _Page, members: list[report_mod.Configuration], colours: Mappi
 def _tuning(page: _Page, task: Any, task_trials: Mapping[str, list[dict[str, Any]]], members: Sequence[Any],
             colours: Mapping[str, str]) -> None:  # fmt: skip
     evaluated = {canonical_json(c.hyperparameters) for c in members}
-    per_hp: dict[str, list[tuple[str, dict[str, Any], float, bool]]] = {}
+    # per tuned hyperparameter: (optimizer, the trial's numbers, its value, diverged, was it the evaluated one)
+    per_hp: dict[str, list[tuple[str, dict[str, float], float, bool, bool]]] = {}
     warnings = []
     for name, rows in task_trials.items():
         numbers = [_numbers(r["hyperparameters"]) for r in rows]
         tuned = [k for k in numbers[0] if k == "lr" or any(n.get(k) != numbers[0][k] for n in numbers)]
-        chosen = [n for n, r in zip(numbers, rows) if canonical_json(r["hyperparameters"]) in evaluated]
+        picked = [canonical_json(r["hyperparameters"]) in evaluated for r in rows]
+        chosen = [n for n, p in zip(numbers, picked) if p]
         for k in tuned:
             tried = [n[k] for n in numbers if k in n]
-            for n, r in zip(numbers, rows):
+            for n, r, p in zip(numbers, rows, picked):
                 if k in n:
-                    per_hp.setdefault(k, []).append((name, n, r["value"], r["diverged"]))
+                    per_hp.setdefault(k, []).append((name, n, r["value"], r["diverged"], p))
             for n in chosen:
                 side = views.edge(n[k], tried)
                 if side:
@@ -331,7 +333,7 @@ def _tuning(page: _Page, task: Any, task_trials: Mapping[str, list[dict[str, Any
             mine = [p for p in points if p[0] == name]
             ok = sorted((p for p in mine if not p[3]), key=lambda p: p[1][k])
             bad = [p for p in mine if p[3]]
-            chosen = [p for p in ok if canonical_json(_trial_hp(task_trials, p)) in evaluated]
+            chosen = [p for p in ok if p[4]]
             data.append({"type": "scatter", "mode": "markers+lines", "x": [p[1][k] for p in ok], "y": [p[2] for p in ok],
                          "name": name, "legendgroup": name, "line": {"color": colour, "width": 1, "dash": "dot"},
                          "marker": {"size": 8, "color": colour},
@@ -360,15 +362,6 @@ def _with_strip(layout: dict[str, Any], data: Sequence[Mapping[str, Any]]) -> di
         return layout
     return {**layout, "yaxis": {**layout["yaxis"], "domain": [0.22, 1]},
             "yaxis2": {"domain": [0, 0.14], "type": "category", "title": {"text": "diverged"}}}  # fmt: skip
-
-
-def _trial_hp(task_trials: Mapping[str, list[dict[str, Any]]], point: tuple[str, dict[str, Any], float, bool]) -> Any:
-    """The stored hyperparameters of the trial behind a drawn point."""
-    name, numbers, value, _ = point
-    for r in task_trials[name]:
-        if _numbers(r["hyperparameters"]) == numbers and (r["value"] == value or math.isnan(value)):
-            return r["hyperparameters"]
-    raise AssertionError("a drawn trial comes from task_trials")
 
 
 def _hp_text(numbers: Mapping[str, float]) -> str:

@@ -237,6 +237,16 @@ def test_page_in_headless_chromium(browser: Any, page: Path, tmp_path: Path) -> 
         curves,
     )
     assert axis[0] == "wall time (s)" and axis[1] == axis[2] and max(axis[1]) < 1  # the runs' wall times, not steps
+    tuning = tab.evaluate(
+        """() => Array.from(document.querySelectorAll('section[data-view=tuning] .js-plotly-plot')).map(d =>
+             d.data.filter(t => t.name.endsWith('evaluated') || t.name.endsWith('diverged')).map(t => [t.name, t.x]))"""
+    )
+    expected = [
+        ["Adam evaluated", [CHOSEN["Adam"]]],
+        ["Momentum evaluated", [CHOSEN["Momentum"]]],
+        ["Momentum diverged", [1.0]],
+    ]
+    assert tuning == [expected, expected]  # the stars at the evaluated lrs; Momentum's lr=1 in the diverged strip
     # linked hover: hovering mnist's loss chart shows the same step in its accuracy chart
     mnist = tab.locator("[data-task='mnist-cnn, smoke budget'] section[data-view=curves] .js-plotly-plot")
     mnist.nth(0).scroll_into_view_if_needed()
