@@ -123,6 +123,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("tune", help="the fair protocol: equal-budget tuning, then seeds, statistics", description=_doc(cmd_tune))
     _lab_args(p)
     p.add_argument("--trials", type=int, default=20, help="Optuna trials per optimizer, the same for all (default 20)")
+    p.add_argument(
+        "--batch", type=int, default=1, metavar="N",
+        help="trials each optimizer's sampler proposes at once (default 1); the trials depend on it, never on --workers",
+    )  # fmt: skip
     p.add_argument("--tuning-seed", type=int, default=0, help="sampler and trial training seed (default 0); evaluation seeds follow it")
     p.add_argument("--lr-range", type=_floats(2), default=(1e-5, 1.0), metavar="LOW,HIGH", help="log-uniform lr range (default 1e-5,1)")
     p.add_argument(
@@ -199,7 +203,33 @@ def _lab_args(p: argparse.ArgumentParser) -> None:
         "--no-retry-failed", dest="retry_failed", action="store_false",
         help="keep runs the store holds as failed (by default the same command runs them again)",
     )  # fmt: skip
+    p.add_argument(
+        "--executor", default="local", choices=["local", "ray"],
+        help="where runs train: local worker processes (default) or a Ray cluster (pip install 'optimlab[ray]')",
+    )  # fmt: skip
+    p.add_argument(
+        "--workers", type=int, metavar="N",
+        help="runs at a time (default: local, the cores / --cpus-per-run; ray, the cluster's CPUs / --cpus-per-run); "
+        "the numbers are the same for any N",
+    )  # fmt: skip
+    p.add_argument(
+        "--cpus-per-run", type=int, default=1, metavar="N",
+        help="torch threads of each run, and its CPU request on Ray (default 1; a run's numbers depend on it)",
+    )  # fmt: skip
+    p.add_argument("--gpus-per-run", type=float, default=0, metavar="N", help="ray: GPUs each run requests (default 0)")
+    p.add_argument("--ray-address", help="ray: the cluster's address (default $RAY_ADDRESS, else a local Ray for this command)")
     p.add_argument("--config", type=Path, help="JSON file of option values")
+
+
+def _executor(args: argparse.Namespace) -> Any:
+    """The executor of --executor, --workers, --cpus-per-run, --gpus-per-run, --ray-address."""
+    from .executors import Local, Ray
+
+    if args.executor == "ray":
+        return Ray(args.ray_address, cpus_per_run=args.cpus_per_run, gpus_per_run=args.gpus_per_run, slots=args.workers)
+    if args.gpus_per_run or args.ray_address:
+        raise ValueError("--gpus-per-run and --ray-address need --executor ray")
+    return Local(args.workers, threads=args.cpus_per_run)
 
 
 def _surface_args(p: argparse.ArgumentParser) -> None:
@@ -294,10 +324,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     from .store import Store
 
     task, specs = _lab_task(args), _lab_specs(args)  # bad input fails before the store is touched
-    with Store(args.store) as store:
+    with Store(args.store) as store, _executor(args) as executor:
         result = protocol.evaluate(
             task, specs, args.budget, args.seeds, 0, store, warmup=_warmup(args.warmup), data_dir=args.data_dir,
-            device=args.device, dtype=args.dtype, retry_failed=args.retry_failed,
+            device=args.device, dtype=args.dtype, retry_failed=args.retry_failed, executor=executor,
         )  # fmt: skip
     _print_comparison(result)
     return 0
@@ -317,11 +347,11 @@ def cmd_tune(args: argparse.Namespace) -> int:
 
     space = {name: _space(name, text) for name, text in (_split_assignment(item) for item in args.space)}
     task, specs = _lab_task(args), _lab_specs(args)  # bad input fails before the store is touched
-    with Store(args.store) as store:
+    with Store(args.store) as store, _executor(args) as executor:
         result = protocol.compare(
             task, specs, args.budget, args.seeds, args.trials, args.tuning_seed, store,
             tuple(args.lr_range), space, warmup=_warmup(args.warmup), data_dir=args.data_dir, device=args.device,
-            dtype=args.dtype, retry_failed=args.retry_failed,
+            dtype=args.dtype, retry_failed=args.retry_failed, batch=args.batch, executor=executor,
         )  # fmt: skip
     _print_comparison(result)
     return 0

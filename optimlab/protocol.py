@@ -64,8 +64,9 @@ from tqdm import tqdm
 
 from . import spec as spec_mod
 from . import tasks as tasks_mod
+from .executors import Driver, Executor, make_executor
 from .optim._validate import check_choice, check_int, check_range
-from .runner import DTYPES, check_environment, optimizer_spec, run
+from .runner import DTYPES, check_environment, optimizer_spec, prepare
 from .schedules import LinearWarmup, UntunedWarmup
 from .stats import Summary, summarize, verdict
 from .store import Store
@@ -281,8 +282,9 @@ def _outcome(result: Mapping[str, Any], what: str) -> str:
             status = "diverged"
     if status not in ("finished", "diverged"):
         error = (result.get("error") or "").strip().splitlines()
+        where = "" if result["key"] is None else f" (run key {result['key'][:12]}...)"
         raise RunFailedError(
-            f"{what} {status} (run key {result['key'][:12]}...): {error[-1] if error else 'no error stored'}; its traceback "
+            f"{what} {status}{where}: {error[-1] if error else 'no error stored'}; its traceback "
             "is in the store (optimlab export), and the same command runs it again unless --no-retry-failed"
         )
     return status
@@ -473,6 +475,9 @@ def tune(
     dtype: str = "float32",
     progress: bool = True,
     retry_failed: bool = True,
+    batch: int = 1,
+    executor: Executor | str | None = None,
+    workers: int | None = None,
 ) -> dict[str, Tuned]:
     """Tune every optimizer with the same number of trials over the same search space, restricted to
     what its spec leaves free.
@@ -512,6 +517,14 @@ def tune(
         A progress bar over the trials and one line per optimizer on stderr.
     retry_failed : bool
         Run again a trial the store holds as failed (default); false keeps the stored failure.
+    batch : int
+        Trials each optimizer's sampler proposes at once (TPE with ``constant_liar`` above 1); the
+        next batch is proposed when the whole batch is told back, in trial order, so the trials
+        depend on ``batch`` and never on how many run at a time.  Every optimizer's trials run
+        side by side.
+    executor, workers
+        Where the trials run (:func:`optimlab.executors.make_executor`): by default one after
+        another in this process; ``workers=N`` in N local processes; ``executor="ray"`` on Ray.
 
     Returns
     -------
@@ -533,62 +546,100 @@ def tune(
     plans = [_plan(a, space) for a in arms]
     check_environment(the_task, data_dir, device)  # a wrong data directory fails once, not as every trial
     check_choice("protocol", "dtype", dtype, DTYPES)
-    out = {}
-    with _quiet_optuna() as optuna:
-        for a, (free, fixed) in zip(arms, plans):
-            name = spec_mod.format(a.spec)
-            if not free:
-                out[name] = Tuned(a, a.hyperparameters, math.nan, (), a.spec, free, fixed)
-                if progress:
-                    tqdm.write(out[name].describe(), file=sys.stderr)
-                continue
-            study = optuna.create_study(
-                direction="maximize" if the_task.higher_is_better else "minimize",
-                sampler=optuna.samplers.TPESampler(seed=seed),
-            )
-            done: list[Trial] = []
-            with tqdm(total=trials, desc=f"tune {name}", unit="trial", disable=not progress, file=sys.stderr) as bar:
-                for number in range(trials):
-                    trial = study.ask()
-                    suggested = _suggest(trial, {k: space[k] for k in free})
-                    done.append(_trial(the_task, a, number, suggested, seed, budget, store, data_dir, device, retry_failed, dtype))
-                    if done[-1].status == "failed":
-                        study.tell(trial, state=optuna.trial.TrialState.FAIL)
+    check_int("tune", "batch", batch, 1)
+    out: dict[str, Tuned] = {}
+    with _quiet_optuna() as optuna, _executor(executor, workers) as ex:
+        studies: dict[int, Any] = {}
+        for i, (a, (free, fixed)) in enumerate(zip(arms, plans)):
+            if free:
+                studies[i] = optuna.create_study(
+                    direction="maximize" if the_task.higher_is_better else "minimize",
+                    sampler=optuna.samplers.TPESampler(seed=seed, **({"constant_liar": True} if batch > 1 else {})),
+                )
+        asked: dict[int, dict[int, Any]] = {i: {} for i in studies}  # the batch in flight: number -> optuna trial
+        told: dict[int, dict[int, Trial]] = {i: {} for i in studies}
+        done: dict[int, list[Trial]] = {i: [] for i in studies}
+        total = trials * len(studies)
+        with Driver(ex, store, retry_failed=retry_failed, progress=progress, total=total, desc="tune") as driver:
+
+            def ask(i: int) -> None:
+                """Propose arm ``i``'s next batch, tell it back once complete, until its trials are done."""
+                while not asked[i] and len(done[i]) < trials:
+                    a, free = arms[i], plans[i][0]
+                    for number in range(len(done[i]), min(len(done[i]) + batch, trials)):
+                        trial = studies[i].ask()
+                        suggested = _suggest(trial, {k: space[k] for k in free})
+                        asked[i][number] = (trial, suggested)
+                        try:
+                            config = a.spec.with_values(suggested).to_config()
+                            spec = prepare(the_task, config["name"], config["hyperparameters"], seed, budget,
+                                           data_dir=data_dir, device=device, dtype=dtype, keyed=store is not None,
+                                           threads=getattr(ex, "threads", None))  # fmt: skip
+                        except Exception as e:  # noqa: BLE001 - a failed trial is a result of the tuning (issue 10)
+                            told[i][number] = _failed(number, suggested, None, e)
+                            continue
+                        driver.submit(spec, (i, number))
+                    if len(told[i]) == len(asked[i]):
+                        tell(i)
+
+            def tell(i: int) -> None:
+                for number in sorted(asked[i]):
+                    trial, _ = asked[i][number]
+                    t = told[i][number]
+                    if t.status == "failed":
+                        studies[i].tell(trial, state=optuna.trial.TrialState.FAIL)
                     else:
-                        study.tell(trial, done[-1].value)
-                    if any(t.status != "failed" for t in done):
-                        bar.set_postfix(best=f"{study.best_value:.4g}", refresh=False)
-                    bar.update()
-            if all(t.status == "failed" for t in done):
-                raise RunFailedError(f"tune: every trial of {name} failed; the last: {done[-1].error}")
-            best = study.best_trial
+                        studies[i].tell(trial, t.value)
+                    done[i].append(t)
+                asked[i], told[i] = {}, {}
+
+            for i in studies:
+                ask(i)
+            for (i, number), result in driver:
+                told[i][number] = _trial(the_task, arms[i], number, asked[i][number][1], result)
+                if len(told[i]) == len(asked[i]):
+                    tell(i)
+                    ask(i)
+    for i, (a, (free, fixed)) in enumerate(zip(arms, plans)):
+        name = spec_mod.format(a.spec)
+        if not free:
+            out[name] = Tuned(a, a.hyperparameters, math.nan, (), a.spec, free, fixed)
+        else:
+            if all(t.status == "failed" for t in done[i]):
+                raise RunFailedError(f"tune: every trial of {name} failed; the last: {done[i][-1].error}")
+            best = studies[i].best_trial
             chosen = replace(a.spec.with_values(best.params), tuned=frozenset(free))
             hp = chosen.to_config()["hyperparameters"]
-            out[name] = Tuned(a, hp, float(best.value), tuple(done), chosen, free, fixed)
-            if progress:
-                tqdm.write(out[name].describe(), file=sys.stderr)
+            out[name] = Tuned(a, hp, float(best.value), tuple(done[i]), chosen, free, fixed)
+        if progress:
+            tqdm.write(out[name].describe(), file=sys.stderr)
     return out
 
 
-def _trial(
-    task: Task, a: Arm, number: int, suggested: dict[str, Any], seed: int, budget: str, store: Store | None,
-    data_dir: Any, device: str, retry_failed: bool = True, dtype: str = "float32",
-) -> Trial:  # fmt: skip
-    """Run one trial; a failure is its result, not an exception (Ctrl-C still stops the tuning)."""
+@contextmanager
+def _executor(executor: Executor | str | None, workers: int | None) -> Iterator[Executor]:
+    """The executor ``executor``/``workers`` name; closed after the call unless the caller passed one."""
+    ex = make_executor(executor, workers)
+    if ex is executor:
+        yield ex
+        return
+    with ex:
+        yield ex
+
+
+def _failed(number: int, suggested: dict[str, Any], key: str | None, e: Exception) -> Trial:
+    return Trial(number, suggested, math.nan, "failed", key, f"{type(e).__name__}: {e}".strip().splitlines()[-1])
+
+
+def _trial(task: Task, a: Arm, number: int, suggested: dict[str, Any], result: dict[str, Any]) -> Trial:
+    """The trial a run's result makes; a failed run is a failed trial, not an exception."""
     what = f"trial {number} of {spec_mod.format(a.spec)}"
-    key = None
     try:
-        config = a.spec.with_values(suggested).to_config()
-        result = run(  # a trial live in another process is waited for there, and its result used
-            task, config["name"], config["hyperparameters"], seed, budget, store, False,
-            data_dir=data_dir, device=device, retry_failed=retry_failed, dtype=dtype,
-        )  # fmt: skip
-        key = result["key"]
         value = _validation(task, result, what)
         status = _outcome(result, what)
     except Exception as e:  # noqa: BLE001 - a failed trial is a result of the tuning (issue 10)
-        return Trial(number, suggested, math.nan, "failed", key, f"{type(e).__name__}: {e}".strip().splitlines()[-1])
-    return Trial(number, suggested, value, status, key)
+        return _failed(number, suggested, result["key"], e)
+    return Trial(number, suggested, value, status, result["key"])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -670,21 +721,47 @@ def run_seeds(
     dtype: str = "float32",
     bar: tqdm | None = None,
     retry_failed: bool = True,
+    executor: Executor | str | None = None,
+    workers: int | None = None,
 ) -> list[dict[str, Any]]:
     """Run ``a`` with ``hyperparameters`` at each seed; returns each run's result (diverged included).
 
     Raises:
         RunFailedError: a run failed (now, or before when ``retry_failed`` is false).
     """
-    results = []
-    for s in seeds:
-        result = run(task, a.optimizer, hyperparameters, s, budget, store, False, data_dir=data_dir, device=device,
-                     retry_failed=retry_failed, dtype=dtype)  # fmt: skip
-        _outcome(result, f"{a.label} seed {s}")
-        results.append(result)
-        if bar is not None:
-            bar.update()
+    results = _run_many(
+        task, [(a, hyperparameters, s) for s in seeds], budget, store, data_dir=data_dir, device=device, dtype=dtype,
+        retry_failed=retry_failed, executor=executor, workers=workers, progress=False,
+    )  # fmt: skip
+    if bar is not None:
+        bar.update(len(results))
     return results
+
+
+def _run_many(
+    task: Task, runs: Sequence[tuple[Arm, Mapping[str, Any], int]], budget: str, store: Store | None, *, data_dir: Any,
+    device: str, dtype: str, retry_failed: bool, executor: Executor | str | None, workers: int | None, progress: bool,
+    desc: str = "seeds",
+) -> list[dict[str, Any]]:  # fmt: skip
+    """Every ``(arm, hyperparameters, seed)`` run, side by side on the executor; the results in order.
+
+    Raises:
+        RunFailedError: a run failed (the first in order), once every run is done and stored.
+    """
+    results: dict[int, dict[str, Any]] = {}
+    with _executor(executor, workers) as ex:
+        specs = [
+            prepare(task, a.optimizer, hp, s, budget, data_dir=data_dir, device=device, dtype=dtype, keyed=store is not None,
+                    threads=getattr(ex, "threads", None))
+            for a, hp, s in runs
+        ]  # fmt: skip
+        with Driver(ex, store, retry_failed=retry_failed, progress=progress, total=len(specs), desc=desc) as driver:
+            for n, spec in enumerate(specs):
+                driver.submit(spec, n)
+            results.update(driver)
+    for n, (a, _, s) in enumerate(runs):
+        _outcome(results[n], f"{a.label} seed {s}")
+    return [results[n] for n in range(len(runs))]
 
 
 def evaluate(
@@ -702,6 +779,8 @@ def evaluate(
     dtype: str = "float32",
     progress: bool = True,
     retry_failed: bool = True,
+    executor: Executor | str | None = None,
+    workers: int | None = None,
 ) -> Comparison:
     """Run each optimizer as given (no tuning) at the seeds :func:`evaluation_seeds` gives, and summarize.
 
@@ -715,15 +794,12 @@ def evaluate(
     check_environment(the_task, data_dir, device)  # before the progress bar: one error line
     check_choice("protocol", "dtype", dtype, DTYPES)
     chosen = {} if hyperparameters is None else hyperparameters
-    finals = {}
-    with tqdm(total=len(arms) * seeds, desc="seeds", unit="run", disable=not progress, file=sys.stderr) as bar:
-        for a in arms:
-            hp = chosen.get(a.label, a.hyperparameters)
-            results = run_seeds(
-                the_task, a, hp, seed_list, budget, store, data_dir=data_dir, device=device, bar=bar, retry_failed=retry_failed,
-                dtype=dtype,
-            )
-            finals[a.label] = tuple(r["final"] for r in results)
+    runs = [(a, chosen.get(a.label, a.hyperparameters), s) for a in arms for s in seed_list]
+    results = _run_many(
+        the_task, runs, budget, store, data_dir=data_dir, device=device, dtype=dtype, retry_failed=retry_failed,
+        executor=executor, workers=workers, progress=progress,
+    )  # fmt: skip
+    finals = {a.label: tuple(r["final"] for (b, _, _), r in zip(runs, results) if b is a) for a in arms}
     final_key = metric_key(the_task.metric, finals[arms[0].label][0])
     values = {label: [final_value(the_task, f) for f in fs] for label, fs in finals.items()}
     summaries = tuple(summarize(values, the_task.higher_is_better, bounds=the_task.metric_bounds))
@@ -748,6 +824,9 @@ def compare(
     dtype: str = "float32",
     progress: bool = True,
     retry_failed: bool = True,
+    batch: int = 1,
+    executor: Executor | str | None = None,
+    workers: int | None = None,
 ) -> Comparison:
     """The whole protocol: :func:`tune`, then each chosen configuration with ``seeds`` seeds (:func:`evaluate`).
 
@@ -756,24 +835,28 @@ def compare(
     holds as failed; default true).  ``store`` may be a path (opened for the call).  Returns a
     :class:`Comparison`: ``.table()``, ``.verdict()``, ``.render()`` and, with a store,
     ``.report(out_dir)``; its summaries hold the final metric (test split) over seeds, see
-    :mod:`optimlab.stats`.
+    :mod:`optimlab.stats`.  ``batch``, ``executor`` and ``workers``: see :func:`tune` (one executor
+    serves the tuning and the evaluation).
     """
     if store is not None and not isinstance(store, Store):
         with Store(store) as opened:
             return compare(
                 task, optimizers, budget, seeds, trials, seed, opened, lr_range, extra_space, warmup=warmup,
                 data_dir=data_dir, device=device, dtype=dtype, progress=progress, retry_failed=retry_failed,
+                batch=batch, executor=executor, workers=workers,
             )  # fmt: skip
     evaluation_seeds(seed, seeds)  # a bad seeds fails before the tuning
     the_task = _task(task, warmup)
-    tuned = tune(
-        the_task, optimizers, budget, trials, seed, store, lr_range, extra_space,
-        data_dir=data_dir, device=device, progress=progress, retry_failed=retry_failed, dtype=dtype,
-    )  # fmt: skip
-    result = evaluate(  # the tuned specs: each summary's label shows the values that ran
-        the_task, [t.spec for t in tuned.values()], budget, seeds, seed, store,
-        data_dir=data_dir, device=device, progress=progress, retry_failed=retry_failed, dtype=dtype,
-    )  # fmt: skip
+    with _executor(executor, workers) as ex:
+        tuned = tune(
+            the_task, optimizers, budget, trials, seed, store, lr_range, extra_space,
+            data_dir=data_dir, device=device, progress=progress, retry_failed=retry_failed, dtype=dtype, batch=batch,
+            executor=ex,
+        )  # fmt: skip
+        result = evaluate(  # the tuned specs: each summary's label shows the values that ran
+            the_task, [t.spec for t in tuned.values()], budget, seeds, seed, store,
+            data_dir=data_dir, device=device, progress=progress, retry_failed=retry_failed, dtype=dtype, executor=ex,
+        )  # fmt: skip
     return replace(result, tuned=tuned)
 
 
@@ -792,6 +875,8 @@ def lr_sensitivity(
     dtype: str = "float32",
     progress: bool = True,
     retry_failed: bool = True,
+    executor: Executor | str | None = None,
+    workers: int | None = None,
 ) -> list[dict[str, Any]]:
     """The final validation metric of ``optimizer`` at each learning rate, for seeds :func:`evaluation_seeds` gives.
 
@@ -806,17 +891,15 @@ def lr_sensitivity(
     seed_list = evaluation_seeds(seed, seeds)
     check_environment(the_task, data_dir, device)
     check_choice("protocol", "dtype", dtype, DTYPES)
+    runs = [(a, {**a.hyperparameters, "lr": float(lr)}, s) for lr in lrs for s in seed_list]
+    results = _run_many(
+        the_task, runs, budget, store, data_dir=data_dir, device=device, dtype=dtype, retry_failed=retry_failed,
+        executor=executor, workers=workers, progress=progress, desc=f"lr sensitivity {a.label}",
+    )  # fmt: skip
     rows = []
-    with tqdm(total=len(lrs) * seeds, desc=f"lr sensitivity {a.label}", unit="run", disable=not progress, file=sys.stderr) as bar:
-        for lr in lrs:
-            hp = {**a.hyperparameters, "lr": float(lr)}
-            results = run_seeds(
-                the_task, a, hp, seed_list, budget, store, data_dir=data_dir, device=device, bar=bar, retry_failed=retry_failed,
-                dtype=dtype,
-            )
-            for s, result in zip(seed_list, results):
-                value = _validation(the_task, result, f"{a.label} lr {lr} seed {s}")
-                diverged = int(_outcome(result, "a run") == "diverged")
-                rows.append({"optimizer": a.label, "lr": float(lr), "seed": s, "value": math.nan if diverged else value,
-                             "diverged": diverged, "key": result["key"]})  # fmt: skip
+    for (_, hp, s), result in zip(runs, results):
+        value = _validation(the_task, result, f"{a.label} lr {hp['lr']} seed {s}")
+        diverged = int(_outcome(result, "a run") == "diverged")
+        rows.append({"optimizer": a.label, "lr": hp["lr"], "seed": s, "value": math.nan if diverged else value,
+                     "diverged": diverged, "key": result["key"]})  # fmt: skip
     return rows

@@ -131,12 +131,15 @@ from .tasks import BUDGETS, Instance, Task
 __all__ = [
     "CURVE_POINTS",
     "DTYPES",
+    "RunSpec",
     "build_optimizer",
     "check_device",
     "check_environment",
+    "execute",
     "optimizer_names",
     "optimizer_spec",
     "optimizer_versions",
+    "prepare",
     "resolve_optimizer",
     "run",
     "state_bytes",
@@ -367,18 +370,86 @@ def run(
         and, for a failed or skipped run, ``error`` (the stored traceback or ``None``) and
         ``stored_status`` (skipped runs: the store's status).
     """
-    task = tasks_mod.get(task) if isinstance(task, str) else task
-    if not isinstance(task, Task):
-        raise ValueError(f"run: invalid task={task!r}: expected one of {', '.join(tasks_mod.names())} or a Task")
-    check_choice("run", "budget", budget, tuple(n for n in BUDGETS if n in task.budgets))
-    check_choice("run", "dtype", dtype, DTYPES)
-    check_int("run", "seed", seed, 0)
     if not isinstance(progress, bool):
         raise ValueError(f"run: invalid progress={progress!r}: expected True or False")
     if store is not None and not isinstance(store, Store):
         raise ValueError(f"run: invalid store={store!r}: expected an optimlab.store.Store or None")
     if isinstance(poll, bool) or not isinstance(poll, (int, float)) or not poll > 0:
         raise ValueError(f"run: invalid poll={poll!r}: expected a number of seconds > 0")
+    spec = prepare(task, optimizer, hyperparameters, seed, budget, data_dir=data_dir, device=device, dtype=dtype, keyed=store is not None)
+    task, config, key = _task_of(spec), spec.config, spec.key
+    train = lambda log: execute(spec, log, progress)  # noqa: E731
+    if store is None:
+        check_environment(task, data_dir, device)
+        return {"key": None, "config": config, **train(None)}
+    stored = store.record(key)
+    if stored is None or stored["status"] not in ("finished", "failed") or (stored["status"] == "failed" and retry_failed):
+        check_environment(task, data_dir, device)  # a wrong data directory or device: one error, nothing stored
+    waiting = False
+    while (handle := store.claim(config, retry_failed=retry_failed, meta=spec.meta)) is None:
+        if store.record(key)["status"] != "running":
+            return _stored(store, key, config, skipped=True)
+        if progress and not waiting:
+            tqdm.write(f"{task.name} seed {seed}: waiting for the run live in another process (key {key[:12]})", file=sys.stderr)
+        waiting = True
+        time.sleep(poll)
+    outcome = None
+    with handle:
+        outcome = train(handle.log_epoch)
+        handle.finish(outcome["final"], state_bytes=int(outcome["final"]["state_bytes"]))
+    if outcome is None:  # the handle stored the exception as 'failed' and swallowed it
+        return _stored(store, key, config, skipped=False)
+    return {"key": key, "config": config, **outcome}
+
+
+@dataclasses.dataclass(frozen=True)
+class RunSpec:
+    """Everything one run needs, and nothing else: what :func:`execute` (the trainable, Ray Tune's
+    style) takes in another process or on another machine.  Picklable: a registered task travels
+    by name, any other task as its object (define its class at a module's top level)."""
+
+    task: str | Task
+    specs: Mapping[str, tuple[str, dict[str, Any]]]
+    seed: int
+    budget: str
+    data_dir: str | os.PathLike[str] | None
+    device: str
+    dtype: str
+    config: dict[str, Any]
+    key: str | None
+    meta: dict[str, Any]
+    #: torch's CPU threads for the run (``None``: the process's setting); the same runs give the
+    #: same numbers only at the same thread count, so executors set it whatever their worker count.
+    threads: int | None = None
+
+
+def prepare(
+    task: str | Task,
+    optimizer: str | Mapping[str, str],
+    hyperparameters: Mapping[str, Any] | None = None,
+    seed: int = 0,
+    budget: str = "smoke",
+    *,
+    data_dir: str | os.PathLike[str] | None = None,
+    device: str | torch.device = "cpu",
+    dtype: str = "float32",
+    keyed: bool = True,
+    threads: int | None = None,
+) -> RunSpec:
+    """The :class:`RunSpec` of a run (``run``'s arguments, checked; ``keyed``: with the library versions
+    and the store key in its configuration).  Trains nothing and touches no store.
+
+    Raises:
+        ValueError: a bad argument, an unknown optimizer or hyperparameter.
+    """
+    task = tasks_mod.get(task) if isinstance(task, str) else task
+    if not isinstance(task, Task):
+        raise ValueError(f"run: invalid task={task!r}: expected one of {', '.join(tasks_mod.names())} or a Task")
+    check_choice("run", "budget", budget, tuple(n for n in BUDGETS if n in task.budgets))
+    check_choice("run", "dtype", dtype, DTYPES)
+    check_int("run", "seed", seed, 0)
+    if threads is not None:
+        check_int("run", "threads", threads, 1)
     try:
         device = torch.device(device)
     except (RuntimeError, TypeError) as e:
@@ -397,31 +468,39 @@ def run(
         "dtype": dtype,
         "settings": dataclasses.asdict(task.budgets[budget]),  # overrides (--epochs...) make other runs
     }
-    train = lambda log: _train(task, specs, seed, budget, data_dir, device, progress, log, dtype)  # noqa: E731
-    if store is None:
-        check_environment(task, data_dir, device)
-        return {"key": None, "config": config, **train(None)}
-    config = with_versions(config)
-    config["versions"].update(optimizer_versions(n for name, hp in specs.values() for n in _names(hp, name)))
-    key = run_key(config)
-    stored = store.record(key)
-    if stored is None or stored["status"] not in ("finished", "failed") or (stored["status"] == "failed" and retry_failed):
-        check_environment(task, data_dir, device)  # a wrong data directory or device: one error, nothing stored
-    waiting = False
-    while (handle := store.claim(config, retry_failed=retry_failed, meta={"task": task.metadata()})) is None:
-        if store.record(key)["status"] != "running":
-            return _stored(store, key, config, skipped=True)
-        if progress and not waiting:
-            tqdm.write(f"{task.name} seed {seed}: waiting for the run live in another process (key {key[:12]})", file=sys.stderr)
-        waiting = True
-        time.sleep(poll)
-    outcome = None
-    with handle:
-        outcome = train(handle.log_epoch)
-        handle.finish(outcome["final"], state_bytes=int(outcome["final"]["state_bytes"]))
-    if outcome is None:  # the handle stored the exception as 'failed' and swallowed it
-        return _stored(store, key, config, skipped=False)
-    return {"key": key, "config": config, **outcome}
+    key = None
+    if keyed:
+        config = with_versions(config)
+        config["versions"].update(optimizer_versions(n for name, hp in specs.values() for n in _names(hp, name)))
+        key = run_key(config)
+    registered = task.name in tasks_mod.names() and tasks_mod.get(task.name) is task
+    return RunSpec(
+        task.name if registered else task, specs, seed, budget, data_dir, str(device), dtype, config, key,
+        {"task": task.metadata()}, threads,
+    )  # fmt: skip
+
+
+def _task_of(spec: RunSpec) -> Task:
+    return tasks_mod.get(spec.task) if isinstance(spec.task, str) else spec.task
+
+
+def execute(spec: RunSpec, log: Callable[..., None] | None = None, progress: bool = False) -> dict[str, Any]:
+    """Train the run ``spec`` describes: ``{"status", "curve", "final"}`` (see the module docstring).
+
+    A plain function of its argument (no store, no globals), so that any process or machine can run
+    it: ``log(epoch, **metrics)`` is called at each curve point if given (the serial path writes
+    the store as it goes; an executor hands the curve back whole).
+    """
+    previous = torch.get_num_threads()
+    if spec.threads is not None:
+        torch.set_num_threads(spec.threads)
+    try:
+        return _train(
+            _task_of(spec), spec.specs, spec.seed, spec.budget, spec.data_dir, torch.device(spec.device), progress, log,
+            spec.dtype,
+        )  # fmt: skip
+    finally:
+        torch.set_num_threads(previous)
 
 
 def _role_specs(
