@@ -455,12 +455,13 @@ def _task_costs(task: Any, members: Sequence[report_mod.Configuration]) -> dict[
 
 def _targets(page: _Page, task: Any, members: Sequence[report_mod.Configuration], target: float,
              target_costs: dict[str, dict[str, dict[str, float]]], title: str, colours: Mapping[str, str]) -> None:  # fmt: skip
-    body = []
+    # the headline metric's key on the curve, from a point that was evaluated (a diverged run's last point was not)
+    key = next(metric_key(task.metric, p) for c in members for run in c.runs.values() for p in run["curve"]
+               if any(k.endswith(f"_{task.metric}") and not k.startswith("train_") for k in p))  # fmt: skip
+    body, data = [], []
     for by_task in target_costs.values():
         by_task[title] = {}
     for c in members:
-        run0 = next(iter(c.runs.values()))
-        key = metric_key(task.metric, run0["curve"][-1])
         per_axis = {axis: [views.time_to_target(run["curve"], key, target, task.higher_is_better, axis) for run in c.runs.values()]
                     for axis in target_costs}  # fmt: skip
         for axis, values in per_axis.items():
@@ -469,16 +470,12 @@ def _targets(page: _Page, task: Any, members: Sequence[report_mod.Configuration]
         reached = sum(math.isfinite(v) for v in per_axis["step"])
         body.append([c.name, f"{reached} of {len(c.runs)}", _num(views.median_cost(per_axis["wall_time"]), " s"),
                      _num(views.median_cost(per_axis["step"]), "")])  # fmt: skip
+        data.append({"type": "box", "boxpoints": "all", "pointpos": 0, "name": c.name,
+                     "y": [v for v in per_axis["wall_time"] if math.isfinite(v)], "marker": {"color": _colour(colours, c.optimizer)}})  # fmt: skip
     direction = ">=" if task.higher_is_better else "<="
-    page.add("targets", f"<p>Target: <code>{html.escape(task.metric)} {direction} {target:g}</code> on the evaluated "
-             "split; the first curve point that reaches it (median over seeds; a seed that never does counts as "
-             "never).</p>" + _table(["optimizer", "seeds reaching it", "time to target", "steps to target"], body))  # fmt: skip
-    data = []
-    for c in members:
-        values = [views.time_to_target(run["curve"], metric_key(task.metric, run["curve"][-1]), target,
-                                       task.higher_is_better, "wall_time") for run in c.runs.values()]  # fmt: skip
-        data.append({"type": "box", "boxpoints": "all", "pointpos": 0, "name": c.name, "y": [v for v in values if math.isfinite(v)],
-                     "marker": {"color": _colour(colours, c.optimizer)}})  # fmt: skip
+    page.add("targets", f"<p>Target: <code>{html.escape(key)} {direction} {target:g}</code>; the first curve point "
+             "that reaches it (median over seeds; a seed that never does counts as never).</p>"
+             + _table(["optimizer", "seeds reaching it", "time to target", "steps to target"], body))  # fmt: skip
     page.chart("targets", data, {"title": {"text": "time to target (each seed that reached it)"}, "showlegend": False,
                                  "height": 360, "yaxis": {"title": {"text": "seconds"}, "rangemode": "tozero"}})  # fmt: skip
 
