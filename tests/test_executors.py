@@ -141,7 +141,8 @@ def test_a_run_that_raises_or_keeps_killing_its_worker_is_stored_failed_and_the_
     assert records[3]["status"] == "finished" and math.isfinite(records[3]["final"]["full_loss"])
 
 
-@pytest.mark.parametrize("how", [signal.SIGINT, signal.SIGKILL])
+# ~60 s each here (two commands, two spawned workers each); Ctrl-C in one process is also tested in test_protocol
+@pytest.mark.parametrize("how", [pytest.param(signal.SIGINT, marks=pytest.mark.slow), signal.SIGKILL])
 def test_a_driver_stopped_then_rerun_trains_nothing_twice(how: signal.Signals, tmp_path: Path) -> None:
     path = tmp_path / "lab.sqlite"
     argv = [sys.executable, "-m", "optimlab", "run", "--task", "airfoil-linreg", "--opt", "Adam", "--opt", "Momentum",
