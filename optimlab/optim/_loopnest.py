@@ -11,8 +11,8 @@ at most 64, of at least 32,768 elements, so a small tensor is one tile.
 
 * ``B`` at least the number of tiles (conv weights ``(w, w, 3, 3)``, small tensors): each tile is
   a range of whole matrices; row and column statistics are each tile's own;
-* otherwise (a few large matrices) each matrix is cut into ranges of rows (``R >= C``) or of
-  columns; a vector into ranges of its elements.
+* otherwise (a few large matrices) each matrix is cut into ranges of rows (at least 8 rows per
+  tile) or of columns; a vector into ranges of its elements.
 
 Threads take whole tiles.  A value whose axes include the split ones (*local*: the rows of a
 matrix cut by rows) is computed inside its tile.  A reduction over a split axis (the tensor-wide
@@ -610,9 +610,24 @@ class _Plan:
             rows = _unrolled("i", across[0], row)
             outer = [_simd(["t" + a for a in per["tile"]])] if columns_apart else []
         else:
+            # the tile's rows as one range, each row's (b, i) from its number: nested loops over b
+            # and i kept GCC 12 from vectorising the row's loop
             row += [_simd(["r" + a for a in per["row"]]), "for (int64_t j = j0; j < j1; ++j) {"]
             row += ["    " + x for x in element] + ["}", *after["row"]]
-            rows = ["for (int64_t i = i0; i < i1; ++i) {", *("    " + x for x in row), "}"]
+            for r in self.passes[ph, lvl]:
+                acc = em.reductions[r][3]
+                if acc in per["b"]:
+                    row.append(self._accumulate(r, f"r{acc}"))
+            row = [ln for ln in row if not any(ln == f"t{a} += r{a};" for a in per["b"])]
+            return [
+                *(f"double t{a} = 0;" for a in per["tile"]),
+                "for (int64_t row = b0 * R + i0; row < (b1 - 1) * R + i1; ++row) {",
+                "    const int64_t b = row / R, i = row % R;",
+                "    (void)b, (void)i;",
+                *("    " + x for x in row),
+                "}",
+                *after["tile"],
+            ]
         return [
             *(f"double t{a} = 0;" for a in per["tile"]),
             *outer,
@@ -678,7 +693,7 @@ int64_t P = 1;
 if (B > 0 && B < tiles) {
     P = (tiles + B - 1) / B;
     tiles = B * P;
-    mode = R >= C ? 'i' : 'j';
+    mode = R >= 8 * P ? 'i' : 'j';
 }"""
 
 _PLAN_VECTOR = """\
