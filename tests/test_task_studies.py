@@ -19,7 +19,7 @@ from torch import nn
 from optimlab import Budget, Store, SupervisedTask, tasks
 from optimlab.cli import main
 from optimlab.data import Dataset, Split
-from optimlab.studies import adam_tasks, airfoil, radam_lr
+from optimlab.studies import _lab, adam_tasks, airfoil, radam_lr
 
 DATA = Path(os.environ.get("OPTIMLAB_DATA_DIR") or Path(__file__).resolve().parents[2] / "shared" / "data")
 
@@ -52,7 +52,7 @@ def test_airfoil_runs_every_arm_and_its_curves_are_the_runs_it_reports(tmp_path)
     with Store(tmp_path / "airfoil" / "lab.sqlite", readonly=True) as store:
         for arm in airfoil.ARMS:
             t = airfoil.arm_task(task, arm, "smoke")
-            curves = airfoil._lab.curves(store, t, "smoke", arm.optimizer, arm.hyperparameters, [1, 2])
+            curves = _lab.curves(store, t, "smoke", arm.optimizer, arm.hyperparameters, [1, 2])
             assert sorted(curves) == [1, 2], arm.label
             mine = [r for r in finals if r["arm"] == arm.label]
             for seed, final in zip((1, 2), mine):  # the curve read back is the run whose final metric is reported
