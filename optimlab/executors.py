@@ -186,8 +186,8 @@ class Ray(Executor):
     others), else ``$RAY_ADDRESS``, else a local Ray instance started for this executor and shut down
     by :meth:`close`.  ``cpus_per_run`` (also the run's torch threads) and ``gpus_per_run`` are each
     task's request.  Data: each run reads its task's data from the data directory of the node it
-    lands on (``data_dir``, else ``$OPTIMLAB_DATA_DIR`` there): fetch the data on every node first
-    (``optimlab data fetch``), or point every node at one shared directory.  The store stays with
+    lands on (``data_dir``, else ``$OPTIMLAB_DATA_DIR`` there): put the data on every node first, or
+    mount one shared directory at the same path on every node.  The store stays with
     the driver.  ``slots``: runs kept in flight (default: the cluster's CPUs / ``cpus_per_run``).
     """
 
@@ -215,7 +215,7 @@ class Ray(Executor):
         if self.owned:
             ray.init(address=address, include_dashboard=False, log_to_driver=False, **(init_kwargs or {}))
         self.cpus = cpus_per_run
-        self.remote = ray.remote(_ray_run).options(num_cpus=cpus_per_run, num_gpus=gpus_per_run, max_retries=0)
+        self.remote = ray.remote(_attempt).options(num_cpus=cpus_per_run, num_gpus=gpus_per_run, max_retries=0)
         if slots is None:
             slots = max(1, int(ray.cluster_resources().get("CPU", 1)) // cpus_per_run)
         check_int("executor ray", "slots", slots, 1)
@@ -243,10 +243,6 @@ class Ray(Executor):
         self.refs = {}
         if self.owned and self.ray.is_initialized():
             self.ray.shutdown()
-
-
-def _ray_run(job: int, spec: RunSpec) -> Outcome:
-    return _attempt(job, spec)
 
 
 def make_executor(executor: Executor | str | None = None, workers: int | None = None) -> Executor:
