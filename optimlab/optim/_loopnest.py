@@ -7,20 +7,21 @@ every value's shape tells its axes: size 2 is the batch ``b``, 3 the row ``i``, 
 ``j``.
 
 **Tiles.**  Each tensor is cut into tiles by its shape alone (never by the number of threads):
-at most 64, of at least 32,768 elements, so a small tensor is one tile.
+about ``min(64, n / 32768)`` of them, so a small tensor is one tile.
 
 * ``B`` at least the number of tiles (conv weights ``(w, w, 3, 3)``, small tensors): each tile is
   a range of whole matrices; row and column statistics are each tile's own;
-* otherwise (a few large matrices) each matrix is cut into ranges of rows (at least 8 rows per
-  tile) or of columns; a vector into ranges of its elements.
+* otherwise (a few large matrices) each matrix is cut into the same number of ranges of rows (at
+  least 8 rows per tile) or of columns, at most 127 tiles in all; a vector into ranges of its
+  elements.
 
 Threads take whole tiles.  A value whose axes include the split ones (*local*: the rows of a
 matrix cut by rows) is computed inside its tile.  A reduction over a split axis (the tensor-wide
 RMS, column means of a matrix cut by rows) is summed per tile into a slot of its own, and the
 slots are added in tile order between *phases*; the values that follow from it (and any value
-not local) are computed once, by one thread, at the start of the next phase.  So the scratch
-memory is at most 64 slots per such sum (never per thread), and a result is the same bit for bit
-on every run and for any number of threads.  Sums are accumulated in double precision; their
+not local) are computed once, by one thread, at the start of the next phase.  So such a sum
+needs one slot per tile (never per thread), and a result is the same bit for bit on every run
+and for any number of threads.  Sums are accumulated in double precision; their
 order differs from torch's (which sums in the tensor's dtype), so a reduction matches the
 reference path to rounding, not bit for bit.
 
@@ -35,7 +36,8 @@ whole matrices takes two phases: row and column means, the factored second momen
 
 All scratch memory of a call is allocated before anything is written, sized by its largest
 tensor; the kernel returns 1 (nothing written) if that fails.  The common conv shapes (3 x 3 and
-1 x 1 matrices) get a copy of the code with those sizes as constants, which the compiler unrolls.
+1 x 1 matrices) get a copy of the code with those sizes as constants, which the compiler unrolls;
+other tensors of many tiny matrices keep the reference path (:func:`suits`).
 """
 
 from __future__ import annotations
