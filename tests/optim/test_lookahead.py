@@ -200,7 +200,9 @@ def test_invalid_optimizer_and_checkpoints_raise_a_clear_error():
 # -- checkpoints --------------------------------------------------------------------------------
 RESUME_CONFIGS = {
     "SGD-pullback": ("torch.optim.SGD", dict(lr=0.05, momentum=0.9), dict(k=5, alpha=0.5, pullback_momentum="pullback")),
-    "Adam": ("optimlab.optim.adam.Adam", dict(lr=0.01), dict(k=4, alpha=0.8)),
+    # fast=False: the two processes must take the same path (the native one's sqrt is correctly rounded,
+    # torch's is not, on a CPU-dependent share of inputs); the native path's resume is tested in test_fast_path
+    "Adam": ("optimlab.optim.adam.Adam", dict(lr=0.01, fast=False), dict(k=4, alpha=0.8)),
     "torchAdam-reset": ("torch.optim.Adam", dict(lr=0.01), dict(k=3, alpha=0.5, pullback_momentum="reset")),
 }
 
