@@ -221,10 +221,18 @@ def _lab_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", type=Path, help="JSON file of option values")
 
 
-def _executor(args: argparse.Namespace) -> Any:
-    """The executor of --executor, --workers, --cpus-per-run, --gpus-per-run, --ray-address."""
-    from .executors import Local, Ray
+def _executor(args: argparse.Namespace, task: Any) -> Any:
+    """The executor of --executor, --workers, --cpus-per-run, --gpus-per-run, --ray-address; this process
+    when --task cannot travel to worker processes (a task of lambdas from a file)."""
+    import pickle
 
+    from .executors import InProcess, Local, Ray
+
+    try:
+        pickle.dumps(task)
+    except (pickle.PicklingError, TypeError, AttributeError) as e:
+        _log(f"--task {args.task} cannot be sent to worker processes ({e}); its runs train in this process, one at a time")
+        return InProcess()
     if args.executor == "ray":
         return Ray(args.ray_address, cpus_per_run=args.cpus_per_run, gpus_per_run=args.gpus_per_run, slots=args.workers)
     if args.gpus_per_run or args.ray_address:
@@ -324,7 +332,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from .store import Store
 
     task, specs = _lab_task(args), _lab_specs(args)  # bad input fails before the store is touched
-    with Store(args.store) as store, _executor(args) as executor:
+    with Store(args.store) as store, _executor(args, task) as executor:
         result = protocol.evaluate(
             task, specs, args.budget, args.seeds, 0, store, warmup=_warmup(args.warmup), data_dir=args.data_dir,
             device=args.device, dtype=args.dtype, retry_failed=args.retry_failed, executor=executor,
@@ -347,7 +355,7 @@ def cmd_tune(args: argparse.Namespace) -> int:
 
     space = {name: _space(name, text) for name, text in (_split_assignment(item) for item in args.space)}
     task, specs = _lab_task(args), _lab_specs(args)  # bad input fails before the store is touched
-    with Store(args.store) as store, _executor(args) as executor:
+    with Store(args.store) as store, _executor(args, task) as executor:
         result = protocol.compare(
             task, specs, args.budget, args.seeds, args.trials, args.tuning_seed, store,
             tuple(args.lr_range), space, warmup=_warmup(args.warmup), data_dir=args.data_dir, device=args.device,

@@ -140,7 +140,11 @@ class Local(Executor):
 
     def submit(self, job: int, spec: RunSpec) -> None:
         process, conn = self.idle.pop() if self.idle else self._start()
-        conn.send((job, spec))
+        try:
+            conn.send((job, spec))
+        except Exception:  # it does not pickle: nothing was sent, the worker stays free
+            self.idle.append((process, conn))
+            raise
         self.busy[job] = (process, conn, process.pid)
 
     def wait(self) -> list[Outcome]:
@@ -355,7 +359,11 @@ class Driver:
                     continue
                 handle = claimed
                 self.jobs[job] = (tag, spec, handle, attempt)
-            self.executor.submit(job, spec)
+            try:
+                self.executor.submit(job, spec)
+            except Exception as e:  # noqa: BLE001 - a spec that cannot travel (a task that does not pickle) fails its run
+                self._finish(Outcome(job, "error", error="".join(traceback.format_exception(e))))
+                continue
             self.running.add(job)
         self.bar.set_postfix({"in flight": len(self.running), "failed": self.failed})
 
