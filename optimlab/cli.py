@@ -210,7 +210,7 @@ def _lab_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--workers", type=int, metavar="N",
         help="runs at a time (default: local, the cores / --cpus-per-run; ray, the cluster's CPUs / --cpus-per-run); "
-        "the numbers are the same for any N",
+        "0: one at a time in this process, at its torch threads; the numbers are the same for any N >= 1",
     )  # fmt: skip
     p.add_argument(
         "--cpus-per-run", type=int, default=1, metavar="N",
@@ -237,7 +237,7 @@ def _executor(args: argparse.Namespace, task: Any) -> Any:
         return Ray(args.ray_address, cpus_per_run=args.cpus_per_run, gpus_per_run=args.gpus_per_run, slots=args.workers)
     if args.gpus_per_run or args.ray_address:
         raise ValueError("--gpus-per-run and --ray-address need --executor ray")
-    return Local(args.workers, threads=args.cpus_per_run)
+    return InProcess() if args.workers == 0 else Local(args.workers, threads=args.cpus_per_run)
 
 
 def _surface_args(p: argparse.ArgumentParser) -> None:

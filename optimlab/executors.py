@@ -251,8 +251,8 @@ class Ray(Executor):
 
 def make_executor(executor: Executor | str | None = None, workers: int | None = None) -> Executor:
     """The executor the protocol's ``executor=`` and ``workers=`` name: an :class:`Executor` as given;
-    ``None`` without ``workers``: :class:`InProcess`; ``"local"`` or ``workers`` alone: :class:`Local`;
-    ``"ray"``: :class:`Ray` (``workers``: its runs in flight).
+    ``None`` without ``workers``, or ``workers=0`` (torch DataLoader's convention): :class:`InProcess`;
+    ``"local"`` or ``workers`` alone: :class:`Local`; ``"ray"``: :class:`Ray` (``workers``: its runs in flight).
 
     Raises:
         ValueError: an unknown name, a bad worker count, or Ray not installed.
@@ -260,10 +260,13 @@ def make_executor(executor: Executor | str | None = None, workers: int | None = 
     if isinstance(executor, Executor):
         return executor
     if workers is not None:
-        check_int("protocol", "workers", workers, 1)
+        check_int("protocol", "workers", workers, 0)
+    if executor is not None:
+        check_choice("protocol", "executor", executor, EXECUTORS)
+    if workers == 0 or (executor is None and workers is None):
+        return InProcess()
     if executor is None:
-        return InProcess() if workers is None else Local(workers)
-    check_choice("protocol", "executor", executor, EXECUTORS)
+        return Local(workers)
     return Local(workers) if executor == "local" else Ray(slots=workers)
 
 

@@ -560,7 +560,8 @@ def tune(
         told: dict[int, dict[int, Trial]] = {i: {} for i in studies}
         done: dict[int, list[Trial]] = {i: [] for i in studies}
         total = trials * len(studies)
-        with Driver(ex, store, retry_failed=retry_failed, progress=progress, total=total, desc="tune") as driver:
+        desc = "tune " + ", ".join(spec_mod.format(arms[i].spec) for i in studies)
+        with Driver(ex, store, retry_failed=retry_failed, progress=progress, total=total, desc=desc) as driver:
 
             def ask(i: int) -> None:
                 """Propose arm ``i``'s next batch, tell it back once complete, until its trials are done."""

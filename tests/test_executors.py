@@ -185,8 +185,9 @@ def test_a_driver_stopped_then_rerun_trains_nothing_twice(how: signal.Signals, t
 def test_ray_without_ray_or_with_a_bad_name_says_what_to_do(monkeypatch: pytest.MonkeyPatch) -> None:
     with pytest.raises(ValueError, match="executor='spark'"):
         make_executor("spark")
-    with pytest.raises(ValueError, match="workers=0"):
-        make_executor(None, 0)
+    with pytest.raises(ValueError, match="workers=-1"):
+        make_executor(None, -1)
+    assert type(make_executor("local", 0)).__name__ == type(make_executor()).__name__ == "InProcess"
     monkeypatch.setitem(sys.modules, "ray", None)  # import ray raises ImportError
     with pytest.raises(ValueError, match=r"pip install 'optimlab\[ray\]'"):
         make_executor("ray")
