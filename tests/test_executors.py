@@ -40,7 +40,7 @@ def _data_dir(monkeypatch: pytest.MonkeyPatch) -> None:
 
 class Faulty(type(AIRFOIL)):  # type: ignore[misc]
     """airfoil-linreg (same name, so the same run keys) whose setup SIGKILLs its own process, once
-    (the first to create ``marker``) or always, or raises."""
+    (the first to create ``marker``) or always, or raises, or sleeps half a second."""
 
     def __init__(self, fault: str, marker: str = "") -> None:
         self.__dict__.update(AIRFOIL.__dict__)
@@ -50,9 +50,15 @@ class Faulty(type(AIRFOIL)):  # type: ignore[misc]
     def setup(self, budget: Any, *, data_dir: Any, device: torch.device) -> Any:
         if self.fault == "raise":
             raise ZeroDivisionError("simulated bug in the run")
+        if self.fault == "slow":
+            time.sleep(0.5)
         if self.fault == "die" or (self.fault == "once" and _first(self.marker)):
             os.kill(os.getpid(), signal.SIGKILL)
         return super().setup(budget, data_dir=data_dir, device=device)
+
+
+#: runs that last long enough for a driver to be stopped among them, even on an idle machine
+SLOW = Faulty("slow")
 
 
 def _first(marker: str) -> bool:
@@ -148,10 +154,17 @@ def test_a_run_that_raises_or_keeps_killing_its_worker_is_stored_failed_and_the_
 @pytest.mark.parametrize("how", [pytest.param(signal.SIGINT, marks=pytest.mark.slow), signal.SIGKILL])
 def test_a_driver_stopped_then_rerun_trains_nothing_twice(how: signal.Signals, tmp_path: Path) -> None:
     path = tmp_path / "lab.sqlite"
-    argv = [sys.executable, "-m", "optimlab", "run", "--task", "airfoil-linreg", "--opt", "Adam", "--opt", "Momentum",
+    argv = [sys.executable, "-m", "optimlab", "run", "--task", "tests.test_executors:SLOW", "--opt", "Adam", "--opt", "Momentum",
             "--seeds", "4", "--budget", "smoke", "--store", str(path), "--workers", "2"]  # fmt: skip
-    env = {**os.environ, "OPTIMLAB_DATA_DIR": str(DATA)}
-    driver = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+    root = Path(__file__).resolve().parents[1]
+    env = {
+        **os.environ,
+        "OPTIMLAB_DATA_DIR": str(DATA),
+        "PYTHONPATH": os.pathsep.join([str(root), os.environ.get("PYTHONPATH", "")]),
+    }
+    driver = subprocess.Popen(
+        argv, env=env, cwd=root, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True
+    )
     try:
         finished: list[dict[str, Any]] = []
         deadline = time.monotonic() + 300
@@ -174,7 +187,8 @@ def test_a_driver_stopped_then_rerun_trains_nothing_twice(how: signal.Signals, t
     assert len(before) < 8 and statuses <= {"finished", "running", "interrupted"}
     if how == signal.SIGINT:
         assert "running" not in statuses  # Ctrl-C stored what was in flight as interrupted
-    rerun = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=600, check=False)
+    rerun = subprocess.run(argv, env=env, cwd=root, capture_output=True, text=True, timeout=600, check=False)
+    assert "cannot be sent to worker processes" not in rerun.stderr  # the runs did go to the workers
     assert rerun.returncode == 0, rerun.stderr[-2000:]
     with Store(path, readonly=True) as store:
         after = {r["key"]: r for r in store.runs()}
