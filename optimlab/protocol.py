@@ -12,11 +12,13 @@ r"""The fair comparison protocol: equal tuning budgets, several seeds, confidenc
    objective is the task's validation metric at the *end* of training (the last curve point,
    not the best epoch), minimised or maximised as the task's ``higher_is_better`` says.
    A diverged trial scores the worst value (:math:`+\infty` when minimising, :math:`-\infty`
-   when maximising); it is a result, not an error.  Each trial is a run of
-   :func:`optimlab.runner.run` at the tuning ``seed``, kept in the store: the sampler is seeded and
-   the store hands back finished runs, so an interrupted tuning run again suggests the same
-   hyperparameters, replays the finished trials from the store into the study and trains only
-   what is missing.
+   when maximising); it is a result, not an error.  Each trial is a run at the tuning ``seed``,
+   kept in the store: the sampler is seeded and the store hands back finished runs, so an
+   interrupted tuning run again suggests the same hyperparameters, replays the finished trials
+   from the store into the study and trains only what is missing.  Trials are proposed ``batch``
+   at a time per optimizer and every optimizer's run side by side on an executor
+   (:mod:`optimlab.executors`: this process, ``workers=N`` local processes, or Ray); the trials
+   depend on ``batch``, never on the number of workers.
 2. **Evaluate** (:func:`compare`).  The chosen configuration of each optimizer runs with ``seeds``
    training seeds ``seed + 1, ..., seed + seeds`` (never the tuning seed, so the final numbers are
    not the ones the choice was made on).  The reported number is the *final* metric on the task's
