@@ -12,8 +12,8 @@ any file system, and a cluster's nodes need no access to it).
 * :class:`Local` (``executor="local"``, ``workers=N``; the command line's default): ``N`` worker
   processes of this machine (``spawn``), each run at ``threads`` torch threads (default 1): the
   same numbers for any ``N``, since a run's numbers depend on its configuration, seed and thread
-  count alone.  Default ``N``: the cores divided by ``threads`` (two 1-thread runs side by side do
-  1.3x the work of one 2-thread run on the 2-core machine of docs/scaling.md).
+  count alone.  Default ``N``: the cores divided by ``threads`` (on a quiet 2-core machine, two
+  1-thread mnist-cnn runs side by side did 1.3x the work of one 2-thread run; docs/scaling.md).
 * :class:`Ray` (``executor="ray"``): each run a Ray task on a Ray cluster (``pip install
   optimlab[ray]``), see its docstring.
 
