@@ -36,13 +36,15 @@ whole matrices takes two phases: row and column means, the factored second momen
 
 All scratch memory of a call is allocated before anything is written, sized by its largest
 tensor; the kernel returns 1 (nothing written) if that fails.  The common conv shapes (3 x 3 and
-1 x 1 matrices) get a copy of the code with those sizes as constants, which the compiler unrolls;
-other tensors of many tiny matrices keep the reference path (:func:`suits`).
+1 x 1 matrices) get a copy of the code with those sizes as constants, each loop over the matrices
+written out per matrix as straight-line code (every element of a smaller value read once) and
+vectorised over the matrices; other tensors of many tiny matrices keep the reference path (:func:`suits`).
 """
 
 from __future__ import annotations
 
 import math
+import re
 from typing import Any
 
 import torch
@@ -567,6 +569,7 @@ class _Plan:
         for axis, count in zip("ij", across):
             if mask & _BITS[axis]:
                 body = _unrolled(axis, count, body)
+        body = _straight(body)
         sums = [self.em.reductions[it[1]][1] for it in group if isinstance(it, tuple)]
         simd = ["#pragma omp simd"] if all(out & _BITS["b"] for out in sums) else []
         return [*simd, "for (int64_t b = b0; b < b1; ++b) {", *("    " + x for x in body), "}"]
@@ -609,7 +612,7 @@ class _Plan:
         outer = []
         if across:
             row += [*_unrolled("j", across[1], element), *after["row"]]
-            rows = _unrolled("i", across[0], row)
+            rows = _straight(_unrolled("i", across[0], row))
             outer = [_simd(["t" + a for a in per["tile"]])] if columns_apart else []
         else:
             # the tile's rows as one range, each row's (b, i) from its number: nested loops over b
@@ -683,6 +686,58 @@ def _unrolled(axis: str, count: int, body: list[str]) -> list[str]:
     for k in range(count):
         lines += ["{", f"    const int64_t {axis} = {k};", *("    " + x for x in body), "}"]
     return lines
+
+
+_BIND = re.compile(r"const int64_t ([ij]) = (\d+);")
+_DECLARE = re.compile(r"(const )?(\w+) (\w+) = (.*);")
+_NAME = re.compile(r"\b[A-Za-z_]\w*\b")
+_READ = re.compile(r"\w+\[[^\[\]]*\]")
+_WRITE = re.compile(r"(\w+\[[^\[\]]*\]) \+?= ")
+
+
+def _straight(lines: list[str]) -> list[str]:
+    """Blocks from :func:`_unrolled` as straight-line code: ``i`` and ``j`` replaced by their
+    constants, each name declared in a block renamed for it, and an element read again from the
+    same place (and not written in between) read once: GCC 12 left a loop over matrices scalar
+    where it loaded an element of a row or column value once per element of the matrix."""
+    out: list[str] = []
+    scopes: list[dict[str, str]] = [{}]
+    reads: dict[tuple[str, str], str] = {}
+
+    def renamed(text: str) -> str:
+        return _NAME.sub(lambda t: scopes[-1].get(t[0], t[0]), text)
+
+    for line in lines:
+        text = line.strip()
+        if text == "{":
+            scopes.append(dict(scopes[-1]))
+            continue
+        if text == "}":
+            scopes.pop()
+            continue
+        bind = _BIND.fullmatch(text)
+        if bind:
+            scopes[-1][bind[1]] = bind[2]
+            continue
+        declare = _DECLARE.fullmatch(text)
+        if not declare:
+            text = renamed(text)
+            written = _WRITE.match(text)
+            if written:
+                reads = {k: v for k, v in reads.items() if k[1] != written[1]}
+            out.append(text)
+            continue
+        const, ctype, name, expr = declare.groups()
+        expr = renamed(expr)
+        read = bool(const) and _READ.fullmatch(expr) is not None
+        if read and (ctype, expr) in reads:
+            scopes[-1][name] = reads[ctype, expr]
+            continue
+        scopes[-1][name] = f"{name}_{len(out)}"
+        if read:
+            reads[ctype, expr] = scopes[-1][name]
+        out.append(f"{const or ''}{ctype} {scopes[-1][name]} = {expr};")
+    return out
 
 
 def _simd(sums: list[str]) -> str:
