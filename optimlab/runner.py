@@ -418,8 +418,8 @@ class RunSpec:
     config: dict[str, Any]
     key: str | None
     meta: dict[str, Any]
-    #: torch's CPU threads for the run (``None``: the process's setting); the same runs give the
-    #: same numbers only at the same thread count, so executors set it whatever their worker count.
+    #: torch's CPU threads for the run (part of its key: the same runs give the same numbers only at
+    #: the same thread count, so executors set it whatever their worker count).
     threads: int | None = None
 
 
@@ -448,8 +448,9 @@ def prepare(
     check_choice("run", "budget", budget, tuple(n for n in BUDGETS if n in task.budgets))
     check_choice("run", "dtype", dtype, DTYPES)
     check_int("run", "seed", seed, 0)
-    if threads is not None:
-        check_int("run", "threads", threads, 1)
+    if threads is None:
+        threads = torch.get_num_threads()
+    check_int("run", "threads", threads, 1)
     try:
         device = torch.device(device)
     except (RuntimeError, TypeError) as e:
@@ -467,6 +468,8 @@ def prepare(
         "device": device.type,
         "dtype": dtype,
         "settings": dataclasses.asdict(task.budgets[budget]),  # overrides (--epochs...) make other runs
+        # the same configuration and seed give the same numbers only at the same thread count
+        "threads": threads,
     }
     key = None
     if keyed:

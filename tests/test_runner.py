@@ -188,6 +188,7 @@ def test_result_layout() -> None:
         "device": "cpu",
         "dtype": "float32",
         "settings": {"epochs": 1, "batch_size": 64, "train_size": 256, "val_size": 256, "test_size": 256, "eval_every": None},
+        "threads": torch.get_num_threads(),
     }
     # 96 examples in batches of 64: 2 steps, a point at each (2 // 20 rounds up to every step) and one at step 0
     start, *_, point = result["curve"]
