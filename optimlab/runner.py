@@ -616,11 +616,33 @@ def _seeded(seed: int, device: torch.device) -> Iterator[None]:
             torch.use_deterministic_algorithms(enabled, warn_only=warn_only)
 
 
+@contextmanager
+def _at_evaluation_point(optimizers: Mapping[str, torch.optim.Optimizer]) -> Iterator[None]:
+    """Evaluate where the optimizers say the model is: an optimizer with ``train()``/``eval()``
+    (Schedule-Free, optimlab's and the official ``schedulefree`` package's) trains at one point and
+    is evaluated at its average, so it is switched to ``eval()`` for the evaluation and back."""
+    modal = [o for o in optimizers.values() if callable(getattr(o, "train", None)) and callable(getattr(o, "eval", None))]
+    for o in modal:
+        o.eval()
+    try:
+        yield
+    finally:
+        for o in modal:
+            o.train()
+
+
 class _Curve:
     """Collects the losses of the steps between curve points and writes the points."""
 
-    def __init__(self, instance: Instance, log: Callable[..., None] | None, bar: tqdm) -> None:
+    def __init__(
+        self,
+        instance: Instance,
+        optimizers: Mapping[str, torch.optim.Optimizer],
+        log: Callable[..., None] | None,
+        bar: tqdm,
+    ) -> None:
         self.instance = instance
+        self.optimizers = optimizers
         self.log = log
         self.bar = bar
         self.points: list[dict[str, Any]] = []
@@ -642,7 +664,8 @@ class _Curve:
         self.sums, self.counts = {}, {}
         if evaluate:
             split = self.instance.eval_split
-            row.update({f"{split}_{name}": value for name, value in self.instance.evaluate(split).items()})
+            with _at_evaluation_point(self.optimizers):
+                row.update({f"{split}_{name}": value for name, value in self.instance.evaluate(split).items()})
         row["train_time"] = self.train_time
         row["wall_time"] = time.perf_counter() - self.start
         self.points.append({"epoch": len(self.points) + 1, **row})
@@ -686,9 +709,11 @@ def _train(
             file=sys.stderr,
             dynamic_ncols=True,
         ) as bar:
-            curve = _Curve(instance, log, bar)
+            curve = _Curve(instance, optimizers, log, bar)
             every = budget.eval_every or max(1, budget.epochs * instance.steps_per_epoch // CURVE_POINTS)
-            curve.point(0, evaluate=True)  # where every optimizer starts: the same network, the same numbers
+            # where every optimizer starts: the same network, the same numbers (the evaluation leaves
+            # a Schedule-Free optimizer in train mode, where it must step)
+            curve.point(0, evaluate=True)
             step, diverged = 0, False
             first: dict[str, float] = {}
             for _ in range(budget.epochs):
@@ -709,7 +734,8 @@ def _train(
             if diverged or curve.points[-1]["step"] != step:
                 curve.point(step, evaluate=not diverged)
         split = instance.final_split
-        evaluated = instance.evaluate(split)
+        with _at_evaluation_point(optimizers):
+            evaluated = instance.evaluate(split)
         final: dict[str, Any] = {f"{split}_{name}": math.nan if diverged else value for name, value in evaluated.items()}
         # an absurd final metric (beyond the task's ceiling) is divergence too; its value is kept as data
         diverged = diverged or evaluated.get(task.metric, 0.0) > task.metric_ceiling

@@ -200,3 +200,46 @@ def test_the_examples_your_model_script_runs_at_a_tiny_size(tmp_path):
     assert "weak comparison: 2 seeds" in done.stdout
     summary = (tmp_path / "report" / "summary.md").read_text()
     assert "bars-cnn, smoke budget" in summary and "SignSGD" in summary
+
+
+EVENTS: list[str] = []
+
+
+class LoggedScheduleFree(optimlab.optim.ScheduleFreeAdamW):
+    """Schedule-Free AdamW that records its switches: the lab must evaluate it at its averaged point."""
+
+    def train(self) -> None:
+        EVENTS.append("train")
+        super().train()
+
+    def eval(self) -> None:
+        EVENTS.append("eval")
+        super().eval()
+
+    def step(self, closure=None):
+        EVENTS.append("step")
+        return super().step(closure)
+
+
+def logged_accuracy(outputs: torch.Tensor, targets: torch.Tensor) -> float:
+    EVENTS.append("evaluate")
+    return accuracy(outputs, targets)
+
+
+def test_schedule_free_optimizers_train_in_train_mode_and_are_evaluated_in_eval_mode():
+    import schedulefree
+
+    # the official package's class: it refuses to step in eval mode, the mode it starts in
+    official = optimlab.evaluate(make_task(), [(schedulefree.AdamWScheduleFree, {"lr": 0.01})], seeds=1, progress=False)
+    EVENTS.clear()
+    task = make_task(metrics={"accuracy": (logged_accuracy, "maximize")})
+    ours = optimlab.evaluate(task, [(LoggedScheduleFree, {"lr": 0.01})], seeds=1, progress=False)
+    assert all(row["mean"] > 0.6 for row in official.table() + ours.table())
+    mode, seen = "eval", []  # a new Schedule-Free optimizer is in eval mode
+    for event in EVENTS:
+        if event in ("train", "eval"):
+            mode = event
+        else:
+            seen.append((event, mode))
+    assert ("step", "train") in seen and ("evaluate", "eval") in seen
+    assert all(mode == ("train" if event == "step" else "eval") for event, mode in seen)
