@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import math
 import os
 import statistics
@@ -10,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from optimlab import tasks
 from optimlab.data import Dataset, Split
@@ -17,10 +19,10 @@ from optimlab.runner import run
 from optimlab.tasks import Budget
 from optimlab.tasks._base import num_batches, shuffled, subset
 from optimlab.tasks.airfoil import half_mse, linreg, lstsq_floor
-from optimlab.tasks.gan import ring_centres, ring_quality
+from optimlab.tasks.gan import GanInstance, ring_centres, ring_quality
 from optimlab.tasks.house import rmse_dollars
 from optimlab.tasks.images import cifar10_cnn, mnist_cnn
-from optimlab.tasks.mnist_gan import MNIST_WGAN, mean_image_rms
+from optimlab.tasks.mnist_gan import CLASSES, MNIST_WGAN, SAMPLE_COLUMNS, mean_image_rms
 
 DATA = Path(os.environ.get("OPTIMLAB_DATA_DIR") or Path(__file__).resolve().parents[2] / "shared" / "data")
 # The smoke runs of the big models use torch's Adam: optimlab's compiles its step for groups of
@@ -277,3 +279,87 @@ def test_wgan_clips_the_critic_and_steps_the_generator_every_fifth_step() -> Non
     # DCGAN initialisation draws weights far beyond 0.01; every critic parameter is now clipped
     assert max(p.abs().max().item() for p in params["discriminator"]) == pytest.approx(0.01)
     assert max(p.abs().max().item() for p in params["generator"]) > 0.05
+
+
+# -- GAN samples (the image stored with each run) -------------------------------------------
+
+
+def _gan_instance(name: str) -> GanInstance:
+    task = tasks.get(name)
+    task = task if name == "gan-ring" else task.with_data(synthetic(name))
+    torch.manual_seed(0)
+    budget = Budget(epochs=1, batch_size=8, train_size=64, val_size=50, test_size=50)
+    return task.setup(budget, data_dir=None, device=torch.device("cpu"))
+
+
+class _ConstantDigits(torch.nn.Module):
+    """A conditional generator drawing every pixel of a digit ``k`` as ``k / 9`` (in [-1, 1] units)."""
+
+    def forward(self, z: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        return (labels.float() / 9 * 2 - 1)[:, None, None, None].expand(-1, 1, 28, 28) + 0 * z[:, :1, None, None]
+
+
+class _At(torch.nn.Module):
+    """An unconditional generator drawing every sample at ``point``."""
+
+    def __init__(self, point: tuple[float, float]) -> None:
+        super().__init__()
+        self.point = torch.tensor(point)
+
+    def forward(self, z: torch.Tensor, labels: None) -> torch.Tensor:
+        return self.point.expand(len(z), 2)
+
+
+def test_mnist_gan_samples_are_one_row_per_digit() -> None:
+    instance = _gan_instance("mnist-dcgan")
+    png = instance.samples_png()
+    torch.manual_seed(123)  # the samples draw their own noise: torch's global generator plays no part
+    assert instance.samples_png() == png
+    assert len(png) < 100_000  # bounded: 80 digits of 28 x 28 grey pixels
+    instance.generator = _ConstantDigits()
+    grid = np.asarray(Image.open(io.BytesIO(instance.samples_png())))
+    tile, pad = 28, 2
+    assert grid.shape == (CLASSES * (tile + pad) + pad, SAMPLE_COLUMNS * (tile + pad) + pad)
+    for row in range(CLASSES):
+        for column in range(SAMPLE_COLUMNS):
+            top, left = pad + row * (tile + pad), pad + column * (tile + pad)
+            assert (grid[top : top + tile, left : left + tile] == round(row / 9 * 255)).all(), (row, column)
+    assert (grid[:pad] == 128).all() and (grid[:, :pad] == 128).all()  # grey between the tiles
+
+
+def test_ring_samples_scatter_where_the_generator_puts_them() -> None:
+    instance = _gan_instance("gan-ring")
+    png = instance.samples_png()
+    assert len(png) < 100_000 and Image.open(io.BytesIO(png)).size == (320, 320)
+
+    def blue_columns(point: tuple[float, float]) -> float:
+        """The mean column of the scatter's blue pixels when every sample sits at ``point``."""
+        instance.generator = _At(point)
+        rgb = np.asarray(Image.open(io.BytesIO(instance.samples_png())).convert("RGB")).astype(int)
+        blue = (rgb[..., 2] > 150) & (rgb[..., 0] < 120)
+        assert blue.any()
+        return float(np.nonzero(blue)[1].mean())
+
+    # the axes span [-3, 3]: a mode at x=2 lies a third of the axes' width right of the origin
+    assert blue_columns((2.0, 0.0)) - blue_columns((0.0, 0.0)) > 0.25 * 320
+
+
+@pytest.mark.parametrize("name", ["mnist-dcgan", "gan-ring"])
+def test_taking_samples_changes_no_training_result(name: str) -> None:
+    """Two identical runs, one taking samples after each step: the same parameters, buffers and metrics, bit for bit."""
+    results = []
+    for sampling in (False, True):
+        instance = _gan_instance(name)
+        params = instance.parameters()
+        optimizers = {role: torch.optim.Adam(params[role], lr=1e-3, betas=(0.5, 0.999)) for role in params}
+        order = torch.Generator().manual_seed(1)
+        for batch in instance.batches(order):
+            instance.step(batch, optimizers)
+            if sampling:
+                instance.samples_png()
+        d_state = instance.discriminator.state_dict()
+        state = {**instance.generator.state_dict(), **{f"d.{k}": v for k, v in d_state.items()}}
+        results.append((state, instance.evaluate("test"), torch.randn(3)))  # torch's global stream too
+    (state, metrics, draws), (state2, metrics2, draws2) = results
+    assert state.keys() == state2.keys() and all(torch.equal(state[k], state2[k]) for k in state)
+    assert metrics == metrics2 and torch.equal(draws, draws2)

@@ -42,7 +42,9 @@ standard normal noise.  Metrics (:func:`ring_quality`), on samples from fixed no
 
 from __future__ import annotations
 
+import io
 import math
+from abc import abstractmethod
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -57,6 +59,12 @@ from ._base import Budget, Instance, Task, num_batches
 OBJECTIVES = ("standard", "wasserstein")
 #: Seeds of the noise that evaluation draws, one per split (independent of the run's seed).
 EVAL_SEEDS = {"val": 1, "test": 2}
+#: Seed of the noise of the samples image drawn at the end of a run (:meth:`GanInstance.samples_png`).
+SAMPLES_SEED = 3
+#: The name of the samples image among a run's artifacts (:meth:`optimlab.store.Store.artifacts`).
+SAMPLES_ARTIFACT = "samples"
+#: Samples drawn in ``gan-ring``'s samples image.
+RING_SAMPLES = 1000
 
 
 class GanInstance(Instance):
@@ -131,15 +139,31 @@ class GanInstance(Instance):
             losses["g_loss"] = g_loss.detach()
         return losses
 
-    @torch.no_grad()
     def sample(self, n: int, split: str, labels: Tensor | None = None) -> Tensor:
         """``n`` samples of the generator in eval mode, from the fixed noise of ``split``."""
-        noise = self.noise(n, torch.Generator().manual_seed(EVAL_SEEDS[split]))
+        return self.generate(n, torch.Generator().manual_seed(EVAL_SEEDS[split]), labels)
+
+    @torch.no_grad()
+    def generate(self, n: int, noise: torch.Generator, labels: Tensor | None = None) -> Tensor:
+        """``n`` samples of the generator in eval mode (batch normalisation on its running statistics, which
+        it leaves as they were) from noise drawn from ``noise`` alone, so that sampling changes nothing a
+        later training step or evaluation draws or computes."""
+        z = self.noise(n, noise)
         self.generator.eval()
         try:
-            return self.generator(noise, labels)
+            return self.generator(z, labels)
         finally:
             self.generator.train()
+
+    def artifacts(self) -> list[dict[str, Any]]:
+        """The samples image (:meth:`samples_png`), stored with the run as ``"samples"`` and shown in the report."""
+        return [{"name": SAMPLES_ARTIFACT, "media_type": "image/png", "data": self.samples_png()}]
+
+    @abstractmethod
+    def samples_png(self) -> bytes:
+        """The generator's samples now (the end of training) as a PNG of bounded size, from the fixed noise
+        of :data:`SAMPLES_SEED`: the same noise for every run and optimizer, so that the images of two runs
+        compare sample for sample."""
 
 
 def mlp(inputs: int, hidden: int, outputs: int) -> nn.Sequential:
@@ -245,6 +269,39 @@ class RingInstance(GanInstance):
         n = (self.budget.val_size if split == "val" else self.budget.test_size) or 1000
         samples = self.sample(n, split).cpu()
         return ring_quality(samples, self.centres, self.task.std, self.task.min_fraction)
+
+    def samples_png(self) -> bytes:
+        """A scatter of :data:`RING_SAMPLES` samples over the ring (320 x 320 pixels): each mode's centre with
+        its 3-std circle (the high-quality region of :func:`ring_quality`), on the same axes for every run;
+        the title gives the samples' coverage and high-quality share, and how many fall off the axes."""
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
+        from matplotlib.patches import Circle
+
+        points = self.generate(RING_SAMPLES, torch.Generator().manual_seed(SAMPLES_SEED)).float().cpu()
+        quality = ring_quality(points, self.centres, self.task.std, self.task.min_fraction)
+        limit = 1.5 * self.task.radius
+        xy = points.numpy()
+        off = int((~((abs(xy) <= limit).all(axis=1))).sum())  # NaN samples count as off the axes
+        fig = Figure(figsize=(3.2, 3.2), dpi=100, layout="constrained")
+        FigureCanvasAgg(fig)
+        ax = fig.add_subplot()
+        for x, y in self.centres.tolist():
+            ax.add_patch(Circle((x, y), 3 * self.task.std, fill=False, color="#d62728", lw=0.8))
+        ax.scatter(xy[:, 0], xy[:, 1], s=2, color="#1f77b4", alpha=0.5, linewidths=0)
+        ax.set_xlim(-limit, limit)
+        ax.set_ylim(-limit, limit)
+        ax.set_aspect("equal")
+        ax.tick_params(labelsize=7)
+        ax.set_title(
+            f"{quality['coverage']:.0f}/{self.task.modes} modes, {quality['hq_fraction']:.0%} within 3 std"
+            + (f"; {off} off the axes" if off else ""),
+            fontsize=8,
+        )
+        buffer = io.BytesIO()
+        # no version stamp: the same samples give the same bytes
+        fig.savefig(buffer, format="png", metadata={"Software": None})
+        return buffer.getvalue()
 
 
 GAN_RING = RingTask()

@@ -41,19 +41,24 @@ from fixed noise, the generator in eval mode):
 
 from __future__ import annotations
 
+import io
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
+import numpy as np
 import torch
 import torch.nn.functional as F
+from PIL import Image
 from torch import Tensor, nn
 
 from ..data import Dataset, Split
 from ._base import Budget, Task, UsesDataset, num_batches, shuffled, subset
-from .gan import GanInstance
+from .gan import SAMPLES_SEED, GanInstance
 
 CLASSES = 10
+#: Samples of each digit in the samples image (one row per digit).
+SAMPLE_COLUMNS = 8
 
 
 class ConditionalGenerator(nn.Module):
@@ -161,6 +166,24 @@ def mean_image_rms(images: Tensor, labels: Tensor, real: Split) -> float:
     return torch.stack(distances).mean().item() if distances else float("nan")
 
 
+def image_grid(images: Tensor, columns: int, pad: int = 2) -> bytes:
+    """``images`` (``[N, 1, H, W]`` in [0, 1], ``N`` a multiple of ``columns``) tiled row by row as a
+    grayscale PNG, ``pad`` grey pixels around every tile (grey: neither a digit's stroke nor its
+    background); a non-finite pixel is drawn black."""
+    n, _, h, w = images.shape
+    if n % columns:
+        raise ValueError(f"image_grid: invalid columns={columns}: {n} images do not fill whole rows")
+    pixels = (torch.nan_to_num(images[:, 0].float(), nan=0.0).clamp(0, 1) * 255).round().to(torch.uint8).cpu().numpy()
+    grid = np.full(((n // columns) * (h + pad) + pad, columns * (w + pad) + pad), 128, dtype=np.uint8)
+    for i, tile in enumerate(pixels):
+        row, column = divmod(i, columns)
+        top, left = pad + row * (h + pad), pad + column * (w + pad)
+        grid[top : top + h, left : left + w] = tile
+    buffer = io.BytesIO()
+    Image.fromarray(grid).save(buffer, format="PNG", optimize=True)
+    return buffer.getvalue()
+
+
 MNIST_GAN_BUDGETS = {
     "smoke": Budget(epochs=1, batch_size=32, train_size=256, val_size=100, test_size=200),
     "quick": Budget(epochs=3, batch_size=64, train_size=10000, val_size=1000, test_size=2000),
@@ -254,6 +277,13 @@ class MnistGanInstance(GanInstance):
             "gen_accuracy": judge_accuracy(self.judge, images, labels),
             "mean_image_rms": mean_image_rms(images, labels, real),
         }
+
+    def samples_png(self) -> bytes:
+        """:data:`SAMPLE_COLUMNS` samples of each digit, one row per digit from 0 at the top to 9, each from
+        its own fixed noise vector (:func:`image_grid`: 302 x 242 pixels)."""
+        labels = torch.arange(CLASSES, device=self.device).repeat_interleave(SAMPLE_COLUMNS)
+        images = (self.generate(len(labels), torch.Generator().manual_seed(SAMPLES_SEED), labels) + 1) / 2
+        return image_grid(images, SAMPLE_COLUMNS)
 
     def constants(self) -> dict[str, float]:
         test = self.reference["test"]
