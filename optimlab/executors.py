@@ -2,9 +2,10 @@
 
 The protocol (:mod:`optimlab.protocol`) turns a study into runs, each a picklable
 :class:`optimlab.runner.RunSpec`; an executor trains them (:func:`optimlab.runner.execute`, a plain
-function of the spec) wherever it runs them and hands back each run's curve and final metrics; the
-:class:`Driver`, in the calling process, claims each run in the SQLite store before it starts, writes
-its curve and result when it comes back, and is the store's only writer (so its guarantees hold on
+function of the spec) wherever it runs them and hands back each run's curve, final metrics and
+artifacts (bytes: checkpoints, images); the :class:`Driver`, in the calling process, claims each run
+in the SQLite store before it starts, writes its curve, result and artifacts when it comes back (the
+artifacts in the finish's transaction), and is the store's only writer (so its guarantees hold on
 any file system, and a cluster's nodes need no access to it).
 
 * :class:`InProcess` (``executor=None``, the API's default): one run at a time in the caller's
@@ -425,7 +426,13 @@ class Driver:
             self._done(tag, _stored(self.store, spec.key, spec.config, skipped=False))
             return
         result = outcome.result
+        artifacts = result.pop("artifacts", ())  # stored with the finish; read them back with Store.artifacts
         for point in result["curve"]:
             handle.log_epoch(point["epoch"], **{k: v for k, v in point.items() if k != "epoch"})
-        handle.finish(result["final"], state_bytes=int(result["final"]["state_bytes"]))
+        try:
+            handle.finish(result["final"], state_bytes=int(result["final"]["state_bytes"]), artifacts=artifacts)
+        except ValueError as e:  # an artifact the store refuses (the task's bug): the run fails, the study goes on
+            handle.fail(e)
+            self._done(tag, _stored(self.store, spec.key, spec.config, skipped=False))
+            return
         self._done(tag, {"key": spec.key, "config": spec.config, **result})

@@ -367,7 +367,8 @@ def run(
         ``status`` (``"finished"``, ``"diverged"``, ``"failed"`` or ``"skipped"``), ``key``
         (the store key, or ``None`` without a store), ``config``, ``curve`` (a list of curve
         points, each ``{"epoch": i, ...}`` with ``i`` from 1), ``final`` (the final metrics),
-        and, for a failed or skipped run, ``error`` (the stored traceback or ``None``) and
+        without a store ``artifacts`` (see :func:`execute`; with one, :meth:`Store.artifacts`
+        reads them), and, for a failed or skipped run, ``error`` (the stored traceback or ``None``) and
         ``stored_status`` (skipped runs: the store's status).
     """
     if not isinstance(progress, bool):
@@ -396,7 +397,8 @@ def run(
     outcome = None
     with handle:
         outcome = train(handle.log_epoch)
-        handle.finish(outcome["final"], state_bytes=int(outcome["final"]["state_bytes"]))
+        artifacts = outcome.pop("artifacts")  # stored with the finish; read them back with Store.artifacts
+        handle.finish(outcome["final"], state_bytes=int(outcome["final"]["state_bytes"]), artifacts=artifacts)
     if outcome is None:  # the handle stored the exception as 'failed' and swallowed it
         return _stored(store, key, config, skipped=False)
     return {"key": key, "config": config, **outcome}
@@ -492,7 +494,10 @@ def execute(spec: RunSpec, log: Callable[..., None] | None = None, progress: boo
 
     A plain function of its argument (no store, no globals), so that any process or machine can run
     it: ``log(epoch, **metrics)`` is called at each curve point if given (the serial path writes
-    the store as it goes; an executor hands the curve back whole).
+    the store as it goes; an executor hands the curve back whole).  ``"artifacts"``: the files the
+    run made (:meth:`optimlab.tasks.Instance.artifacts`), each ``{"name", "step", "media_type",
+    "data"}`` with ``data`` bytes; whoever holds the store writes them with the run's finish
+    (:meth:`optimlab.store.RunHandle.finish`), and a result returned with a store leaves them there.
     """
     previous = torch.get_num_threads()
     if spec.threads is not None:
@@ -736,6 +741,7 @@ def _train(
         split = instance.final_split
         with _at_evaluation_point(optimizers):
             evaluated = instance.evaluate(split)
+            artifacts = [{**a, "step": step} for a in instance.artifacts()]
         final: dict[str, Any] = {f"{split}_{name}": math.nan if diverged else value for name, value in evaluated.items()}
         # an absurd final metric (beyond the task's ceiling) is divergence too; its value is kept as data
         diverged = diverged or evaluated.get(task.metric, 0.0) > task.metric_ceiling
@@ -754,4 +760,5 @@ def _train(
         peak = _peak_rss_bytes()
         if peak is not None:
             final["peak_rss_bytes"] = peak
-    return {"status": "diverged" if diverged else "finished", "curve": curve.points, "final": final}
+    status = "diverged" if diverged else "finished"
+    return {"status": status, "curve": curve.points, "final": final, "artifacts": artifacts}

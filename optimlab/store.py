@@ -27,6 +27,8 @@ What survives what:
   claim once its owner is known to be gone: on the owner's machine, the owner's pid no longer
   names the same live process; from any other machine, its heartbeat (written at the claim and
   at every epoch) is older than ``stale_after`` seconds.
+* A run's artifacts (checkpoints, images: :meth:`RunHandle.finish`, :meth:`Store.artifacts`) are
+  written in the transaction that finishes it: an interrupted or failed run leaves none.
 * A re-run deletes the curve of the attempt it replaces (kept until then, for inspection) and
   counts ``attempt``. A process whose claim was taken over gets :class:`ClaimLostError` on its
   next write, so two attempts never mix their rows.
@@ -63,7 +65,7 @@ import sqlite3
 import time
 import traceback
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from types import TracebackType
@@ -119,13 +121,27 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
     # what a report needs to know about the run's task (metric, direction, bounds), so that a store
     # reports without importing the task's code: JSON, see Store.claim
     ("ALTER TABLE runs ADD COLUMN meta TEXT",),
+    # files a run made (parameter checkpoints, sample images): written with its finish, in one transaction.
+    # A rowid table, not WITHOUT ROWID: its rows are large blobs, which SQLite keeps best out of the b-tree's keys
+    (
+        """CREATE TABLE artifacts (
+            key        TEXT NOT NULL REFERENCES runs (key) ON DELETE CASCADE,
+            name       TEXT NOT NULL,
+            step       INTEGER NOT NULL,   -- optimizer steps done when it was made
+            media_type TEXT NOT NULL,      -- 'image/png', 'application/x-float32-le', ...
+            data       BLOB NOT NULL,
+            UNIQUE (key, name, step)
+        )""",
+    ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
 STATUSES = ("running", "finished", "failed", "interrupted")
 _RECORD = "key, status, attempt, config, final, state_bytes, error, started, ended, meta"
-#: The oldest schema a read-only store reads (what it lacks reads as NULL).
+#: The oldest schema a read-only store reads (what it lacks reads as NULL, or no artifacts).
 _OLDEST_READABLE = 1
+#: The schema versions that added the runs' metadata and the artifacts table.
+_META_VERSION, _ARTIFACTS_VERSION = 2, 3
 _RUN_COLUMNS = ("key", "status", "attempt", "started", "ended", "state_bytes", "error")
 
 
@@ -307,6 +323,7 @@ class Store:
         self.stale_after = float(stale_after)
         self.readonly = bool(readonly)
         self._record_sql = _RECORD
+        self._has_artifacts = True
         if self.path.is_dir():
             raise StoreError(f"Store: {str(self.path)!r} is a directory, not a results file")
         if readonly and not self.path.is_file():
@@ -356,8 +373,9 @@ class Store:
     def _check_readable(self) -> None:
         self._check_identity(self._db)
         version = self._db.execute("PRAGMA user_version").fetchone()[0]
-        if version < SCHEMA_VERSION:
+        if version < _META_VERSION:
             self._record_sql = _RECORD.replace("meta", "NULL")  # a version-1 store has no metadata: reports fall back
+        self._has_artifacts = version >= _ARTIFACTS_VERSION
         if version < _OLDEST_READABLE:
             raise SchemaVersionError(
                 f"Store: {str(self.path)!r} has schema version {version}, older than this optimlab's {SCHEMA_VERSION}: "
@@ -464,6 +482,7 @@ class Store:
                     return None
                 attempt += 1
                 db.execute("DELETE FROM epochs WHERE key = ?", (key,))
+                db.execute("DELETE FROM artifacts WHERE key = ?", (key,))
                 db.execute(
                     "UPDATE runs SET status = 'running', attempt = ?, token = ?, owner_host = ?, owner_pid = ?,"
                     " owner_start = ?, heartbeat = ?, started = ?, ended = NULL, final = NULL, state_bytes = NULL,"
@@ -502,6 +521,23 @@ class Store:
         """The run ``key`` as :meth:`runs` gives it, or ``None`` if the store has no such run."""
         row = self._db.execute(f"SELECT {self._record_sql} FROM runs WHERE key = ?", (key,)).fetchone()
         return None if row is None else _record(row)
+
+    def artifacts(self, key: str, name: str | None = None) -> list[dict[str, Any]]:
+        """The artifacts of run ``key`` (its latest attempt; only a finished run has any), ordered by
+        name then step, each ``{"name", "step", "media_type", "data"}`` with ``data`` the stored bytes;
+        only those called ``name`` if given.  A store older than artifacts reads as having none.
+
+        Raises:
+            ValueError: no run has this key.
+        """
+        if self._db.execute("SELECT 1 FROM runs WHERE key = ?", (key,)).fetchone() is None:
+            raise ValueError(f"Store.artifacts: invalid key={key!r}: no run has this key")
+        if not self._has_artifacts:
+            return []
+        sql = "SELECT name, step, media_type, data FROM artifacts WHERE key = ?"
+        rows = self._db.execute(sql + (" AND name = ?" if name is not None else "") + " ORDER BY name, step",
+                                (key,) if name is None else (key, name))  # fmt: skip
+        return [{"name": n, "step": step, "media_type": media, "data": bytes(data)} for n, step, media, data in rows]
 
     def backup(self, path: str | os.PathLike[str]) -> Path:
         """Copy the store into one self-contained file at ``path`` (SQLite's online backup API: a
@@ -592,15 +628,29 @@ class RunHandle:
                 raise ValueError(f"RunHandle.log_epoch: invalid epoch={epoch}: already logged in this attempt")
             db.execute("INSERT INTO epochs (key, epoch, metrics) VALUES (?, ?, ?)", (self.key, epoch, text))
 
-    def finish(self, metrics: Mapping[str, float], *, state_bytes: int | None = None) -> None:
-        """Store the final metrics and the optimizer-state size in bytes; the run is ``'finished'``."""
+    def finish(
+        self,
+        metrics: Mapping[str, float],
+        *,
+        state_bytes: int | None = None,
+        artifacts: Iterable[Mapping[str, Any]] = (),
+    ) -> None:
+        """Store the final metrics, the optimizer-state size in bytes and the run's ``artifacts``; the
+        run is ``'finished'``.
+
+        Each artifact is ``{"name": str, "step": int >= 0, "media_type": str, "data": bytes}``
+        (what :func:`optimlab.runner.execute` returns under ``"artifacts"``), one per ``(name, step)``.
+        They are written in the finish's transaction: a run interrupted or failed leaves none, and a
+        bad artifact stores nothing (the run stays ``'running'``, to be failed by the caller).
+        """
         if not isinstance(metrics, Mapping):
             raise ValueError(f"RunHandle.finish: invalid metrics={metrics!r}: expected a mapping of name to number")
         if state_bytes is not None and (
             isinstance(state_bytes, bool) or not isinstance(state_bytes, int) or state_bytes < 0
         ):
             raise ValueError(f"RunHandle.finish: invalid state_bytes={state_bytes!r}: expected an integer >= 0")
-        self._end("finished", final=_metrics_json("RunHandle.finish", metrics), state_bytes=state_bytes)
+        rows = _artifact_rows(self.key, artifacts)
+        self._end("finished", final=_metrics_json("RunHandle.finish", metrics), state_bytes=state_bytes, artifacts=rows)
 
     def fail(self, error: BaseException | str) -> None:
         """Store the run as ``'failed'`` with ``error``'s traceback (or the text given)."""
@@ -633,9 +683,17 @@ class RunHandle:
         return True
 
     def _end(
-        self, status: str, *, final: str | None = None, state_bytes: int | None = None, error: str | None = None
+        self,
+        status: str,
+        *,
+        final: str | None = None,
+        state_bytes: int | None = None,
+        error: str | None = None,
+        artifacts: Sequence[tuple[str, str, int, str, bytes]] = (),
     ) -> None:
         with self._write() as db:
+            db.executemany("INSERT INTO artifacts (key, name, step, media_type, data) VALUES (?, ?, ?, ?, ?)",
+                           artifacts)  # fmt: skip
             db.execute(
                 "UPDATE runs SET status = ?, final = ?, state_bytes = ?, error = ?, ended = ? WHERE key = ?",
                 (status, final, state_bytes, error, time.time(), self.key),
@@ -676,6 +734,33 @@ def _record(row: tuple[Any, ...]) -> dict[str, Any]:
         "ended": ended,
         "meta": None if meta is None else json.loads(meta),
     }
+
+
+def _artifact_rows(key: str, artifacts: Iterable[Mapping[str, Any]]) -> list[tuple[str, str, int, str, bytes]]:
+    """The rows of ``artifacts`` for the artifacts table, checked (see :meth:`RunHandle.finish`)."""
+    rows = []
+    seen = set()
+    for a in artifacts:
+        where = f"RunHandle.finish: invalid artifact {a.get('name')!r}" if isinstance(a, Mapping) else ""
+        if not isinstance(a, Mapping) or set(a) != {"name", "step", "media_type", "data"}:
+            raise ValueError(
+                f"RunHandle.finish: invalid artifact {a!r:.200}: "
+                "expected a mapping with exactly name, step, media_type, data"
+            )
+        name, step, media, data = a["name"], a["step"], a["media_type"], a["data"]
+        if not isinstance(name, str) or not name:
+            raise ValueError(f"{where}: expected a non-empty str name")
+        if isinstance(step, bool) or not isinstance(step, int) or step < 0:
+            raise ValueError(f"{where}: invalid step={step!r}: expected an integer >= 0")
+        if not isinstance(media, str) or "/" not in media:
+            raise ValueError(f"{where}: invalid media_type={media!r}: expected a media type such as 'image/png'")
+        if not isinstance(data, (bytes, bytearray, memoryview)):
+            raise ValueError(f"{where}: invalid data of type {type(data).__name__}: expected bytes")
+        if (name, step) in seen:
+            raise ValueError(f"{where}: step {step} given twice; expected one artifact per name and step")
+        seen.add((name, step))
+        rows.append((key, name, step, media, bytes(data)))
+    return rows
 
 
 def _wal_header(path: Path) -> bool:

@@ -23,6 +23,7 @@ import torch
 from optimlab import protocol
 from optimlab.executors import Driver, Local, make_executor
 from optimlab.runner import prepare
+from optimlab.runner import run as runner_run
 from optimlab.store import Store, StoreError
 from optimlab.tasks import get
 
@@ -222,3 +223,72 @@ def test_ray_stores_the_same_numbers_as_one_local_worker(tmp_path: Path) -> None
     local_result = _compare(tmp_path / "local.sqlite", workers=1)
     assert _numbers(tmp_path / "ray.sqlite") == _numbers(tmp_path / "local.sqlite")
     assert repr(ray_result.table()) == repr(local_result.table())
+
+
+class Artifacts(type(AIRFOIL)):  # type: ignore[misc]
+    """airfoil-linreg whose runs make two artifacts: the final weights' bytes (distinct for every run)
+    and a fixed 1 MB blob."""
+
+    def __init__(self) -> None:
+        self.__dict__.update(AIRFOIL.__dict__)
+
+    def setup(self, budget: Any, *, data_dir: Any, device: torch.device) -> Any:
+        instance = super().setup(budget, data_dir=data_dir, device=device)
+
+        def artifacts() -> list[dict[str, Any]]:
+            weights = torch.cat([p.detach().flatten() for p in instance.parameters()["model"]])
+            return [
+                {"name": "weights", "media_type": "application/x-float32-le",
+                 "data": weights.numpy().astype("<f4").tobytes()},
+                {"name": "blob", "media_type": "application/octet-stream", "data": bytes(range(256)) * 4096},
+            ]
+
+        instance.artifacts = artifacts
+        return instance
+
+
+def _artifacts(path: Path) -> dict[str, list[dict[str, Any]]]:
+    with Store(path, readonly=True) as store:
+        return {r["key"]: store.artifacts(r["key"]) for r in store.runs()}
+
+
+def _evaluate_with_artifacts(path: Path, **kwargs: Any) -> None:
+    with Store(path) as store:
+        protocol.evaluate(Artifacts(), ["Adam", "Momentum"], "smoke", seeds=2, store=store, progress=False, **kwargs)
+
+
+def test_artifacts_come_back_from_every_executor_byte_for_byte(tmp_path: Path) -> None:
+    _evaluate_with_artifacts(tmp_path / "inprocess.sqlite")
+    _evaluate_with_artifacts(tmp_path / "two.sqlite", workers=2)
+    stores = {name: _artifacts(tmp_path / f"{name}.sqlite") for name in ("inprocess", "two")}
+    assert len(stores["inprocess"]) == 4
+    for artifacts in stores["inprocess"].values():
+        assert [(a["name"], a["media_type"]) for a in artifacts] == [
+            ("blob", "application/octet-stream"), ("weights", "application/x-float32-le")
+        ]
+        assert artifacts[0]["data"] == bytes(range(256)) * 4096
+        assert len(artifacts[1]["data"]) == 4 * 6  # 5 weights and a bias
+        assert {a["step"] for a in artifacts} == {30}  # smoke airfoil: 300 rows / 10 per step, one epoch
+    assert len({a[1]["data"] for a in stores["inprocess"].values()}) == 4  # every run its own weights
+    assert stores["inprocess"] == stores["two"]
+    # the serial path, runner.run with a store, stores the same; its result leaves them in the store
+    with Store(tmp_path / "run.sqlite") as store:
+        result = runner_run(Artifacts(), "Adam", seed=1, budget="smoke", store=store, progress=False)
+        assert "artifacts" not in result and store.artifacts(result["key"]) == stores["two"][result["key"]]
+    unstored = runner_run(Artifacts(), "Adam", seed=1, budget="smoke", progress=False)["artifacts"]  # in the result
+    assert sorted(unstored, key=lambda a: a["name"]) == stores["two"][result["key"]]
+
+
+def test_ray_carries_artifacts_byte_for_byte(tmp_path: Path) -> None:
+    pytest.importorskip("ray")
+    from optimlab.executors import Ray
+
+    temp = tempfile.mkdtemp(prefix="ray", dir="/tmp")
+    try:
+        with Ray(cpus_per_run=1, init_kwargs={"num_cpus": 2, "_temp_dir": temp}) as executor:
+            _evaluate_with_artifacts(tmp_path / "ray.sqlite", executor=executor)
+    finally:
+        shutil.rmtree(temp, ignore_errors=True)
+    _evaluate_with_artifacts(tmp_path / "one.sqlite", workers=1)
+    ray, one = _artifacts(tmp_path / "ray.sqlite"), _artifacts(tmp_path / "one.sqlite")
+    assert len(ray) == 4 and all(len(a) == 2 for a in ray.values()) and ray == one

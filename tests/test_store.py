@@ -410,6 +410,7 @@ def test_a_version_1_store_is_read_as_it_is_and_migrated_when_written(tmp_path):
         sweep(s, CONFIGS[:1])
         with sqlite3.connect(path) as db:
             db.execute("ALTER TABLE runs DROP COLUMN meta")  # as if written by the first release
+            db.execute("DROP TABLE artifacts")
             db.execute("PRAGMA user_version = 1")
     with Store(path, readonly=True) as s:  # report reads it without migrating it
         (record,) = s.runs()
@@ -419,7 +420,100 @@ def test_a_version_1_store_is_read_as_it_is_and_migrated_when_written(tmp_path):
     with Store(path) as s:  # opened for writing: migrated, the run kept
         assert s.runs()[0]["key"] == record["key"] and s.runs()[0]["meta"] is None
     with sqlite3.connect(path) as db:
-        assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 2
+        assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 3
+
+
+ARTIFACTS = [
+    {"name": "params/model", "step": 10, "media_type": "application/x-float32-le",
+     "data": np.arange(3, dtype="<f4").tobytes()},
+    {"name": "params/model", "step": 0, "media_type": "application/x-float32-le", "data": b"\x00" * 12},
+    {"name": "samples", "step": 10, "media_type": "image/png", "data": bytes(range(256)) * 3},
+]
+
+
+def test_artifacts_are_stored_with_the_finish_and_read_back_byte_for_byte(tmp_path):
+    with Store(tmp_path / "s.sqlite") as s:
+        handle = s.claim(CONFIGS[0])
+        handle.log_epoch(1, loss=1.0)
+        assert s.artifacts(handle.key) == []  # nothing before the finish
+        handle.finish({"loss": 0.5}, artifacts=ARTIFACTS)
+        got = s.artifacts(handle.key)
+        assert [(a["name"], a["step"]) for a in got] == [("params/model", 0), ("params/model", 10), ("samples", 10)]
+        assert got == sorted(ARTIFACTS, key=lambda a: (a["name"], a["step"]))
+        assert [a["data"] for a in s.artifacts(handle.key, name="samples")] == [ARTIFACTS[2]["data"]]
+        assert s.artifacts(handle.key, name="other") == []
+    with Store(tmp_path / "s.sqlite", readonly=True) as s:
+        assert s.artifacts(handle.key) == got
+        with pytest.raises(ValueError, match="Store.artifacts: invalid key='nope'"):
+            s.artifacts("nope")
+
+
+@pytest.mark.parametrize(
+    ("bad", "match"),
+    [
+        ({**ARTIFACTS[0], "step": -1}, "invalid step=-1"),
+        ({**ARTIFACTS[0], "data": "text"}, "invalid data of type str: expected bytes"),
+        ({**ARTIFACTS[0], "media_type": "png"}, "invalid media_type='png'"),
+        ({"name": "x", "data": b""}, "expected a mapping with exactly name, step, media_type, data"),
+        (ARTIFACTS[1], "step 0 given twice"),
+    ],
+)
+def test_a_bad_artifact_stores_nothing_and_leaves_the_run_to_its_owner(tmp_path, bad, match):
+    with Store(tmp_path / "s.sqlite") as s:
+        handle = s.claim(CONFIGS[0])
+        with pytest.raises(ValueError, match=match):
+            handle.finish({"loss": 0.5}, artifacts=[ARTIFACTS[1], bad])
+        assert s.record(handle.key)["status"] == "running" and s.artifacts(handle.key) == []
+        handle.finish({"loss": 0.5}, artifacts=ARTIFACTS[:1])
+        assert len(s.artifacts(handle.key)) == 1
+
+
+def test_an_interrupted_or_taken_over_run_leaves_no_artifacts(tmp_path):
+    with Store(tmp_path / "s.sqlite") as s:
+        with pytest.raises(KeyboardInterrupt), s.claim(CONFIGS[0]) as handle:
+            raise KeyboardInterrupt
+        assert s.record(handle.key)["status"] == "interrupted" and s.artifacts(handle.key) == []
+        lost = s.claim(CONFIGS[0])
+        s._db.execute("UPDATE runs SET token = 'another process' WHERE key = ?", (lost.key,))
+        with pytest.raises(ClaimLostError):
+            lost.finish({"loss": 0.5}, artifacts=ARTIFACTS)
+        assert s.artifacts(lost.key) == [] and s.record(lost.key)["status"] == "running"
+
+
+def test_a_rerun_deletes_the_artifacts_of_the_attempt_it_replaces(tmp_path):
+    with Store(tmp_path / "s.sqlite") as s:
+        handle = s.claim(CONFIGS[0])
+        rows = store_mod._artifact_rows(handle.key, ARTIFACTS)
+        handle._end("failed", error="crashed after its artifacts", artifacts=rows)
+        assert len(s.artifacts(handle.key)) == 3
+        again = s.claim(CONFIGS[0], retry_failed=True)
+        assert again is not None and s.artifacts(handle.key) == []
+
+
+def test_a_version_2_store_reads_its_metadata_and_no_artifacts_then_migrates(tmp_path):
+    path = tmp_path / "v2.sqlite"
+    meta = {"task": {"name": "toy"}}
+    with sqlite3.connect(path) as db:  # the file the release before artifacts wrote
+        for step in store_mod.MIGRATIONS[:2]:
+            for statement in step:
+                db.execute(statement)
+        db.execute("PRAGMA user_version = 2")
+        db.execute(
+            "INSERT INTO runs (key, config, status, attempt, token, owner_host, owner_pid, owner_start, heartbeat,"
+            " started, ended, final, meta)"
+            " VALUES ('k', '{}', 'finished', 1, 't', 'h', 1, '', 0, 0, 1, '{\"loss\":1}', ?)",
+            (json.dumps(meta),),
+        )
+    with Store(path, readonly=True) as s:
+        (record,) = s.runs()
+        assert record["meta"] == meta and s.artifacts("k") == []
+    with Store(path) as s:
+        assert s.runs()[0]["meta"] == meta
+        handle = s.claim(CONFIGS[0])
+        handle.finish({"loss": 0.5}, artifacts=ARTIFACTS)
+        assert len(s.artifacts(handle.key)) == 3
+    with sqlite3.connect(path) as db:
+        assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 3
 
 
 # ---------------------------------------------------------------------------------------------

@@ -111,6 +111,12 @@ class Instance(ABC):
         metrics (a least-squares floor, the accuracy of a judge network); none by default."""
         return {}
 
+    def artifacts(self) -> list[dict[str, Any]]:
+        """Files to store with the run, made once after the final evaluation (a GAN's samples), each
+        ``{"name": str, "media_type": str, "data": bytes}``; the runner adds the step
+        (:meth:`optimlab.store.Store.artifacts` reads them back).  None by default."""
+        return []
+
 
 class Task(ABC):
     """A training task: model + data + loss + metrics, with a :class:`Budget` per budget name.
