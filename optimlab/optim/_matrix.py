@@ -64,3 +64,67 @@ def _addmm(t: Tensor, m1: Tensor, m2: Tensor, beta: Any, alpha: Any = 1) -> Tens
     batch = t.shape[:-2]
     flat = [x.reshape(-1, *x.shape[-2:]) for x in (t, m1, m2)]
     return torch.baddbmm(*flat, beta=beta, alpha=alpha).reshape(*batch, t.size(-2), m2.size(-1))
+
+
+#: added to the diagonal before ``eigh``, as in the SOAP authors' code (it changes no eigenvalue of float32 size)
+EIGH_SHIFT = 1e-30
+
+
+def gram(x: Tensor, dim: int) -> Tensor:
+    r"""The :math:`n \times n` matrix :math:`\sum x_{\dots i \dots}\, x_{\dots j \dots}` over every index but ``dim``.
+
+    For a matrix :math:`G`: :math:`GG^\top` (``dim=0``) and :math:`G^\top G` (``dim=1``); for a
+    vector, its outer product with itself.
+    """
+    others = [d for d in range(x.dim()) if d != dim]
+    return torch.tensordot(x, x, dims=(others, others))
+
+
+def eigenbasis(m: Tensor) -> Tensor:
+    r"""The eigenvectors of a symmetric matrix as columns, by descending eigenvalue (``eigh`` of
+    :math:`M + 10^{-30} I`).
+
+    16-bit matrices are decomposed in float32 (``eigh`` has no 16-bit kernel) and the result cast
+    back; where ``eigh`` fails to converge it is retried in float64.  A matrix with a NaN or an
+    infinity yields NaN, as the library lets non-finite values propagate (``eigh`` would fail).
+    """
+    work = m if m.dtype in (torch.float32, torch.float64) else m.float()
+    if not torch.isfinite(work).all():
+        return torch.full_like(m, torch.nan)
+    shifted = work + EIGH_SHIFT * torch.eye(m.size(-1), dtype=work.dtype, device=m.device)
+    try:
+        _, q = torch.linalg.eigh(shifted)
+    except torch.linalg.LinAlgError:
+        _, q = torch.linalg.eigh(shifted.double())
+    return q.flip(-1).to(m.dtype)
+
+
+def refresh_eigenbasis(m: Tensor, q: Tensor) -> tuple[Tensor, Tensor]:
+    r"""One power-iteration step towards the eigenvectors of symmetric ``m`` from the basis ``q``.
+
+    The columns of ``q`` are first put in the order of their estimated eigenvalues
+    :math:`\operatorname{diag}(Q^\top M Q)`, largest first; then :math:`Q' R = \operatorname{qr}(M Q)`.
+    Returns :math:`Q'` and that order (SOAP reorders its second moments with it).  16-bit
+    matrices are computed in float32, as in :func:`eigenbasis`.
+    """
+    dtype = m.dtype
+    if m.dtype not in (torch.float32, torch.float64):
+        m, q = m.float(), q.float()
+    # The estimates and the product in the authors' operations: where eigenvalues (nearly) tie, as
+    # in the null space of a Gram matrix of few gradients, their order and so the new basis are
+    # decided by rounding, and the same operations round alike.
+    order = torch.argsort(torch.diagonal(q.T @ m @ q), descending=True)
+    refreshed, _ = torch.linalg.qr(m @ q[:, order])
+    return refreshed.to(dtype), order
+
+
+def rotate(x: Tensor, bases: list[Tensor | None], *, back: bool = False) -> Tensor:
+    r"""``x`` with dimension ``k`` expressed in basis ``bases[k]`` (``None``: left as it is).
+
+    For a matrix and bases :math:`(Q_L, Q_R)`: :math:`Q_L^\top X Q_R`, or with ``back=True``
+    :math:`Q_L X Q_R^\top` (the inverse, for orthogonal bases).  Each dimension is contracted in
+    turn and moved last, so the result has ``x``'s order of dimensions.
+    """
+    for q in bases:
+        x = x.movedim(0, -1) if q is None else torch.tensordot(x, q, dims=([0], [1 if back else 0]))
+    return x
