@@ -10,7 +10,14 @@ its values (defaults, the fixed ``options``, that configuration's grid values; t
 ``add_param_group``) and its state is the class's ``init_state`` for that group, so an option that decides the state (SGD's or RMSprop's momentum,
 RMSprop's ``centered``, Adafactor's ``beta1``) is honoured per configuration; a configuration
 whose state lacks a buffer that another one has (momentum 0 in a momentum grid) gets zeros there,
-which the rule ignores for that value.  Each group is checked by the class's own ``validate``:
+which the rule ignores for that value.  A class whose ``step`` does more than its rule (Schedule-Free
+moves a schedule along in its param group; Prodigy estimates one step size over all its tensors) is
+run as itself instead: one instance per configuration, on the reference path, each over that
+configuration's point alone, so Prodigy's estimate is each configuration's own, as a user training
+those two parameters gets.  An optimizer with ``train()``/``eval()`` (Schedule-Free) takes its
+gradients at its training point y and is shown, recorded and judged (loss, path, statuses, target)
+at its evaluation point x, where ``eval()`` puts it and where its guarantees hold; y is kept exact
+(``eval()`` then ``train()`` would round it).  Each group is checked by the class's own ``validate``:
 
 * a value out of its range (``beta1 = 1``, ``eps = 0``, ...) runs anyway: the sweep runs the exact
   equations and reports what they give, as a status per configuration;
@@ -194,6 +201,12 @@ def sweep(
     starts = [tuple(surface.start)] if starts is None else [tuple(s) for s in starts]
     check_sweepable(optimizer)
     check_grid_names(optimizer, grid, options)
+    by_rule = _steps_by_rule(optimizer)
+    if lookahead is not None and not by_rule:
+        raise ValueError(
+            f"sweep: invalid lookahead={dict(lookahead)!r} for {optimizer.__name__}: its step does more than its "
+            "rule, and the sweep wraps rules only in Lookahead"
+        )
 
     names = list(grid)
     combos = list(itertools.product(*(grid[n] for n in names)))
@@ -204,22 +217,12 @@ def sweep(
 
     w = torch.tensor([c["start"] for c in configs], dtype=dtype)
     kwargs = [opt.rule_kwargs(group) for group in groups]
-    fixed, swept = _batched_kwargs(kwargs, names, which, dtype)
-    state = _batched_state(opt, [groups[i] for i in which], w)
-    maximize = bool(groups[0]["maximize"])
-    rule = optimizer.rule
-    if lookahead is not None:
-        k, alpha = _check_lookahead(opt, lookahead)
-        state = {"inner": state, "slow_param": w.clone()}
-
-    def update(p: Tensor, g: Tensor, st: dict[str, Any], step: float, hp: dict[str, Tensor]) -> Any:
-        if lookahead is None:
-            return rule(p, g, st, step, **fixed, **hp)
-        fast, inner = rule(p, g, st["inner"], step, **fixed, **hp)
-        fast, slow = lookahead_sync(fast, st["slow_param"], step, k=k, alpha=alpha)
-        return fast, {"inner": inner, "slow_param": slow}
-
-    batched = torch.vmap(update, in_dims=(0, 0, 0, None, 0))
+    # the class's own step negates a gradient it maximises; the batched rule is handed it negated
+    maximize = bool(groups[0]["maximize"]) and by_rule
+    if by_rule:
+        advance, shown = _batched_rule(opt, groups, kwargs, names, which, w, lookahead, dtype), None
+    else:
+        advance, shown = _class_instances(optimizer, options, [groups[i] for i in which], w)
 
     center, radius = _divergence_ball(surface, divergence_radius, dtype)
     unbounded = not getattr(surface, "bounded_below", True)
@@ -242,8 +245,13 @@ def sweep(
                 grad = grad * (grad_clip / norm).clamp(max=1.0)
             if maximize:
                 grad = -grad
-            w, state = batched(w, grad, state, float(t), swept)
-            loss, grad = surface.value_and_grad(w)
+            trained = advance(w, grad, t)
+            loss, grad = surface.value_and_grad(trained)
+            if shown is not None:
+                w = shown()
+                loss = surface(w)
+            else:
+                w = trained
             finite = torch.isfinite(loss) & torch.isfinite(w).all(-1)
             if unbounded:
                 # Downhill out of the picture on a surface with no bottom: a result, not a failure.
@@ -259,9 +267,10 @@ def sweep(
                 path[:, rec] = w
                 loss_rec[:, rec] = loss
                 rec += 1
-        status = _status(surface, start, w, grad, first_bad, first_out, x_tol, grad_tol, move_tol)
+        final_grad = grad if shown is None else surface.grad(w)
+        status = _status(surface, start, w, final_grad, first_bad, first_out, x_tol, grad_tol, move_tol)
 
-    defaults = {k: v for k, v in kwargs[0].items() if k not in swept}
+    defaults = {k: v for k, v in kwargs[0].items() if k not in names}
     return SweepResult(
         optimizer=optimizer.__name__ if lookahead is None else f"Lookahead({optimizer.__name__})",
         surface=surface.name,
@@ -294,22 +303,93 @@ def sweep(
 
 
 def check_sweepable(optimizer: Any) -> None:
-    """Raise ``ValueError`` unless the sweep reproduces ``optimizer``: a :class:`RuleOptimizer` whose
-    ``step`` is the base class's, so that one step is its rule and nothing else.
-
-    A class whose ``step`` does more (Schedule-Free moves a schedule and an average along in its param
-    group between steps) would be batched wrongly, without a word: it is refused.
-    """
+    """Raise ``ValueError`` unless ``optimizer`` is a :class:`RuleOptimizer` class (the sweep's grid
+    names and param groups are its rule's and its class's)."""
     if not (isinstance(optimizer, type) and issubclass(optimizer, RuleOptimizer)):
         raise ValueError(  # noqa: TRY004 (the commands report ValueError as one clean line)
             f"sweep: invalid optimizer={optimizer!r}: expected a class of optimlab.optim with an update rule"
         )
-    if inspect.unwrap(optimizer.step) is not inspect.unwrap(RuleOptimizer.step):
-        raise ValueError(
-            f"sweep: {optimizer.__name__} cannot be swept: its step() does more than its update rule "
-            "(state kept in its param group between steps), which a batched run would leave out; "
-            "run it through the class"
-        )
+
+
+def _steps_by_rule(optimizer: type[RuleOptimizer]) -> bool:
+    """Whether one step of ``optimizer`` is its rule and nothing else (its ``step`` is the base class's),
+    so that the rule batched under ``torch.vmap`` reproduces it."""
+    return inspect.unwrap(optimizer.step) is inspect.unwrap(RuleOptimizer.step)
+
+
+def _batched_rule(
+    opt: RuleOptimizer,
+    groups: list[dict[str, Any]],
+    kwargs: list[dict[str, Any]],
+    names: list[str],
+    which: list[int],
+    w: Tensor,
+    lookahead: Mapping[str, Any] | None,
+    dtype: torch.dtype,
+) -> Any:
+    """``advance(w, grad, t)``: every configuration's step ``t`` as the class's rule under ``torch.vmap``."""
+    fixed, swept = _batched_kwargs(kwargs, names, which, dtype)
+    state = _batched_state(opt, [groups[i] for i in which], w)
+    rule = type(opt).rule
+    if lookahead is not None:
+        k, alpha = _check_lookahead(opt, lookahead)
+        state = {"inner": state, "slow_param": w.clone()}
+
+    def update(p: Tensor, g: Tensor, st: dict[str, Any], step: float, hp: dict[str, Tensor]) -> Any:
+        if lookahead is None:
+            return rule(p, g, st, step, **fixed, **hp)
+        fast, inner = rule(p, g, st["inner"], step, **fixed, **hp)
+        fast, slow = lookahead_sync(fast, st["slow_param"], step, k=k, alpha=alpha)
+        return fast, {"inner": inner, "slow_param": slow}
+
+    batched = torch.vmap(update, in_dims=(0, 0, 0, None, 0))
+
+    def advance(w: Tensor, grad: Tensor, t: int) -> Tensor:
+        nonlocal state
+        w, state = batched(w, grad, state, float(t), swept)
+        return w
+
+    return advance
+
+
+def _class_instances(
+    optimizer: type[RuleOptimizer], options: dict[str, Any], groups: list[dict[str, Any]], w: Tensor
+) -> tuple[Any, Any]:
+    """``(advance, shown)`` for a class whose step does more than its rule: one instance per
+    configuration over its own point, its param group the configuration's (already checked), on the
+    reference path; ``shown()`` is where an optimizer with ``train()``/``eval()`` is evaluated (module
+    docstring), ``None`` for the others (shown where they train)."""
+    params = [p.clone() for p in w]
+    instances = []
+    for p, group in zip(params, groups):
+        opt = _unchecked(optimizer)([p], **options)
+        opt.param_groups[0].update({k: v for k, v in group.items() if k != "params"}, fast=False)
+        instances.append(opt)
+    modal = callable(getattr(optimizer, "train", None)) and callable(getattr(optimizer, "eval", None))
+    for opt in instances if modal else ():
+        opt.train()  # Schedule-Free starts in eval mode, as its package
+
+    def advance(w: Tensor, grad: Tensor, t: int) -> Tensor:
+        for p, g, opt in zip(params, grad, instances):
+            p.grad = g.clone()
+            opt.step()
+        return torch.stack(params)
+
+    def evaluation_point() -> Tensor:
+        points = []
+        for p, opt in zip(params, instances):
+            y = p.clone()
+            try:
+                opt.eval()
+            except ZeroDivisionError:  # a momentum of 0 (out of range) leaves x = y + (1 - 1/beta)(z - y) undefined
+                points.append(torch.full_like(p, math.nan))
+                continue
+            points.append(p.clone())
+            opt.train()
+            p.copy_(y)
+        return torch.stack(points)
+
+    return advance, evaluation_point if modal else None
 
 
 def check_grid_names(

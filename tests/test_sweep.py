@@ -10,6 +10,9 @@ import torch
 from optimlab import surfaces
 from optimlab.cli import main
 from optimlab.optim import (
+    ADOPT,
+    LAMB,
+    MARS,
     SGD,
     AdaBelief,
     AdaBound,
@@ -20,10 +23,16 @@ from optimlab.optim import (
     Adamax,
     AdaMod,
     AdamW,
+    AdEMAMix,
+    Adan,
+    Lion,
     Lookahead,
     NAdam,
+    Prodigy,
     RAdam,
     RMSprop,
+    ScheduleFreeAdamW,
+    ScheduleFreeSGD,
     Yogi,
 )
 from optimlab.optim._base import RuleOptimizer
@@ -137,6 +146,8 @@ def _class_path(surface, cls, kwargs, start, steps, record, lookahead=None):
     opt = cls([w], fast=False, **kwargs)
     if lookahead is not None:
         opt = Lookahead(opt, **lookahead)
+    if _has_modes(cls):
+        opt.train()  # Schedule-Free starts in eval mode
     path = []
     for t in range(1, steps + 1):
         w.grad = surface.grad(w)
@@ -175,6 +186,18 @@ OPTION_CASES = [
     (AdaBelief, dict(lr=1e-4, amsgrad=True), {}, None),  # rectified: SGD steps first
     (Adagrad, {}, {"initial_accumulator_value": [0.0, 1.0]}, lambda v: dict(initial_accumulator_value=v)),
     (Adadelta, {}, {}, None),
+    (Lion, dict(lr=1e-3, weight_decay=0.1), {"beta1": [0.9, 0.5]}, lambda b: dict(betas=(b, 0.99))),
+    (ADOPT, dict(lr=1e-2, weight_decay=0.1, decouple=True), {}, None),
+    (ADOPT, dict(lr=1e-2, original=True, clip_lambda=None), {"beta2": [0.9, 0.9999]}, lambda b: dict(betas=(0.9, b))),
+    (AdEMAMix, dict(lr=1e-2, alpha_warmup=30, beta3_warmup=30, weight_decay=0.1), {}, None),
+    (AdEMAMix, dict(lr=1e-2), {"alpha": [0.0, 5.0]}, lambda a: dict(alpha=a)),
+    (Adan, dict(lr=1e-2, weight_decay=0.1), {}, None),
+    (Adan, dict(lr=1e-2, weight_decay=0.1, no_prox=True), {}, None),
+    (MARS, dict(lr=1e-2, optimize_1d=True), {"gamma": [0.0, 0.025, 0.5]}, lambda g: dict(gamma=g)),
+    (MARS, dict(lr=1e-2, optimize_1d=True, amsgrad=True, weight_decay=0.1), {}, None),
+    (MARS, dict(lr=1e-2), {}, None),  # a vector takes MARS's AdamW with lr_1d, betas_1d, weight_decay_1d
+    (LAMB, dict(lr=1e-2, weight_decay=0.1), {"beta1": [0.9, 0.5]}, lambda b: dict(betas=(b, 0.999))),
+    (LAMB, dict(lr=1e-2, bias_correction=False, clamp_value=0.5), {}, None),
 ]
 
 
@@ -295,12 +318,61 @@ def _steps_like_its_rule(cls):
 @pytest.mark.parametrize("cls", _rule_classes(), ids=lambda c: c.__name__)
 def test_every_optimizer_at_its_defaults_equals_its_class(cls):
     booth = surfaces.get("booth")
-    if not _steps_like_its_rule(cls):
-        # a step that carries more than the rule (Schedule-Free's schedule) cannot be batched: refused, not faked
-        with pytest.raises(ValueError, match=f"{cls.__name__} cannot be swept"):
-            sweep(booth, cls, steps=5)
-        return
     result = sweep(booth, cls, steps=40, record_every=5)
     alone = _class_path(booth, cls, {}, booth.start, 40, 5)
     assert torch.isfinite(alone).all()
-    assert _displacement_gap(result.path[0], alone, booth.start) <= 1e-12
+    if _has_modes(cls):
+        return  # shown at its evaluation point: test_schedule_free_is_shown_at_its_evaluation_point
+    if _steps_like_its_rule(cls):
+        assert _displacement_gap(result.path[0], alone, booth.start) <= 1e-12
+    else:  # the class itself steps (Prodigy): the same arithmetic, bit for bit
+        assert torch.equal(result.path[0], alone)
+
+
+def _has_modes(cls):
+    return callable(getattr(cls, "train", None)) and callable(getattr(cls, "eval", None))
+
+
+@pytest.mark.parametrize(
+    ("cls", "options", "grid"),
+    [
+        (ScheduleFreeAdamW, dict(lr=0.05), {"beta1": [0.9, 0.5]}),
+        (ScheduleFreeSGD, dict(lr=1e-3, warmup_steps=10, weight_decay=0.01), {"momentum": [0.9, 0.5]}),
+    ],
+)
+def test_schedule_free_is_shown_at_its_evaluation_point(cls, options, grid):
+    """Gradients at y, path and loss at x = what eval() gives after training untouched by evaluations."""
+    steps = 50
+    result = sweep(ROSENBROCK, cls, grid, options=options, steps=steps, record_every=steps)
+    (name, values), pair = next(iter(grid.items())), "betas" if "beta1" in grid else None
+    for c, value in enumerate(values):
+        w = torch.tensor(ROSENBROCK.start, dtype=torch.float64)
+        kwargs = {**options, pair: (value, 0.999)} if pair else {**options, name: value}
+        opt = cls([w], fast=False, **kwargs)
+        opt.train()
+        for _ in range(steps):
+            w.grad = ROSENBROCK.grad(w)
+            opt.step()
+        y = w.clone()
+        opt.eval()
+        assert torch.equal(result.path[c, -1], w), value  # x, and y was never rounded by an eval()/train()
+        assert not torch.allclose(w, y), value  # x is not the training point
+        assert result.loss[c, -1] == ROSENBROCK(w)
+
+
+def test_schedule_free_without_momentum_has_no_evaluation_point_and_is_diverged_not_an_error():
+    result = sweep(ROSENBROCK, ScheduleFreeSGD, {"momentum": [0.9, 0.0]}, options=dict(lr=1e-3), steps=5)
+    assert result.status == ["moving", "diverged"] and int(result.first_bad_step[1]) == 1
+
+
+def test_prodigy_estimates_its_step_size_per_configuration():
+    """Prodigy's d is one number over all of an optimizer's tensors: each configuration is its own optimizer
+    over its own point, as a user training those two parameters gets, whatever else the grid holds."""
+    booth = surfaces.get("booth")
+    both = sweep(booth, Prodigy, {"lr": [1.0, 0.1]}, steps=40, record_every=5)
+    one = sweep(booth, Prodigy, {"lr": [0.1]}, steps=40, record_every=5)
+    assert torch.equal(both.path[1], one.path[0])
+    for c, lr in enumerate((1.0, 0.1)):
+        assert torch.equal(both.path[c], _class_path(booth, Prodigy, dict(lr=lr), booth.start, 40, 5))
+    # d grew from d0 = 1e-6 by itself: 40 steps of 1e-6 would not have moved the point by 1e-4
+    assert (both.path[0, -1] - both.start[0]).norm() > 5 and both.loss[0, -1] < both.start_loss[0] / 10
