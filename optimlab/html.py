@@ -15,6 +15,9 @@ configurations, names and summary rows) and has, per task and budget:
   the mean over seeds at each curve point and a band from the minimum to the maximum over seeds; x is
   steps, epochs or wall time (buttons), each seed's own curve can be shown (check boxes), and hovering
   one chart shows the same x in the task's other charts;
+* **samples** (GAN tasks): the generator's samples image (:meth:`optimlab.tasks.gan.GanInstance.samples_png`)
+  that each optimizer's reported configuration stored with its run at its first evaluation seed, inline as a
+  ``data:`` URI (an image over :data:`MAX_SAMPLES_BYTES` is named instead);
 * **tuning**: every tuning trial (the runs at the tuning seed) of every optimizer, one chart per tuned
   hyperparameter: its value against the final validation metric; diverged trials in a strip below
   (they have no value to draw), the configuration that was evaluated as a star, and a warning when it
@@ -29,6 +32,7 @@ time and steps to target with their profile.
 
 from __future__ import annotations
 
+import base64
 import html
 import json
 import math
@@ -100,6 +104,7 @@ def html_report(
         if members:
             _summary(page, task, members, trial_counts)
             _curves(page, members, colours)
+            _samples(page, store, task, members)
         task_trials = {key[2]: rows for key, rows in trials.items() if key[:2] == (task_name, budget)}
         if task_trials:
             _tuning(page, task, task_trials, members, colours)
@@ -299,6 +304,32 @@ def _curves(page: _Page, members: list[report_mod.Configuration], colours: Mappi
             },
             linked=True,
         )
+
+
+#: A samples image larger than this is left out of the page (named instead), so the page stays small.
+MAX_SAMPLES_BYTES = 512 * 1024
+
+
+def _samples(page: _Page, store: Store, task: Any, members: list[report_mod.Configuration]) -> None:
+    """The samples image each optimizer's reported configuration stored at its first evaluation seed, inline."""
+    found = report_mod.samples(store, report_mod.best_configurations(task, members))
+    if not found:
+        return
+    shown, skipped = [], []
+    for s in found:
+        caption = f"{s.configuration.name}, seed {s.seed}, step {s.step}"
+        if len(s.png) > MAX_SAMPLES_BYTES:
+            skipped.append(f"{caption} ({report_mod._bytes(len(s.png))})")
+            continue
+        uri = "data:image/png;base64," + base64.b64encode(s.png).decode("ascii")
+        shown.append(f"<figure><img class='samples' src='{uri}' alt='{html.escape(caption)}'>"
+                     f"<figcaption>{html.escape(caption)}</figcaption></figure>")  # fmt: skip
+    page.add("samples", "<p>The generator's samples at the end of training, from the same fixed noise (and, for a "
+             "conditional GAN, one row per class) in every run: each optimizer's reported configuration (its best "
+             "mean final validation metric), at its first evaluation seed.</p>"
+             + (f"<div class='samples'>{''.join(shown)}</div>" if shown else "")
+             + "".join(f"<p class='warning'>Left out, larger than {MAX_SAMPLES_BYTES // 1024} KiB: {html.escape(k)}</p>"
+                       for k in skipped))  # fmt: skip
 
 
 def _tuning(page: _Page, task: Any, task_trials: Mapping[str, list[dict[str, Any]]], members: Sequence[Any],
@@ -541,7 +572,8 @@ def _plain(value: Any) -> Any:
 
 _VIEW_TITLES = {"statuses": "Statuses", "paths": "Paths and loss", "heatmaps": "Final loss over the swept values",
                 "summary": "Summary", "curves": "Curves", "tuning": "Tuning trials", "lr": "Learning-rate sensitivity",
-                "resources": "Speed and memory", "targets": "Time to target", "profiles": "Performance profiles"}  # fmt: skip
+                "resources": "Speed and memory", "samples": "Samples", "targets": "Time to target",
+                "profiles": "Performance profiles", "landscape": "Loss landscape"}  # fmt: skip
 
 _STYLE = """
 body{font:14px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:0;background:#f6f7f9;color:#1d2330}
@@ -555,6 +587,8 @@ section.view h3{margin:4px 0 6px;font-size:15px}
 table{border-collapse:collapse;font-size:13px;margin:6px 0}th,td{padding:4px 9px;border-bottom:1px solid #e6e8ee;text-align:left}
 th{background:#f0f2f6}td:nth-child(n+3){font-variant-numeric:tabular-nums}
 .verdict{font-weight:600}.warning{color:#9a5b00;background:#fff6e0;padding:4px 8px;border-radius:4px}
+.samples{display:flex;flex-wrap:wrap;gap:14px}.samples figure{margin:0}
+.samples img{border:1px solid #e2e4ea;max-width:100%}.samples figcaption{font-size:12px;max-width:320px}
 .controls label{margin-right:10px}.controls .gap{margin-left:18px}.controls span{font-weight:600;margin-right:6px}
 """
 

@@ -33,6 +33,7 @@ statistics; a configuration run at 2 or more other seeds is *evaluated*.
 
 from __future__ import annotations
 
+import io
 import math
 import os
 from collections.abc import Mapping, Sequence
@@ -52,8 +53,19 @@ from .stats import summarize, verdict
 from .store import Store, canonical_json
 from .tables import write_config, write_table
 from .tasks._base import StoredTask
+from .tasks.gan import SAMPLES_ARTIFACT
 
-__all__ = ["Configuration", "curves_figure", "lr_figure", "read_store", "report"]
+__all__ = [
+    "Configuration",
+    "Samples",
+    "best_configurations",
+    "curves_figure",
+    "lr_figure",
+    "read_store",
+    "report",
+    "samples",
+    "samples_figure",
+]
 
 # Curve-point entries that are not plotted quantities.
 _NOT_PLOTTED = frozenset({"epoch", "epochs", "step", "train_time", "wall_time"})
@@ -148,7 +160,7 @@ def _label(name: str, values: Mapping[str, Any]) -> str:
 def read_store(store: Store, tuning_seed: int = 0) -> tuple[list[Configuration], dict[tuple[str, str, str], int]]:
     """``(configurations, tuning trials per (task, budget, optimizer))`` of the store's finished runs.
 
-    A configuration's ``runs`` map each seed other than ``tuning_seed`` to ``{"config", "final",
+    A configuration's ``runs`` map each seed other than ``tuning_seed`` to ``{"key", "config", "final",
     "curve", "state_bytes"}``.  The trial counts are the runs at ``tuning_seed``.
     """
     check_int("report", "tuning_seed", tuning_seed, 0)
@@ -182,8 +194,8 @@ def read_store(store: Store, tuning_seed: int = 0) -> tuple[list[Configuration],
         marked = [k for k in shown if k in hp and k != "optimizer"] if was_tuned else []
         label = spec_mod.label(spec, tuned=marked) if spec is not None else _label(name, differ)
         c = configurations.setdefault((*group, canonical_json(hp)), Configuration(*group, hp, shown, label))
-        c.runs[config["seed"]] = {"config": config, "final": record["final"], "curve": store.epochs(record["key"]),
-                                  "state_bytes": record["state_bytes"]}  # fmt: skip
+        c.runs[config["seed"]] = {"key": record["key"], "config": config, "final": record["final"],
+                                  "curve": store.epochs(record["key"]), "state_bytes": record["state_bytes"]}  # fmt: skip
     return list(configurations.values()), trials
 
 
@@ -345,6 +357,72 @@ def lr_figure(rows: Sequence[Mapping[str, Any]], path: str | os.PathLike[str], *
     return _save(fig, Path(path), table, config)
 
 
+def best_configurations(task: tasks_mod.Task, configurations: Sequence[Configuration]) -> list[Configuration]:
+    """The configuration of each optimizer with the best mean final validation metric over its seeds (the
+    tuned one, where an optimizer was also evaluated at other settings), in first-seen order."""
+    shown: dict[str, tuple[float, Configuration]] = {}
+    for c in configurations:
+        finite = [v for v in (_validation_value(task, r) for r in c.runs.values()) if math.isfinite(v)]
+        score = -math.inf if not finite else np.mean(finite) * (1 if task.higher_is_better else -1)
+        if c.optimizer not in shown or score > shown[c.optimizer][0]:
+            shown[c.optimizer] = (score, c)
+    return [c for _, c in shown.values()]
+
+
+@dataclass(frozen=True)
+class Samples:
+    """The samples image a run stored (a GAN's, :meth:`optimlab.tasks.gan.GanInstance.samples_png`)."""
+
+    configuration: Configuration
+    seed: int
+    step: int
+    png: bytes
+
+
+def samples(store: Store, configurations: Sequence[Configuration]) -> list[Samples]:
+    """The samples image of each of ``configurations`` that has one, from its first evaluation seed (the
+    same seed, so the same initialisation and sample noise, for every optimizer that ran it)."""
+    found = []
+    for c in configurations:
+        seed = min(c.runs)
+        images = [a for a in store.artifacts(c.runs[seed]["key"], name=SAMPLES_ARTIFACT) if a["media_type"] == "image/png"]
+        if images:
+            found.append(Samples(c, seed, images[-1]["step"], images[-1]["data"]))
+    return found
+
+
+def samples_figure(images: Sequence[Samples], path: str | os.PathLike[str], *, task: str, budget: str) -> Path:
+    """The samples images of ``images`` side by side (up to 4 a row), each titled with what ran, its seed
+    and step; the CSV lists them (optimizer, seed, step, run key, pixels, bytes)."""
+    if not images:
+        raise ValueError("samples_figure: invalid images=[]: expected at least one")
+    from PIL import Image
+
+    pictures = [np.asarray(Image.open(io.BytesIO(s.png)).convert("RGB")) for s in images]
+    columns = min(4, len(images))
+    rows = math.ceil(len(images) / columns)
+    height, width = max(p.shape[0] for p in pictures), max(p.shape[1] for p in pictures)
+    panel = 2.6
+    fig = _figure((panel * columns, panel * height / width * rows + 0.45 * rows + 0.5))
+    axes = fig.subplots(rows, columns, squeeze=False).ravel()
+    for ax in axes[len(images) :]:
+        ax.set_axis_off()
+    table = []
+    for ax, s, picture in zip(axes, images, pictures):
+        ax.imshow(picture, interpolation="nearest")
+        ax.set_axis_off()
+        ax.set_title(f"{s.configuration.name}\nseed {s.seed}, step {s.step}", fontsize=8)
+        table.append({"task": task, "budget": budget, "optimizer": s.configuration.name, "seed": s.seed, "step": s.step,
+                      "key": s.configuration.runs[s.seed]["key"], "width": picture.shape[1], "height": picture.shape[0],
+                      "bytes": len(s.png)})  # fmt: skip
+    fig.suptitle(f"{task}, {budget} budget: generated samples at the end of training\n"
+                 "each optimizer's reported configuration, its first evaluation seed", fontsize=10)  # fmt: skip
+    config = {"figure": "samples", "task": task, "budget": budget, "artifact": SAMPLES_ARTIFACT,
+              "runs": [{"optimizer": s.configuration.name, "hyperparameters": s.configuration.hyperparameters,
+                        "seed": s.seed, "step": s.step} for s in images]}  # fmt: skip
+    return _save(fig, Path(path), table, config)
+
+
 def _lr_rows(task: tasks_mod.Task, configurations: Sequence[Configuration]) -> list[dict[str, Any]]:
     """Sensitivity rows of the families of configurations that differ only in ``lr`` (3 or more lrs)."""
     families: dict[tuple[str, str], list[Configuration]] = {}
@@ -466,17 +544,15 @@ def report(store: Store, out: str | os.PathLike[str], *, tuning_seed: int = 0) -
         rows, final_key, text = _summary_rows(task, members, trials)
         paths.append(write_table(rows, out / f"summary-{slug}.csv"))
         sections.append(_markdown(task_name, budget, rows, final_key, task.higher_is_better, text))
-        shown = {}
-        for c in members:  # the best configuration of each optimizer by mean final validation metric
-            finite = [v for v in (_validation_value(task, r) for r in c.runs.values()) if math.isfinite(v)]
-            score = -math.inf if not finite else np.mean(finite) * (1 if task.higher_is_better else -1)
-            if c.optimizer not in shown or score > shown[c.optimizer][0]:
-                shown[c.optimizer] = (score, c)
-        drawn = [curves_figure([c for _, c in shown.values()], out / f"curves-{slug}.png")]
+        shown = best_configurations(task, members)
+        drawn = [curves_figure(shown, out / f"curves-{slug}.png")]
         lr_rows = _lr_rows(task, members)
         if lr_rows:
             val_key = metric_key(task.metric, next(iter(members[0].runs.values()))["curve"][-1])
             drawn.append(lr_figure(lr_rows, out / f"lr-{slug}.png", task=task_name, budget=budget, metric=val_key))
+        images = samples(store, shown)
+        if images:
+            drawn.append(samples_figure(images, out / f"samples-{slug}.png", task=task_name, budget=budget))
         paths += drawn
         sections[-1] += "".join(f"\n![{p.stem}]({p.name})\n" for p in drawn)  # summary.md shows its figures
     out.mkdir(parents=True, exist_ok=True)

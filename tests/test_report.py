@@ -138,3 +138,45 @@ def test_a_fully_diverged_lr_is_drawn_apart_from_the_values(tmp_path: Path, monk
     assert [list(line.get_xdata()) for line in crosses] == [[10.0]]
     assert [t.get_text() for t in strip.texts] == ["1/2"]  # some seeds diverged at lr 1
     assert "diverged" in strip.get_ylabel() and strip.get_title(loc="left").startswith("diverged seeds")
+
+
+def test_report_of_a_gan_store_shows_each_arms_samples(tmp_path: Path) -> None:
+    """A smoke-budget mnist-dcgan comparison: one samples image per arm, from its first evaluation seed, in the
+    samples figure that summary.md links and in index.html, the very bytes the run stored."""
+    import base64
+    import io
+    import re
+
+    from PIL import Image
+
+    from optimlab.html import html_report
+
+    if not (DATA / "mnist").exists():
+        pytest.skip(f"MNIST not staged under {DATA}")
+    with Store(tmp_path / "gan.sqlite") as store:
+        compare("mnist-dcgan", ["Adam", "Momentum"], "smoke", seeds=2, trials=1, store=store, progress=False)
+        report(store, tmp_path / "out")
+        page = html_report(store, tmp_path / "out").read_text(encoding="utf-8")
+        configurations, _ = read_store(store)
+        stored = {}
+        for c in configurations:
+            seed = min(c.runs)
+            (artifact,) = store.artifacts(c.runs[seed]["key"], name="samples")
+            stored[c.name] = (seed, c.runs[seed]["key"], artifact)
+    assert len(stored) == 2
+    out = tmp_path / "out"
+    assert "![samples-mnist-dcgan-smoke](samples-mnist-dcgan-smoke.png)" in (out / "summary.md").read_text()
+    rows = {r["optimizer"]: r for r in _csv(out / "samples-mnist-dcgan-smoke.csv")}
+    assert rows.keys() == stored.keys()
+    for name, (seed, key, artifact) in stored.items():
+        assert artifact["media_type"] == "image/png" and artifact["step"] == 8  # 256 images, batch 32: 8 steps
+        assert Image.open(io.BytesIO(artifact["data"])).size == (242, 302)  # 8 digits across, one row per digit
+        row = rows[name]
+        assert (int(row["seed"]), row["key"], int(row["bytes"])) == (seed, key, len(artifact["data"]))
+        assert (int(row["width"]), int(row["height"])) == (242, 302)
+    section = page[page.index("data-view='samples'") :]
+    section = section[: section.index("</section>")]
+    shown = re.findall(r"<img class='samples' src='data:image/png;base64,([^']+)' alt='([^']+)'", section)
+    assert {alt: base64.b64decode(data) for data, alt in shown} == {
+        f"{name}, seed {seed}, step 8": artifact["data"] for name, (seed, _, artifact) in stored.items()
+    }
