@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+import torch
 
 from optimlab import cli
 from optimlab.html import html_report
@@ -23,6 +24,8 @@ TASKS = {
     "airfoil-linreg": {"metric": "full_loss", "final": "full_loss", "higher": False},
     "mnist-cnn": {"metric": "val_accuracy", "final": "test_accuracy", "higher": True},
 }
+# A GAN task evaluated without tuning trials: its runs store a samples image (the run artifact "samples")
+GAN_TASKS = {"mnist-dcgan": {"metric": "val_gen_accuracy", "final": "test_gen_accuracy", "higher": True}}
 ARMS = {"Adam": ("optimlab.Adam", {}), "Momentum": ("optimlab.SGD", {"momentum": 0.9})}
 TRIAL_LRS = (1e-3, 1e-2, 1e-1, 1.0)
 CHOSEN = {"Adam": 1e-2, "Momentum": 1e-1}  # Momentum's is not the largest lr tried: lr=1 diverged
@@ -34,10 +37,17 @@ def _quality(arm: str, lr: float, seed: int) -> float:
     return 0.9 - 0.1 * abs(math.log10(lr / CHOSEN[arm])) - (0.05 if arm == "Momentum" else 0.0) + 0.002 * seed
 
 
+def _samples_png(arm: str, seed: int) -> bytes:
+    """The samples image of a run: a grid of one grey, its own for each arm and seed."""
+    from optimlab.tasks.mnist_gan import image_grid
+
+    return image_grid(torch.full((80, 1, 28, 28), 0.1 * seed + 0.4 * list(ARMS).index(arm)), 8)
+
+
 def _add_run(store: Store, task: str, arm: str, lr: float, seed: int, stored_as: str | None = None) -> None:
     """A run of ``task``; ``stored_as``: under that name, with the task's metadata (a task of the user's own)."""
     name, fixed = ARMS[arm]
-    spec = TASKS[task]
+    spec = {**TASKS, **GAN_TASKS}[task]
     meta = None
     if stored_as is not None:
         from optimlab import tasks
@@ -68,7 +78,9 @@ def _add_run(store: Store, task: str, arm: str, lr: float, seed: int, stored_as:
         value = math.nan if diverged else (0.05 + q if spec["higher"] else 2.0 - q)
         run.finish({spec["final"]: value, "diverged": int(diverged), "steps": 3 if diverged else STEPS,
                     "train_time": 0.2, "wall_time": 0.25, "state_bytes": 64 if arm == "Adam" else 32},
-                   state_bytes=64 if arm == "Adam" else 32)  # fmt: skip
+                   state_bytes=64 if arm == "Adam" else 32,
+                   artifacts=[{"name": "samples", "step": STEPS, "media_type": "image/png", "data": _samples_png(arm, seed)}]
+                   if task in GAN_TASKS else ())  # fmt: skip
 
 
 def _make_store(path: Path, trial_lrs: dict[tuple[str, str], tuple[float, ...]] | None = None) -> Path:
@@ -80,6 +92,9 @@ def _make_store(path: Path, trial_lrs: dict[tuple[str, str], tuple[float, ...]] 
                     _add_run(store, task, arm, lr, seed=0)
                 for seed in (1, 2, 3):
                     _add_run(store, task, arm, CHOSEN[arm], seed)
+        for arm in ARMS:
+            for seed in (1, 2, 3):
+                _add_run(store, "mnist-dcgan", arm, CHOSEN[arm], seed)
         for lr in (3e-3, 3e-2):  # Adam evaluated at 3 lrs on airfoil: the lr-sensitivity view
             for seed in (1, 2):
                 _add_run(store, "airfoil-linreg", "Adam", lr, seed)
@@ -124,6 +139,9 @@ EXPECTED_CHARTS = {
     ("mnist-cnn, smoke budget", "tuning"): 1,
     ("mnist-cnn, smoke budget", "resources"): 2,
     ("mnist-cnn, smoke budget", "targets"): 1,
+    ("mnist-dcgan, smoke budget", "curves"): 2,  # loss and gen_accuracy
+    ("mnist-dcgan, smoke budget", "samples"): 2,  # one image per arm
+    ("mnist-dcgan, smoke budget", "resources"): 2,
     ("Across tasks", "profiles"): 3,  # final metric, time to target, steps to target
 }
 
@@ -135,7 +153,7 @@ def _text(html: str) -> str:
 def test_page_is_one_self_contained_file(page: Path) -> None:
     html = page.read_text(encoding="utf-8")
     assert page.stat().st_size < 10 * 2**20
-    assert not re.search(r"<(script|link|img)[^>]+(src|href)=", html)  # every script and style inline
+    assert not re.search(r"<(script|link|img)[^>]+(src|href)=(?!'data:image/png;base64,)", html)  # all inline
     assert (page.parent / "curves-mnist-cnn-smoke.png").exists()  # the rest stays, and summary.md shows its figures
     summary = (page.parent / "summary.md").read_text(encoding="utf-8")
     assert "![curves-mnist-cnn-smoke](curves-mnist-cnn-smoke.png)" in summary
@@ -155,6 +173,20 @@ def test_page_shows_the_store(page: Path) -> None:
     assert "Adam(lr=0.01*) 3 of 3 0.218 s 18 Momentum(lr=0.1*) 2 of 3 0.23 s 19" in text
     # lr sensitivity only where 3 lrs were evaluated: airfoil
     assert text.count("Learning-rate sensitivity") == 1
+
+
+def test_page_shows_each_arms_samples(page: Path) -> None:
+    """mnist-dcgan's samples section: each arm's image of its first evaluation seed, the bytes its run stored."""
+    import base64
+
+    html = page.read_text(encoding="utf-8")
+    section = html[html.index("data-view='samples'") :]
+    section = section[: section.index("</section>")]
+    shown = re.findall(r"<img class='samples' src='data:image/png;base64,([^']+)' alt='([^']+)'", section)
+    assert [(alt, base64.b64decode(data)) for data, alt in shown] == [
+        (f"{arm}(lr={CHOSEN[arm]:g}), seed 1, step {STEPS}", _samples_png(arm, 1)) for arm in ARMS
+    ]
+    assert html.count("data-view='samples'") == 1  # the GAN task's alone
 
 
 def test_edge_warning(tmp_path: Path) -> None:
@@ -222,14 +254,21 @@ def test_page_in_headless_chromium(browser: Any, page: Path, tmp_path: Path) -> 
     tab, errors, requests, opened = _open(browser, page)
     print(f"index.html ({page.stat().st_size / 2**20:.1f} MiB) opened in {opened:.2f} s")
     assert requests == [page.as_uri()]  # nothing fetched but the page itself
-    counts = tab.evaluate(
+    tab.wait_for_function("() => Array.from(document.images).every(i => i.complete)", timeout=10_000)
+    counts = tab.evaluate(  # the plotly charts drawn, and the images decoded
         """() => Array.from(document.querySelectorAll('section.view')).map(s =>
-             [s.closest('.task').dataset.task, s.dataset.view, s.querySelectorAll('.js-plotly-plot .main-svg').length > 0
-              ? s.querySelectorAll('.js-plotly-plot').length : 0])"""
+             [s.closest('.task').dataset.task, s.dataset.view, (s.querySelectorAll('.js-plotly-plot .main-svg').length > 0
+              ? s.querySelectorAll('.js-plotly-plot').length : 0)
+              + Array.from(s.querySelectorAll('img')).filter(i => i.naturalWidth > 0).length])"""
     )
     assert {(t, v): n for t, v, n in counts if v != "summary"} == EXPECTED_CHARTS
-    assert [v for _, v, _ in counts].count("summary") == 2
-    assert tab.locator("section[data-view=summary] tbody tr").count() == 4 + 2  # airfoil: Adam at 3 lrs + Momentum
+    assert [v for _, v, _ in counts].count("summary") == 3
+    assert tab.locator("section[data-view=summary] tbody tr").count() == 4 + 2 + 2  # airfoil: Adam at 3 lrs + Momentum
+    sizes = tab.evaluate(
+        "() => Array.from(document.querySelectorAll('section[data-view=samples] img'))"
+        ".map(i => [i.alt, i.naturalWidth, i.naturalHeight])"
+    )
+    assert sizes == [["Adam(lr=0.01), seed 1, step 20", 242, 302], ["Momentum(lr=0.1), seed 1, step 20", 242, 302]]
 
     curves = "section[data-view=curves] .js-plotly-plot"
     seed_traces = "([sel, seed]) => document.querySelector(sel).data.filter(t => t.meta && t.meta.seed === seed && t.visible === true).length"
