@@ -31,6 +31,7 @@ from .radam import RAdam
 from .rmsprop import RMSprop
 from .schedulefree import ScheduleFreeAdamW, ScheduleFreeSGD
 from .sgd import SGD
+from .sophia import SophiaG
 from .yogi import Yogi
 
 #: name -> (class, options fixed by the name).  The lab's commands accept these names.
@@ -93,6 +94,7 @@ __all__ = [
     "SGD",
     "ScheduleFreeAdamW",
     "ScheduleFreeSGD",
+    "SophiaG",
     "Yogi",
     "get",
 ]
