@@ -16,6 +16,7 @@ from PIL import Image
 from optimlab import tasks
 from optimlab.data import Dataset, Split
 from optimlab.runner import run
+from optimlab.store import Store
 from optimlab.tasks import Budget
 from optimlab.tasks._base import num_batches, shuffled, subset
 from optimlab.tasks.airfoil import half_mse, linreg, lstsq_floor
@@ -363,3 +364,24 @@ def test_taking_samples_changes_no_training_result(name: str) -> None:
     (state, metrics, draws), (state2, metrics2, draws2) = results
     assert state.keys() == state2.keys() and all(torch.equal(state[k], state2[k]) for k in state)
     assert metrics == metrics2 and torch.equal(draws, draws2)
+
+
+def test_a_gan_run_stores_its_samples_and_trains_the_same_without_them(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    task = tasks.get("mnist-dcgan").with_data(synthetic("mnist-dcgan"))
+    with Store(tmp_path / "lab.sqlite") as store:
+        stored = run(task, "torch.Adam", {"lr": 1e-3}, 0, "smoke", store, progress=False)
+        (artifact,) = store.artifacts(stored["key"])
+    assert (artifact["name"], artifact["media_type"], artifact["step"]) == ("samples", "image/png", stored["final"]["steps"])
+    assert Image.open(io.BytesIO(artifact["data"])).size == (242, 302)
+    monkeypatch.setattr(GanInstance, "artifacts", lambda self: [])
+    bare = run(task, "torch.Adam", {"lr": 1e-3}, 0, "smoke", progress=False)
+    assert bare["artifacts"] == []
+    timing = {"train_time", "wall_time", "setup_time", "peak_rss_bytes"}
+
+    def untimed(metrics: dict) -> dict:
+        return {k: v for k, v in metrics.items() if k not in timing}
+
+    assert untimed(bare["final"]) == untimed(stored["final"])  # bit for bit: == on floats
+    assert [untimed(p) for p in bare["curve"]] == [untimed(p) for p in stored["curve"]]
