@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import inspect
+
 import pytest
 import torch
 
-from optimlab import runner
-from optimlab.optim import SGD, Adafactor, Adam, Lookahead
+from optimlab import protocol, runner
+from optimlab.optim import PRESETS, SGD, Adafactor, Adam, Lookahead
 from optimlab.spec import OptimizerSpec, build, format, label, make, parse
 
 
@@ -37,6 +39,21 @@ from optimlab.spec import OptimizerSpec, build, format, label, make, parse
         ),
         ("AMSGrad", "optimlab.Adam", {"amsgrad": True}, {"amsgrad"}, "AMSGrad"),
         ("AMSBound(lr=0.01)", "optimlab.AdaBound", {"lr": 0.01, "amsbound": True}, {"lr", "amsbound"}, "AMSBound"),
+        (
+            "adoptoriginal(lr=0.01)",
+            "optimlab.ADOPT",
+            {"lr": 0.01, "clip_lambda": None, "original": True},
+            {"lr", "clip_lambda", "original"},
+            "ADOPTOriginal",
+        ),
+        (
+            "Muon(adjust_lr_fn='match_rms_adamw')",
+            "optimlab.Muon",
+            {"adjust_lr_fn": "match_rms_adamw"},
+            {"adjust_lr_fn"},
+            None,
+        ),
+        ("ScheduleFreeAdamW(beta1=0.95)", "optimlab.ScheduleFreeAdamW", {"betas": (0.95, 0.999)}, {"beta1"}, None),
         ("torch.Adam", "torch.Adam", {}, set(), None),
         ("torch.optim.SGD(lr=0.1, momentum=0.9)", "torch.SGD", {"lr": 0.1, "momentum": 0.9}, {"lr", "momentum"}, None),
         ("torch.Adam(beta1=0.8)", "torch.Adam", {"betas": (0.8, 0.999)}, {"beta1"}, None),
@@ -193,3 +210,33 @@ def test_values_are_never_evaluated(tmp_path):
     with pytest.raises(ValueError, match="must be a Python literal"):
         parse(f"Adam(lr=__import__('pathlib').Path({str(marker)!r}).touch())")
     assert not marker.exists()
+
+
+@pytest.mark.parametrize("name", list(PRESETS))
+def test_every_preset_is_a_spec_that_trains_and_tunes(name):
+    """What the commands do with a preset name: parse it in any case, store it, build it, step it, and
+    set every learning rate of tune's default range (a class refusing one would fail every trial there)."""
+    cls, options = PRESETS[name]
+    spec = parse(name.lower())
+    assert (spec.cls, spec.hyperparameters, set(spec.fixed)) == (cls, options, set(options))
+    assert parse(format(spec)) == spec and OptimizerSpec.from_config(spec.to_config()) == spec
+    low, high = inspect.signature(protocol.tune).parameters["lr_range"].default
+    assert not spec.is_fixed("lr")
+    if cls is Adafactor:  # its relative step ignores lr: tune says so before any trial (test_protocol)
+        with pytest.raises(ValueError, match="relative_step=True"):
+            build(spec.with_values({"lr": low}), [torch.zeros(1)])
+        return
+    torch.manual_seed(0)
+    model = torch.nn.Linear(4, 3, dtype=torch.float64)  # a matrix and a vector (Muon); Prodigy at lr=1e-5 moves by ~1e-11
+    x, y = torch.randn(16, 4, dtype=torch.float64), torch.randn(16, 3, dtype=torch.float64)
+    for lr in (low, high):
+        opt = build(spec.with_values({"lr": lr}), model.parameters())
+        assert type(opt) is cls and opt.defaults["lr"] == lr
+        if callable(getattr(opt, "train", None)):  # Schedule-Free starts in eval mode, as its package
+            opt.train()
+        before = [p.detach().clone() for p in model.parameters()]
+        for _ in range(2):  # ADOPT's first step only measures the gradient
+            torch.nn.functional.mse_loss(model(x), y).backward()
+            opt.step()
+            opt.zero_grad()
+        assert all(not torch.equal(a, b) for a, b in zip(before, model.parameters())), lr
