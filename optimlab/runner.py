@@ -73,6 +73,13 @@ building models), ``num_params``, ``state_bytes`` (the bytes of every tensor in 
 system reports it (not on Windows), ``peak_rss_bytes``: the process's peak resident memory so far
 (of this run and anything the process did before it, such as earlier runs).
 
+With the budget's ``checkpoint_every`` (``--checkpoint-every``), the parameters of the task's first
+role (the model; a GAN's generator) are kept as artifacts (:func:`execute`) named
+:func:`checkpoint_name` (``"params/model"``): flattened in ``parameters()`` order, float32
+little-endian, at step 0, every ``checkpoint_every`` steps and at the last step (not a diverged one),
+taken where the curve evaluates (a Schedule-Free optimizer's average).  A run whose checkpoints
+would exceed ``checkpoint_cap_mb`` (256 MiB) raises ``ValueError`` before its first step.
+
 A non-finite training loss, or one above ``task.loss_ceiling_factor`` (1e6) times the first step's
 loss (taken as at least 1), stops the run at that step: the last curve point has that loss and no
 evaluation, the final metrics of the split are NaN (a diverged network's accuracy means nothing)
@@ -126,14 +133,16 @@ from .data import DataError
 from .optim._validate import check_choice, check_int
 from .spec import OptimizerSpec
 from .store import Store, canonical_json, run_key, with_versions
-from .tasks import BUDGETS, Instance, Task
+from .tasks import BUDGETS, Budget, Instance, Task
 
 __all__ = [
+    "CHECKPOINT_MEDIA_TYPE",
     "CURVE_POINTS",
     "DTYPES",
     "RunSpec",
     "build_optimizer",
     "check_device",
+    "checkpoint_name",
     "check_environment",
     "execute",
     "optimizer_names",
@@ -469,7 +478,7 @@ def prepare(
         "budget": budget,
         "device": device.type,
         "dtype": dtype,
-        "settings": dataclasses.asdict(task.budgets[budget]),  # overrides (--epochs...) make other runs
+        "settings": task.budgets[budget].settings(),  # overrides (--epochs...) make other runs
         # the same configuration and seed give the same numbers only at the same thread count
         "threads": threads,
     }
@@ -681,6 +690,54 @@ class _Curve:
         self.resumed = time.perf_counter()
 
 
+#: The media type of a checkpoint: the parameters flattened in ``parameters()`` order, float32 little-endian.
+CHECKPOINT_MEDIA_TYPE = "application/x-float32-le"
+
+
+def checkpoint_name(role: str) -> str:
+    """The artifact name of ``role``'s checkpoints (``"params/model"``, ``"params/generator"``)."""
+    return f"params/{role}"
+
+
+class _Checkpoints:
+    """The parameters of the task's first role (the model; a GAN's generator, whose samples are what
+    the GAN makes) every ``budget.checkpoint_every`` steps, at step 0 and at the end, as artifacts."""
+
+    def __init__(
+        self, task: Task, budget: Budget, instance: Instance, optimizers: Mapping[str, torch.optim.Optimizer]
+    ) -> None:
+        self.every = budget.checkpoint_every
+        self.role = task.roles[0]
+        self.params = instance.parameters()[self.role]
+        self.optimizers = optimizers
+        self.artifacts: list[dict[str, Any]] = []
+        if self.every is None:
+            return
+        steps = budget.epochs * instance.steps_per_epoch
+        count = steps // self.every + 1 + (steps % self.every > 0)  # step 0 and the last step too
+        each = sum(p.numel() for p in self.params) * 4
+        cap = budget.checkpoint_cap_mb * 2**20
+        if count * each > cap:
+            raise ValueError(
+                f"run {task.name}: invalid checkpoint_every={self.every}: {count} checkpoints of the {self.role}'s "
+                f"{each // 4} parameters would take {count * each / 2**20:.1f} MiB, over checkpoint_cap_mb="
+                f"{budget.checkpoint_cap_mb} (room for {cap // each}); checkpoint less often or raise checkpoint_cap_mb"
+            )
+
+    def take(self, step: int, *, last: bool = False) -> None:
+        """A checkpoint after ``step`` steps if it is one of the schedule's (or ``last``), once per step."""
+        if self.every is None or (step % self.every and not last):
+            return
+        if self.artifacts and self.artifacts[-1]["step"] == step:
+            return
+        with torch.no_grad(), _at_evaluation_point(self.optimizers):  # where the curve evaluates the model
+            flat = torch.cat([p.detach().reshape(-1).to("cpu", torch.float32) for p in self.params])
+        data = flat.numpy().astype("<f4", copy=False).tobytes()
+        self.artifacts.append(
+            {"name": checkpoint_name(self.role), "step": step, "media_type": CHECKPOINT_MEDIA_TYPE, "data": data}
+        )
+
+
 def _train(
     task: Task,
     specs: Mapping[str, tuple[str, dict[str, Any]]],
@@ -716,9 +773,11 @@ def _train(
         ) as bar:
             curve = _Curve(instance, optimizers, log, bar)
             every = budget.eval_every or max(1, budget.epochs * instance.steps_per_epoch // CURVE_POINTS)
+            checkpoints = _Checkpoints(task, budget, instance, optimizers)
             # where every optimizer starts: the same network, the same numbers (the evaluation leaves
             # a Schedule-Free optimizer in train mode, where it must step)
             curve.point(0, evaluate=True)
+            checkpoints.take(0)
             step, diverged = 0, False
             first: dict[str, float] = {}
             for _ in range(budget.epochs):
@@ -734,14 +793,17 @@ def _train(
                         break
                     if step % every == 0:
                         curve.point(step, evaluate=True)
+                    checkpoints.take(step)
                 if diverged:
                     break
             if diverged or curve.points[-1]["step"] != step:
                 curve.point(step, evaluate=not diverged)
+            if not diverged:
+                checkpoints.take(step, last=True)
         split = instance.final_split
         with _at_evaluation_point(optimizers):
             evaluated = instance.evaluate(split)
-            artifacts = [{**a, "step": step} for a in instance.artifacts()]
+            artifacts = checkpoints.artifacts + [{**a, "step": step} for a in instance.artifacts()]
         final: dict[str, Any] = {f"{split}_{name}": math.nan if diverged else value for name, value in evaluated.items()}
         # an absurd final metric (beyond the task's ceiling) is divergence too; its value is kept as data
         diverged = diverged or evaluated.get(task.metric, 0.0) > task.metric_ceiling

@@ -7,7 +7,6 @@ it works around it (one place: :func:`curves`).
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import os
 from collections.abc import Mapping, Sequence
@@ -39,7 +38,7 @@ def curves(
     key, so the curve is found in the store by what the run's configuration holds: the task, the
     budget and its every setting, the seed, the optimizer and the values the study gave it.
     """
-    settings = dataclasses.asdict(task.budgets[budget])
+    settings = task.budgets[budget].settings()
     out: dict[int, list[dict[str, Any]]] = {}
     for run in store.runs(task=task.name, budget=budget, settings=settings):
         config = run["config"]

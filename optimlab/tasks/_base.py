@@ -57,6 +57,11 @@ class Budget:
             twentieth of the run's steps (:data:`optimlab.runner.CURVE_POINTS`).  Step 0 and the end
             of training are always curve points.  Each point evaluates the whole curve split
             (``val_size`` examples): make it smaller to evaluate often on a fixed subset.
+        checkpoint_every: store the parameters (of the first role: the model, a GAN's generator)
+            as float32 every this many steps, at step 0 and at the end, with the run
+            (``optimlab landscape`` draws them); ``None``: none (part of the run's key only when set).
+        checkpoint_cap_mb: a run whose checkpoints would exceed this many MiB refuses to start
+            (not part of the key: it changes no number).
     """
 
     epochs: int
@@ -65,13 +70,24 @@ class Budget:
     val_size: int | None = None
     test_size: int | None = None
     eval_every: int | None = None
+    checkpoint_every: int | None = None
+    checkpoint_cap_mb: int = 256
 
     def __post_init__(self) -> None:
         check_int("Budget", "epochs", self.epochs, 1)
         check_int("Budget", "batch_size", self.batch_size, 1)
-        for name in ("train_size", "val_size", "test_size", "eval_every"):
+        check_int("Budget", "checkpoint_cap_mb", self.checkpoint_cap_mb, 1)
+        for name in ("train_size", "val_size", "test_size", "eval_every", "checkpoint_every"):
             if getattr(self, name) is not None:
                 check_int("Budget", name, getattr(self, name), 1)
+
+    def settings(self) -> dict[str, Any]:
+        """The settings that make a run's numbers, as its key holds them: every field but the
+        checkpoint cap, and ``checkpoint_every`` only when set (so that keys from before it stay)."""
+        out = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "checkpoint_cap_mb"}
+        if out["checkpoint_every"] is None:
+            del out["checkpoint_every"]
+        return out
 
 
 class Instance(ABC):
@@ -163,8 +179,9 @@ class Task(ABC):
 
     def with_budget(self, **overrides: int | None) -> Task:
         """This task with ``overrides`` (``epochs``, ``batch_size``, ``train_size``, ``val_size``,
-        ``test_size``, ``eval_every``) set in every one of its budgets; the name is kept (a run's
-        key holds the budget's every setting, so the runs never mix with the original's).
+        ``test_size``, ``eval_every``, ``checkpoint_every``, ``checkpoint_cap_mb``) set in every one of
+        its budgets; the name is kept (a run's key holds the budget's settings, so the runs never mix
+        with the original's).
 
         Raises:
             ValueError: an unknown setting or a bad value.
