@@ -14,6 +14,11 @@ Run by hand (the data directory must hold airfoil and mnist)::
    cores), then 1 and 2 local workers (1 thread each), and Ray with 2 CPUs (1 per run).  Rows are
    timed one after another in the same run: compare their ratios, not their seconds, on a loaded
    machine.
+3. **The README's comparison** (``--comparison``): :func:`optimlab.protocol.compare` of mnist-cnn
+   (``--opt``, default the README's six optimizers) with ``--trials`` trials and ``--eval-seeds``
+   seeds at ``--budget`` (default quick), in process, at 1 and 2 local workers and on Ray with 2
+   CPUs, each into a fresh store; the last column says whether its summary (every optimizer's final
+   metrics over seeds) equals the first row's, number for number.
 """
 
 from __future__ import annotations
@@ -101,12 +106,34 @@ def throughput(executor: Any, workers: int | None, seeds: int, folder: Path, nam
         return time.perf_counter() - began
 
 
+README_OPTIMIZERS = ("Adam", "AdamW", "RAdam", "AdaBelief", "Yogi", "Momentum")
+
+
+def comparison(executor: Any, workers: int | None, args: argparse.Namespace, folder: Path, name: str) -> tuple[float, Any]:
+    """Seconds for the whole protocol, and every optimizer's final test metrics over seeds."""
+    with Store(folder / f"comparison-{name}.sqlite") as store:
+        began = time.perf_counter()
+        result = protocol.compare(
+            "mnist-cnn", args.opt or list(README_OPTIMIZERS), args.budget, seeds=args.eval_seeds,
+            trials=args.trials, store=store, executor=executor, workers=workers, progress=False,
+        )  # fmt: skip
+        seconds = time.perf_counter() - began
+    return seconds, [(s.label, tuple(map(repr, s.values))) for s in result.summaries]  # repr: NaN == NaN
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", type=int, default=20, help="no-step runs per executor (default 20)")
     parser.add_argument("--seeds", type=int, default=4, help="mnist-cnn smoke seeds per optimizer (default 4)")
     parser.add_argument("--no-ray", action="store_true", help="leave Ray out")
+    parser.add_argument("--comparison", action="store_true", help="time the README's mnist-cnn comparison instead")
+    parser.add_argument("--opt", action="append", help="--comparison: an optimizer (repeat; default the README's six)")
+    parser.add_argument("--trials", type=int, default=5, help="--comparison: trials per optimizer (default 5)")
+    parser.add_argument("--eval-seeds", type=int, default=3, help="--comparison: seeds per optimizer (default 3)")
+    parser.add_argument("--budget", default="quick", help="--comparison: the budget (default quick)")
     args = parser.parse_args()
+    if args.comparison:
+        return main_comparison(args)
     print(f"{os.cpu_count()} cores, torch {torch.__version__}, {torch.get_num_threads()} threads in process")
     makers: dict[str, Callable[[], Executor]] = {
         "in process": InProcess,
@@ -139,6 +166,31 @@ def main() -> None:
                 seconds = throughput(executor, workers, args.seeds, folder, name.replace(" ", "-"))
             base = base or seconds
             print(f"{name:<12} {seconds:>8.1f} {60 * total / seconds:>9.2f} {base / seconds:>13.2f}x")
+
+
+def main_comparison(args: argparse.Namespace) -> None:
+    opts = args.opt or list(README_OPTIMIZERS)
+    runs = len(opts) * (args.trials + args.eval_seeds)
+    print(f"{os.cpu_count()} cores, torch {torch.__version__}; mnist-cnn {args.budget}, {len(opts)} optimizers "
+          f"x ({args.trials} trials + {args.eval_seeds} seeds) = {runs} runs")
+    rows: dict[str, tuple[Any, int | None]] = {"in process": (None, None), "local 1": ("local", 1),
+                                               "local 2": ("local", 2)}
+    if not args.no_ray:
+        from optimlab.executors import Ray
+
+        rows["ray 2 cpus"] = (lambda: Ray(init_kwargs={"num_cpus": 2}), None)
+    print(f"{'executor':<12} {'seconds':>8} {'runs/min':>9} {'vs in process':>14} {'same summary':>13}")
+    base, first = None, None
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, (executor, workers) in rows.items():
+            if callable(executor):
+                with executor() as ex:
+                    seconds, summary = comparison(ex, None, args, Path(tmp), name.replace(" ", "-"))
+            else:
+                seconds, summary = comparison(executor, workers, args, Path(tmp), name.replace(" ", "-"))
+            base, first = base or seconds, first or summary
+            print(f"{name:<12} {seconds:>8.1f} {60 * runs / seconds:>9.2f} {base / seconds:>13.2f}x "
+                  f"{'yes' if summary == first else 'NO':>13}", flush=True)
 
 
 if __name__ == "__main__":
