@@ -109,7 +109,9 @@ def throughput(executor: Any, workers: int | None, seeds: int, folder: Path, nam
 README_OPTIMIZERS = ("Adam", "AdamW", "RAdam", "AdaBelief", "Yogi", "Momentum")
 
 
-def comparison(executor: Any, workers: int | None, args: argparse.Namespace, folder: Path, name: str) -> tuple[float, Any]:
+def comparison(
+    executor: Any, workers: int | None, args: argparse.Namespace, folder: Path, name: str
+) -> tuple[float, Any]:
     """Seconds for the whole protocol, and every optimizer's final test metrics over seeds."""
     with Store(folder / f"comparison-{name}.sqlite") as store:
         began = time.perf_counter()
@@ -171,10 +173,15 @@ def main() -> None:
 def main_comparison(args: argparse.Namespace) -> None:
     opts = args.opt or list(README_OPTIMIZERS)
     runs = len(opts) * (args.trials + args.eval_seeds)
-    print(f"{os.cpu_count()} cores, torch {torch.__version__}; mnist-cnn {args.budget}, {len(opts)} optimizers "
-          f"x ({args.trials} trials + {args.eval_seeds} seeds) = {runs} runs")
-    rows: dict[str, tuple[Any, int | None]] = {"in process": (None, None), "local 1": ("local", 1),
-                                               "local 2": ("local", 2)}
+    print(
+        f"{os.cpu_count()} cores, torch {torch.__version__}; mnist-cnn {args.budget}, {len(opts)} optimizers "
+        f"x ({args.trials} trials + {args.eval_seeds} seeds) = {runs} runs"
+    )
+    rows: dict[str, tuple[Any, int | None]] = {
+        "in process": (None, None),
+        "local 1": ("local", 1),
+        "local 2": ("local", 2),
+    }
     if not args.no_ray:
         from optimlab.executors import Ray
 
@@ -189,8 +196,11 @@ def main_comparison(args: argparse.Namespace) -> None:
             else:
                 seconds, summary = comparison(executor, workers, args, Path(tmp), name.replace(" ", "-"))
             base, first = base or seconds, first or summary
-            print(f"{name:<12} {seconds:>8.1f} {60 * runs / seconds:>9.2f} {base / seconds:>13.2f}x "
-                  f"{'yes' if summary == first else 'NO':>13}", flush=True)
+            print(
+                f"{name:<12} {seconds:>8.1f} {60 * runs / seconds:>9.2f} {base / seconds:>13.2f}x "
+                f"{'yes' if summary == first else 'NO':>13}",
+                flush=True,
+            )
 
 
 if __name__ == "__main__":
