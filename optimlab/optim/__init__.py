@@ -1,7 +1,7 @@
 """Drop-in ``torch.optim`` optimizers, each defined by one update rule next to its paper's equations.
 
 Besides the classes, :data:`PRESETS` names the variants people talk about (Momentum, NAG,
-AMSGrad, AMSBound, ...) as a class plus fixed options, and :func:`get` resolves a name.
+AMSGrad, AMSBound, ADOPTOriginal, ...) as a class plus fixed options, and :func:`get` resolves a name.
 """
 
 from __future__ import annotations
@@ -55,6 +55,21 @@ PRESETS: dict[str, tuple[type[RuleOptimizer], dict[str, Any]]] = {
     "AdaMod": (AdaMod, {}),
     "Adafactor": (Adafactor, {}),
     "AdaBelief": (AdaBelief, {}),
+    "Lion": (Lion, {}),
+    "ScheduleFreeSGD": (ScheduleFreeSGD, {}),
+    "ScheduleFreeAdamW": (ScheduleFreeAdamW, {}),
+    "ADOPT": (ADOPT, {}),
+    # the authors' first release (before 2024-11-21): no clipping, m_2 = n_2 (ADOPT's docstring)
+    "ADOPTOriginal": (ADOPT, {"original": True, "clip_lambda": None}),
+    "AdEMAMix": (AdEMAMix, {}),
+    "Adan": (Adan, {}),
+    # MARS-approx, the authors' default; the exact correction needs the previous batch's gradient at the
+    # current parameters (a second backward pass the lab's training loop does not make), so it is no preset
+    "MARS": (MARS, {}),
+    "LAMB": (LAMB, {}),
+    "Prodigy": (Prodigy, {}),
+    # Muon for every tensor of 2 or more dimensions, AdamW for the rest (the class's use_muon=None)
+    "Muon": (Muon, {}),
 }
 
 
