@@ -161,6 +161,32 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", type=Path, help="JSON file of option values")
     p.set_defaults(func=cmd_export)
 
+    p = sub.add_parser(
+        "landscape", help="checkpointed runs projected onto a plane (PCA) with the loss over it, or t-SNE paths",
+        description=_doc(cmd_landscape),
+    )  # fmt: skip
+    p.add_argument("--store", type=Path, required=True, help="the results store (SQLite) with --checkpoint-every runs")
+    p.add_argument("--out", type=Path, help="output folder (default results/landscape)")
+    p.add_argument(
+        "--task", help="the task, or FILE.py:NAME / MODULE:NAME for your own (default: the only one with checkpoints)"
+    )
+    p.add_argument("--seed", type=int, help="the runs' seed (default: the smallest with checkpoints)")
+    p.add_argument(
+        "--method", default="pca", choices=["pca", "tsne"],
+        help="pca: the top-2 principal directions of the joint trajectory, with the loss over them (default); "
+        "tsne: a t-SNE embedding of the checkpoints (pip install 'optimlab[landscape]'): its axes carry no distance "
+        "meaning and there is no loss off the checkpoints, so it draws the paths only",
+    )  # fmt: skip
+    p.add_argument("--grid", type=int, default=21, metavar="K", help="pca: the loss on a K x K grid (default 21)")
+    p.add_argument("--split", default="train", help="the data split the loss is evaluated on (default train)")
+    p.add_argument(
+        "--examples", type=int, default=512, metavar="N",
+        help="the first N examples of the runs' subset of --split (default 512): the cost is K*K*N example evaluations",
+    )  # fmt: skip
+    p.add_argument("--data-dir", type=Path, help="the data directory (default $OPTIMLAB_DATA_DIR)")
+    p.add_argument("--config", type=Path, help="JSON file of option values")
+    p.set_defaults(func=cmd_landscape)
+
     p = sub.add_parser("list", help="tasks, optimizers, presets, surfaces and budgets", description=_doc(cmd_list))
     p.set_defaults(func=cmd_list)
     return parser
@@ -194,6 +220,15 @@ def _lab_args(p: argparse.ArgumentParser) -> None:
         ("eval-every", "steps between curve points"),
     ):
         p.add_argument(f"--{name}", type=int, metavar="N", help=f"{what}, instead of the budget's (part of the run's key)")
+    p.add_argument(
+        "--checkpoint-every", type=int, metavar="N",
+        help="store the model's parameters (a GAN's generator's) every N steps, at step 0 and at the end, "
+        "with each run, for optimlab landscape (off by default; part of the run's key when set)",
+    )  # fmt: skip
+    p.add_argument(
+        "--checkpoint-cap-mb", type=int, metavar="MB",
+        help="refuse a run whose checkpoints would exceed this many MiB (default 256)",
+    )  # fmt: skip
     p.add_argument("--store", type=Path, default=Path("results/lab.sqlite"), help="results store (default results/lab.sqlite)")
     p.add_argument("--data-dir", type=Path, help="the data directory (default $OPTIMLAB_DATA_DIR)")
     p.add_argument("--warmup", help="'untuned' (Ma & Yarats) or a number of linear warmup steps")
@@ -404,6 +439,27 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_landscape(args: argparse.Namespace) -> int:
+    """Project the checkpoints of the runs of one --task and --seed (trained with --checkpoint-every) onto the
+    top-2 PCA directions of their joint trajectory (Li et al., 2018), evaluate the loss on a --grid K x K grid
+    over that plane on --examples examples of --split, and draw filled contours with each optimizer's path:
+    landscape.png, landscape.html (interactive) and landscape.json in --out.  --method tsne draws a t-SNE
+    embedding of the checkpoints instead: paths only, on axes that carry no distance meaning."""
+    from .landscape import landscape
+    from .store import Store
+    from .tasks import load
+
+    if not args.store.exists():
+        raise FileNotFoundError(f"--store {args.store}: no such file")
+    task = None if args.task is None else load(args.task)
+    out = args.out or Path("results") / "landscape"
+    with Store(args.store, readonly=True) as store:
+        paths = landscape(store, out, task=task, seed=args.seed, method=args.method, grid=args.grid, split=args.split,
+                          examples=args.examples, data_dir=args.data_dir)  # fmt: skip
+    _log(f"wrote {', '.join(str(p) for p in paths)}")
+    return 0
+
+
 def cmd_list(args: argparse.Namespace) -> int:
     """Print the tasks, optimizers, presets, 2-D surfaces and budgets (epochs and sizes per task)."""
     from . import spec, surfaces, tasks
@@ -434,7 +490,8 @@ def _lab_task(args: argparse.Namespace) -> Any:
         raise ValueError(f"give --task (on the command line or in --config): one of {', '.join(names())}, FILE.py:NAME or MODULE:NAME")
     check_device(args.device)
     task = load(args.task)
-    overrides = {k: getattr(args, k) for k in ("epochs", "batch_size", "train_size", "eval_every") if getattr(args, k) is not None}
+    settings = ("epochs", "batch_size", "train_size", "eval_every", "checkpoint_every", "checkpoint_cap_mb")
+    overrides = {k: getattr(args, k) for k in settings if getattr(args, k) is not None}
     for name, value in overrides.items():
         if value < 1:
             raise ValueError(f"invalid --{name.replace('_', '-')} {value}: expected an integer >= 1")
