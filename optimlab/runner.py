@@ -87,6 +87,10 @@ and ``diverged`` is 1.  A final metric above ``task.metric_ceiling`` (house-mlp:
 $1e8) also sets ``diverged`` to 1, keeping the absurd value.  The run still counts as finished:
 divergence is a result.
 
+An optimizer with ``update_hessian()`` (:class:`optimlab.optim.SophiaG`) gets its curvature estimate
+as in its authors' training loop, every :data:`HESSIAN_EVERY` steps on a classification task (integer
+targets, a model with one logit per class): :func:`gnb_estimate`.  Elsewhere it runs without one.
+
 **Determinism.**  ``seed`` is expanded into two independent seeds
 (``numpy.random.SeedSequence(seed).generate_state(2, uint64)``): the first seeds torch's global
 generator (weights, dropout, GAN noise), the second a ``torch.Generator`` that alone draws the
@@ -160,6 +164,8 @@ DTYPES = ("float32", "bfloat16")
 #: Curve points of a budget without ``eval_every`` (besides the one at step 0): one every
 #: ``max(1, steps // CURVE_POINTS)`` steps.
 CURVE_POINTS = 20
+#: Steps between two curvature estimates of an optimizer that takes them (its authors' k for SophiaG).
+HESSIAN_EVERY = 10
 
 
 # ---------------------------------------------------------------------------------------------
@@ -645,6 +651,33 @@ def _at_evaluation_point(optimizers: Mapping[str, torch.optim.Optimizer]) -> Ite
             o.train()
 
 
+def gnb_estimate(instance: Instance, batch: Any, optimizers: Mapping[str, torch.optim.Optimizer]) -> bool:
+    """The Gauss-Newton-Bartlett curvature estimate of Sophia's authors, for the optimizers with
+    ``update_hessian()``: labels drawn from the model's own softmax on ``batch``, the gradient of
+    their mean cross-entropy, ``update_hessian()``, the gradients cleared.  Only where the instance
+    has a ``model`` and ``batch`` is ``(inputs, integer class labels)`` with one logit per class;
+    returns whether it took the estimate."""
+    takers = [o for o in optimizers.values() if callable(getattr(o, "update_hessian", None))]
+    model = getattr(instance, "model", None)
+    pair = isinstance(batch, (tuple, list)) and len(batch) == 2
+    if not takers or not isinstance(model, torch.nn.Module) or not pair:
+        return False
+    x, y = batch
+    if not torch.is_tensor(y) or y.dim() != 1 or y.is_floating_point() or y.is_complex() or y.dtype == torch.bool:
+        return False
+    logits = model(x)
+    if logits.dim() != 2 or logits.size(0) != y.size(0):
+        return False
+    for o in takers:
+        o.zero_grad(set_to_none=True)  # the training step's gradients must not enter the estimate
+    sampled = torch.distributions.Categorical(logits=logits.detach().float()).sample()
+    torch.nn.functional.cross_entropy(logits, sampled).backward()
+    for o in takers:
+        o.update_hessian()
+        o.zero_grad(set_to_none=True)
+    return True
+
+
 class _Curve:
     """Collects the losses of the steps between curve points and writes the points."""
 
@@ -791,6 +824,8 @@ def _train(
                     if not all(math.isfinite(v) and abs(v) <= task.loss_ceiling_factor * first[k] for k, v in losses.items()):
                         diverged = True
                         break
+                    if step % HESSIAN_EVERY == 0:
+                        gnb_estimate(instance, batch, optimizers)
                     if step % every == 0:
                         curve.point(step, evaluate=True)
                     checkpoints.take(step)

@@ -288,3 +288,74 @@ def test_float16_zero_momentum_without_estimate_is_a_zero_step_where_the_authors
     assert run(SophiaG) == [0.75, 0.5]  # the second step: none where m = 0, lr where m = 0.375
     theirs = run(sophia_opt.SophiaG)
     assert math.isnan(theirs[0]) and theirs[1] == 0.5
+
+
+def _mlp():
+    return torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.Tanh(), torch.nn.Linear(16, 3))
+
+
+def test_the_runner_estimate_is_the_authors_gnb_estimator():
+    from types import SimpleNamespace
+
+    from optimlab.runner import gnb_estimate
+
+    torch.manual_seed(0)
+    model, (x, y) = _mlp(), _blobs(n=32)
+    opt = SophiaG(model.parameters())
+    for p in model.parameters():
+        p.grad = torch.full_like(p, 7.0)  # the training step's gradient: must not enter the estimate
+    torch.manual_seed(5)
+    assert gnb_estimate(SimpleNamespace(model=model), (x, y), {"model": opt})
+    assert all(p.grad is None for p in model.parameters())
+
+    def estimate(labels):
+        logits = model(x)
+        grads = torch.autograd.grad(F.cross_entropy(logits, labels(logits)), list(model.parameters()))
+        return [0.01 * g * g for g in grads]  # one update from h = 0, beta2 = 0.99
+
+    torch.manual_seed(5)
+    sampled = estimate(lambda logits: torch.distributions.Categorical(logits=logits.detach()).sample())
+    true_labels = estimate(lambda logits: y)
+    ours = [opt.state[p]["hessian"] for p in model.parameters()]
+    assert all(torch.allclose(a, b, rtol=1e-5, atol=0) for a, b in zip(ours, sampled))
+    assert not all(torch.allclose(a, b, rtol=1e-2, atol=0) for a, b in zip(ours, true_labels))
+
+
+def test_the_runner_estimate_only_for_classification_and_optimizers_that_take_it():
+    from types import SimpleNamespace
+
+    from optimlab.runner import gnb_estimate
+
+    model, (x, y) = _mlp(), _blobs(n=16)
+    sophia, adam = SophiaG(model.parameters()), torch.optim.Adam(model.parameters())
+    instance = SimpleNamespace(model=model)
+    assert not gnb_estimate(instance, (x, y), {"model": adam})
+    assert not gnb_estimate(instance, (x, y.float()), {"model": sophia})  # regression targets
+    assert not gnb_estimate(SimpleNamespace(), (x, y), {"model": sophia})  # no single model (a GAN)
+    assert not sophia.state
+
+
+def test_the_runner_takes_an_estimate_every_hessian_every_steps(monkeypatch):
+    from optimlab import runner
+    from optimlab.tasks import Budget, SupervisedTask
+
+    calls = []
+    original = SophiaG.update_hessian
+
+    def counted(self):
+        calls.append(int(next(iter(self.state.values()))["step"]))
+        original(self)
+
+    monkeypatch.setattr(SophiaG, "update_hessian", counted)
+    train, test = _blobs(n=160, seed=1), _blobs(n=48, seed=2)
+    task = SupervisedTask(
+        name="sophia-blobs",
+        model=_mlp,
+        loss=torch.nn.CrossEntropyLoss(),
+        train=train,
+        test=test,
+        budget=Budget(epochs=2, batch_size=8),
+    )
+    result = runner.run(task, "SophiaG", {"lr": 0.01}, progress=False)
+    assert result["status"] == "finished" and result["final"]["steps"] == 40
+    assert calls == [10, 20, 30, 40]  # after steps 10, 20, ... (the authors' k = 10)
