@@ -7,7 +7,7 @@ tests/optim/test_sophia.py. ``sophia-opt`` 0.2.2 on PyPI is a community package 
 module is byte-for-byte the authors' ``sophia.py``; packaged by another author) and is checked as a
 second opinion; ``pytorch_optimizer.SophiaH`` (4.1.0) as a third, where it computes the same thing.
 
-**The algorithm** (the paper's Algorithm 3, with its Gauss-Newton-Bartlett estimator). With
+**The algorithm** (the paper's Sophia with its Gauss-Newton-Bartlett estimator). With
 momentum :math:`m`, a diagonal curvature estimate :math:`h` refreshed every :math:`k` steps, and
 :math:`\operatorname{clip}(z, 1) = \max(\min(z, 1), -1)` elementwise:
 
@@ -18,7 +18,7 @@ momentum :math:`m`, a diagonal curvature estimate :math:`h` refreshed every :mat
     \theta_t &\leftarrow (1 - \eta_t\lambda)\, \theta_t && \text{(decoupled weight decay)} \\
     \theta_{t+1} &= \theta_t - \eta_t \operatorname{clip}\!\Bigl(\frac{m_t}{\max(\gamma h_t, \epsilon)},\ 1\Bigr)
 
-and the estimator (GNB, the paper's Algorithm 2): for a mini-batch of :math:`B` inputs, draw labels
+and the estimator (GNB): for a mini-batch of :math:`B` inputs, draw labels
 :math:`\hat y_b` from the model's own softmax :math:`\operatorname{softmax}(f(\theta, x_b))`, take
 :math:`\hat g = \nabla_\theta \frac1B \sum_b \ell(f(\theta, x_b), \hat y_b)` and
 :math:`\hat h = B\, \hat g \odot \hat g`.
@@ -52,17 +52,20 @@ argument, so ``step()`` here and theirs take the same step.
 **The training-loop hook.** Every ``k`` steps (the authors use ``k = 10``), after the optimizer step,
 the loop refreshes the estimate on a mini-batch with labels drawn from the model itself::
 
-    optimizer.step(bs=tokens_per_batch)          # or SophiaG(..., bs=tokens_per_batch) once
-    optimizer.zero_grad(set_to_none=True)
-    if step % k == k - 1:
-        logits = model(x)                        # a batch, as for the training loss
-        y_sampled = torch.distributions.Categorical(logits=logits).sample()
-        F.cross_entropy(logits.view(-1, logits.size(-1)), y_sampled.view(-1)).backward()
-        optimizer.update_hessian()               # h <- beta2 h + (1 - beta2) p.grad^2
+    for step, (x, y) in enumerate(batches):
+        F.cross_entropy(model(x), y).backward()
+        optimizer.step(bs=tokens_per_batch)      # or SophiaG(..., bs=tokens_per_batch) once
         optimizer.zero_grad(set_to_none=True)
+        if step % k == k - 1:
+            logits = model(x)                    # a batch, as for the training loss
+            y_sampled = torch.distributions.Categorical(logits=logits).sample()
+            F.cross_entropy(logits.view(-1, logits.size(-1)), y_sampled.view(-1)).backward()
+            optimizer.update_hessian()           # h <- beta2 h + (1 - beta2) p.grad^2
+            optimizer.zero_grad(set_to_none=True)
 
 (a mean loss over the batch, so ``p.grad`` is :math:`\hat g`; the authors' loop also clips this
-gradient to norm 1 first, as its training gradients.) The authors tune ``rho`` so that the share of
+gradient to norm 1 first, as its training gradients.) The lab's runner does this on classification
+tasks, every 10 steps (:func:`optimlab.runner.gnb_estimate`). The authors tune ``rho`` so that the share of
 coordinates whose step is not clipped (:math:`|m| < \rho \cdot bs \cdot h`, their "win rate") stays
 within 0.1-0.5.
 
@@ -86,8 +89,8 @@ Their state (``step``, ``exp_avg``, ``hessian``) is ours, so their checkpoints l
 :math:`\hat h = u \odot (\nabla^2 L\, u)` for a random :math:`u`, computed inside ``step()`` every
 ``update_period`` steps from a ``backward(create_graph=True)`` graph (or taken from
 ``step(hessian=...)``), a different quantity from GNB's :math:`B\, \hat g \odot \hat g`. The rest is
-the same rule under other names: its ``lr * clip(m / max(h, eps), p)`` is ours with ``lr = lr * p``,
-``rho * bs = p`` and ``weight_decay = weight_decay / p``; given the same estimate, it takes our
+the same rule under other names: its ``lr * clip(m / max(h, eps), p)`` is ours with our ``lr`` its
+``lr * p``, ``rho * bs = p`` and our ``weight_decay`` its ``weight_decay / p``; given the same estimate, it takes our
 steps (the tests check this). Its defaults differ (``lr=6e-2``, ``betas=(0.96, 0.99)``, no weight
 decay), and it refreshes :math:`h` at the step that uses it (steps 1, k+1, ...), not after.
 """
@@ -219,7 +222,7 @@ class SophiaG(RuleOptimizer):
 
     @torch.no_grad()
     def update_hessian(self) -> None:
-        """Fold every parameter's ``p.grad`` into its curvature estimate: ``hessian = beta2 * hessian + (1 - beta2) * p.grad**2``.
+        """Fold every ``p.grad`` into its curvature estimate: ``hessian = beta2 * hessian + (1 - beta2) * p.grad**2``.
 
         Call it after a backward pass of the mean loss on labels sampled from the model's own
         output distribution (the Gauss-Newton-Bartlett estimator; the module docstring shows the
