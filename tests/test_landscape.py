@@ -4,6 +4,7 @@ the command."""
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -204,3 +205,32 @@ def test_a_store_without_checkpoints_or_of_several_tasks_says_what_to_do(tmp_pat
             landscape(store, tmp_path / "out", task=TINY, seed=3)
         with pytest.raises(ValueError, match="invalid method='umap'"):
             landscape(store, tmp_path / "out", task=TINY, method="umap")
+
+
+def test_the_landscape_page_draws_in_headless_chromium_with_nothing_fetched(tmp_path: Path) -> None:
+    chromium = shutil.which("chromium")
+    if chromium is None:
+        pytest.skip("chromium is not installed (CI installs Debian's chromium: .ci/run)")
+    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is in the test extras")
+    with Store(_train(tmp_path), readonly=True) as store:
+        written = landscape(store, tmp_path / "out", task=TINY, grid=4, progress=False)
+    (page,) = [p for p in written if p.suffix == ".html"]
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium, args=["--no-sandbox"])  # root in CI: no sandbox
+        try:
+            tab = browser.new_page()
+            errors: list[str] = []
+            requests: list[str] = []
+            tab.on("console", lambda m: errors.append(m.text) if m.type in ("error", "warning") else None)
+            tab.on("pageerror", lambda e: errors.append(str(e)))
+            tab.on("request", lambda r: requests.append(r.url))
+            tab.goto(page.as_uri())
+            tab.wait_for_selector("body[data-ready=true]", timeout=30_000)
+            drawn = tab.evaluate(
+                "() => Array.from(document.querySelectorAll('section[data-view=landscape] .js-plotly-plot'))"
+                ".map(d => d.data.map(t => [t.type, t.type === 'contour' ? t.z.length : t.customdata.length]))"
+            )
+        finally:
+            browser.close()
+    assert errors == [] and requests == [page.as_uri()]
+    assert drawn == [[["contour", 4], ["scatter", 5], ["scatter", 5], ["scatter", 5]]]  # 4x4 grid; steps 0, 2, 4, 6, 8
