@@ -373,6 +373,94 @@ class RandomSurface(Surface):
         )
 
 
+@dataclass(frozen=True)
+class MatrixFactorization:
+    r"""Low-rank matrix factorisation, the lab's problem for the matrix methods (Muon, SOAP, Shampoo).
+
+    .. math::
+
+        f(U, V) = \tfrac12\,\lVert U V^\top - M\rVert_F^2, \qquad M = A B^\top,
+        \qquad \nabla_U f = R V, \quad \nabla_V f = R^\top U \quad (R = U V^\top - M)
+
+    with :math:`U, A` of shape (``rows``, ``rank``) and :math:`V, B` of shape (``cols``, ``rank``).
+    :math:`A`, :math:`B` and the start :math:`(U_0, V_0)` (entries ``init`` times uniform in
+    [-1, 1]) come from Python's ``random.Random(seed).random()``, so a seed names the same problem
+    everywhere.  The minimum is 0, reached wherever :math:`U V^\top = M`, e.g. at :math:`(A, B)`
+    and at :math:`(AG, BG^{-\top})` for every invertible :math:`G`: a set, not a point, so runs are
+    judged by their loss.  A method that orthogonalises or preconditions a weight matrix acts on
+    :math:`U` and :math:`V` as matrices, which two scalar coordinates cannot show; so this is not a
+    2-D :class:`Surface` (not among :func:`names`) and its runs are drawn as loss against step.
+    From the small start, gradient descent first has to leave the saddle at :math:`U = V = 0`.
+
+    ``surface(U, V)`` and ``surface.value_and_grad(U, V)`` take any leading batch dimensions
+    (one per configuration).
+    """
+
+    rows: int = 8
+    cols: int = 6
+    rank: int = 2
+    seed: int = 0
+    init: float = 0.1
+
+    name: ClassVar[str] = "matrix_factorization"
+    min_value: ClassVar[float] = 0.0
+    bounded_below: ClassVar[bool] = True
+
+    def __post_init__(self) -> None:
+        check_int(self.name, "rows", self.rows, 1)
+        check_int(self.name, "cols", self.cols, 1)
+        check_int(self.name, "rank", self.rank, 1)
+        check_int(self.name, "seed", self.seed, 0)
+        check_range(self.name, "init", self.init, 0.0, math.inf, low_open=True, high_open=True)
+        object.__setattr__(self, "init", float(self.init))
+
+    @cached_property
+    def _draws(self) -> tuple[tuple[float, ...], ...]:
+        """A, B, U0, V0 as flat tuples, row-major, uniform in [-1, 1] (U0, V0 not yet scaled)."""
+        rng = random.Random(self.seed)
+        sizes = (self.rows, self.cols, self.rows, self.cols)
+        return tuple(tuple(2 * rng.random() - 1 for _ in range(n * self.rank)) for n in sizes)
+
+    def _matrix(self, i: int, dtype: torch.dtype) -> Tensor:
+        rows = self.rows if i % 2 == 0 else self.cols
+        return torch.tensor(self._draws[i], dtype=dtype).reshape(rows, self.rank)
+
+    def factors(self, dtype: torch.dtype = torch.float64) -> tuple[Tensor, Tensor]:
+        """``(A, B)``: one minimiser, :math:`A B^\top = M`."""
+        return self._matrix(0, dtype), self._matrix(1, dtype)
+
+    def target(self, dtype: torch.dtype = torch.float64) -> Tensor:
+        """:math:`M`, of shape (``rows``, ``cols``) and rank ``rank`` (or less, where ``rank`` exceeds a side)."""
+        a, b = self.factors(dtype)
+        return a @ b.T
+
+    def start(self, dtype: torch.dtype = torch.float64) -> tuple[Tensor, Tensor]:
+        """``(U0, V0)``, new tensors."""
+        return self.init * self._matrix(2, dtype), self.init * self._matrix(3, dtype)
+
+    def __call__(self, u: Tensor, v: Tensor) -> Tensor:
+        """The loss, of the batch shape of ``u`` and ``v`` (``u``: (..., rows, rank), ``v``: (..., cols, rank))."""
+        return self.value_and_grad(u, v)[0]
+
+    def value_and_grad(self, u: Tensor, v: Tensor) -> tuple[Tensor, tuple[Tensor, Tensor]]:
+        """The loss and its gradients with respect to ``u`` and ``v`` (the formulas above)."""
+        shapes = (tuple(u.shape[-2:]), tuple(v.shape[-2:]))
+        if shapes != ((self.rows, self.rank), (self.cols, self.rank)):
+            raise ValueError(
+                f"{self.name}: invalid shapes U {tuple(u.shape)}, V {tuple(v.shape)}: expected (..., {self.rows}, "
+                f"{self.rank}) and (..., {self.cols}, {self.rank})"
+            )
+        r = u @ v.transpose(-1, -2) - self.target(u.dtype)
+        return 0.5 * (r * r).sum((-2, -1)), (r @ v, r.transpose(-1, -2) @ u)
+
+    @property
+    def description(self) -> str:
+        return (
+            f"0.5 ||U V^T - M||_F^2: U {self.rows}x{self.rank}, V {self.cols}x{self.rank}, M = A B^T of rank "
+            f"{self.rank} from seed {self.seed}, start entries within +-{self.init:g}; minimum 0"
+        )
+
+
 _REGISTRY: dict[str, type[Surface]] = {
     cls.name: cls
     for cls in (Saddle, Rosenbrock, Beale, Himmelblau, Rastrigin, Booth, IllConditionedQuadratic, RandomSurface)

@@ -581,3 +581,126 @@ def _same(a: Any, b: Any) -> bool:
 def _none_if_negative(x: Tensor) -> int | None:
     v = int(x)
     return None if v < 0 else v
+
+
+@dataclass
+class MatrixSweepResult:
+    """What :func:`matrix_sweep` recorded: ``loss[c, i]`` is configuration c's loss after ``steps[i]``
+    (the start's is ``start_loss``); ``first_bad_step`` and ``first_target_step`` are -1 where it never happened."""
+
+    optimizer: str
+    surface: str
+    configs: list[dict[str, Any]]
+    steps: Tensor
+    start_loss: float
+    loss: Tensor
+    status: list[str]
+    first_bad_step: Tensor
+    first_target_step: Tensor
+    target: float | None
+    settings: dict[str, Any] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.configs)
+
+    def summary_rows(self) -> list[dict[str, Any]]:
+        """One tidy row per configuration: its values, status and final loss."""
+        return [
+            {
+                "optimizer": self.optimizer,
+                "surface": self.surface,
+                **cfg,
+                "status": self.status[c],
+                "final_loss": self.loss[c, -1].item(),
+                "first_bad_step": _none_if_negative(self.first_bad_step[c]),
+                "steps_to_target": _none_if_negative(self.first_target_step[c]),
+            }
+            for c, cfg in enumerate(self.configs)
+        ]
+
+
+def matrix_sweep(
+    surface: Any,
+    optimizer: type[torch.optim.Optimizer],
+    grid: Mapping[str, Iterable[Any]] | None = None,
+    *,
+    options: Mapping[str, Any] | None = None,
+    steps: int = 200,
+    record_every: int = 1,
+    target: float | None = None,
+    loss_tol: float = 1e-8,
+    divergence_factor: float = 1e6,
+    move_tol: float = 1e-12,
+    dtype: torch.dtype = torch.float64,
+) -> MatrixSweepResult:
+    """Every configuration of ``grid`` on a matrix problem (:class:`optimlab.surfaces.MatrixFactorization`),
+    each through the optimizer class itself over its two matrices ``[U, V]``.
+
+    ``grid`` and ``options`` are constructor keyword arguments (``{"lr": [...]}``), checked by the
+    class as it is built; the sweep runs their full product.  Statuses: ``converged`` (final loss
+    within ``loss_tol`` of the known minimum), ``diverged`` (a non-finite loss or parameter, or a
+    loss above ``divergence_factor`` times the start's; ``first_bad_step``), ``stuck`` (no entry
+    moved by more than ``move_tol``), else ``moving``.  An optimizer with ``train()``/``eval()`` is
+    refused: this sweep records where a method trains.
+    """
+    _check_positive_int("steps", steps)
+    _check_positive_int("record_every", record_every)
+    if not (isinstance(optimizer, type) and issubclass(optimizer, torch.optim.Optimizer)):
+        raise ValueError(  # noqa: TRY004 (the commands report ValueError as one clean line)
+            f"matrix sweep: invalid optimizer={optimizer!r}: expected a torch.optim.Optimizer class"
+        )
+    if callable(getattr(optimizer, "train", None)) and callable(getattr(optimizer, "eval", None)):
+        raise ValueError(f"matrix sweep: {optimizer.__name__} has train()/eval(): it records training points only")
+    grid = {k: list(v) for k, v in (grid or {}).items()}
+    for name, values in grid.items():
+        if not values:
+            raise ValueError(f"matrix sweep: grid[{name!r}] is empty: give at least one value")
+    configs = [dict(zip(grid, combo)) for combo in itertools.product(*grid.values())]
+    record_at = sorted(set(range(record_every, steps + 1, record_every)) | {steps})
+    n = len(configs)
+    u0, v0 = surface.start(dtype)
+    params = [[u0.clone(), v0.clone()] for _ in configs]
+    instances = [optimizer(p, **dict(options or {}), **cfg) for p, cfg in zip(params, configs)]
+    loss_rec = torch.empty(n, len(record_at), dtype=dtype)
+    first_bad = torch.full((n,), -1, dtype=torch.long)
+    first_hit = torch.full((n,), -1, dtype=torch.long)
+    start_loss = surface(u0, v0).item()
+    with torch.no_grad():
+        loss, grads = surface.value_and_grad(*(torch.stack(t) for t in zip(*params)))
+        rec = 0
+        for t in range(1, steps + 1):
+            for c, (p, opt) in enumerate(zip(params, instances)):
+                p[0].grad, p[1].grad = grads[0][c].clone(), grads[1][c].clone()
+                opt.step()
+            u, v = (torch.stack(m) for m in zip(*params))
+            loss, grads = surface.value_and_grad(u, v)
+            finite = torch.isfinite(loss) & torch.isfinite(u).flatten(1).all(1) & torch.isfinite(v).flatten(1).all(1)
+            bad = ~finite | (loss > divergence_factor * start_loss)
+            first_bad = torch.where(bad & (first_bad < 0), t, first_bad)
+            if target is not None:
+                first_hit = torch.where((loss <= target) & (first_hit < 0), t, first_hit)
+            if t == record_at[rec]:
+                loss_rec[:, rec] = loss
+                rec += 1
+    moved = [max((a - b).abs().max().item() for a, b in zip(p, (u0, v0))) > move_tol for p in params]
+    status = [
+        "diverged"
+        if first_bad[c] >= 0
+        else "converged"
+        if loss[c] <= surface.min_value + loss_tol
+        else ("moving" if moved[c] else "stuck")
+        for c in range(n)
+    ]
+    return MatrixSweepResult(
+        optimizer=optimizer.__name__,
+        surface=surface.name,
+        configs=configs,
+        steps=torch.tensor(record_at),
+        start_loss=start_loss,
+        loss=loss_rec,
+        status=status,
+        first_bad_step=first_bad,
+        first_target_step=first_hit,
+        target=target,
+        settings={"options": dict(options or {}), "steps": steps, "record_every": record_every, "dtype": str(dtype)},
+    )

@@ -9,7 +9,15 @@ import pytest
 import torch
 
 from optimlab import surfaces
-from optimlab.surfaces import IllConditionedQuadratic, RandomSurface, Rosenbrock, Saddle, Surface
+from optimlab.optim import Muon
+from optimlab.surfaces import (
+    IllConditionedQuadratic,
+    MatrixFactorization,
+    RandomSurface,
+    Rosenbrock,
+    Saddle,
+    Surface,
+)
 
 # Every surface at its defaults, plus non-default parameters wherever a surface has them.
 SURFACES = [surfaces.get(n) for n in surfaces.names()] + [
@@ -241,3 +249,65 @@ def test_invalid_points() -> None:
         s.grad(torch.tensor(1.0))
     with pytest.raises(ValueError, match=r"booth: invalid w of dtype torch.int64: expected a floating-point dtype"):
         s(torch.zeros(2, dtype=torch.long))
+
+
+# --- the matrix problem of the matrix methods -------------------------------------------------------------
+
+MF = [MatrixFactorization(), MatrixFactorization(rows=5, cols=7, rank=3, seed=4, init=0.5)]
+
+
+@pytest.mark.parametrize("s", MF, ids=repr)
+def test_matrix_factorization_minimum_and_gradient(s: MatrixFactorization) -> None:
+    a, b = s.factors()
+    m = s.target()
+    assert torch.linalg.matrix_rank(m) == s.rank and torch.equal(m, a @ b.T)
+    assert s(a, b).item() == s.min_value == 0.0
+    g = torch.randn(s.rank, s.rank, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    assert s(a @ g, b @ torch.linalg.inv(g).T).item() < 1e-24  # the minimisers form a set
+    _, (ga, gb) = s.value_and_grad(a, b)
+    assert ga.abs().max() == gb.abs().max() == 0
+    # away from it: the formulas against central differences, batched over three points
+    gen = torch.Generator().manual_seed(2)
+    u = torch.randn(3, s.rows, s.rank, generator=gen, dtype=torch.float64)
+    v = torch.randn(3, s.cols, s.rank, generator=gen, dtype=torch.float64)
+    loss, (gu, gv) = s.value_and_grad(u, v)
+    assert loss.shape == (3,) and (loss > 0).all()
+    h = 1e-6
+    for x, grad in ((u, gu), (v, gv)):
+        for index in [(0, 0, 0), (1, -1, -1), (2, 1, 0)]:
+            e = torch.zeros_like(x)
+            e[index] = h
+            plus = s(u + e, v) if x is u else s(u, v + e)
+            minus = s(u - e, v) if x is u else s(u, v - e)
+            assert abs((plus - minus)[index[0]] / (2 * h) - grad[index]) <= 1e-7 * (1 + abs(grad[index]))
+
+
+def test_matrix_factorization_is_its_seed_and_checks_its_parameters() -> None:
+    s = MatrixFactorization(seed=7)
+    assert torch.equal(s.target(), MatrixFactorization(seed=7).target())
+    assert not torch.equal(s.target(), MatrixFactorization(seed=8).target())
+    u0, v0 = s.start()
+    assert u0.abs().max() <= s.init and v0.shape == (s.cols, s.rank) and s(u0, v0) > 0
+    assert s.name not in surfaces.names()  # not a 2-D surface: no picture, no surface/sweep command
+    with pytest.raises(ValueError, match=r"matrix_factorization: invalid rank=0: expected an integer >= 1"):
+        MatrixFactorization(rank=0)
+    with pytest.raises(ValueError, match=r"matrix_factorization: invalid init=0.0: expected 0 < init < inf"):
+        MatrixFactorization(init=0.0)
+    with pytest.raises(ValueError, match=r"invalid shapes U \(6, 2\), V \(6, 2\): expected \(\.\.\., 8, 2\)"):
+        s(torch.zeros(6, 2), torch.zeros(6, 2))
+
+
+def test_muon_solves_the_matrix_problem() -> None:
+    """Muon at its defaults (bfloat16 Newton-Schulz) on float32 matrices, its lr annealed to 0 (a constant lr
+    keeps its fixed-size orthogonal steps circling the minimum)."""
+    s = MatrixFactorization()
+    u, v = (x.float() for x in s.start())
+    opt = Muon([u, v])
+    steps = 300
+    schedule = torch.optim.lr_scheduler.LambdaLR(opt, lambda t: 1 - t / steps)
+    start = s(u, v).item()
+    for _ in range(steps):
+        _, (u.grad, v.grad) = s.value_and_grad(u, v)
+        opt.step()
+        schedule.step()
+    assert s(u, v).item() <= 1e-6 * start  # measured 4e-8 of the start: a 25x margin

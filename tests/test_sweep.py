@@ -376,3 +376,28 @@ def test_prodigy_estimates_its_step_size_per_configuration():
         assert torch.equal(both.path[c], _class_path(booth, Prodigy, dict(lr=lr), booth.start, 40, 5))
     # d grew from d0 = 1e-6 by itself: 40 steps of 1e-6 would not have moved the point by 1e-4
     assert (both.path[0, -1] - both.start[0]).norm() > 5 and both.loss[0, -1] < both.start_loss[0] / 10
+
+
+# --- the matrix problem: each configuration through its class over [U, V] ---------------------------------
+
+
+def test_matrix_sweep_is_each_configuration_through_its_class_and_judges_by_the_loss():
+    from optimlab.optim import Muon
+    from optimlab.sweep import matrix_sweep
+
+    mf = surfaces.MatrixFactorization()
+    result = matrix_sweep(mf, Muon, {"lr": [0.01, 0.05]}, options=dict(ns_dtype=None), steps=30, record_every=10)
+    assert result.steps.tolist() == [10, 20, 30] and result.start_loss == mf(*mf.start()).item()
+    for c, lr in enumerate((0.01, 0.05)):
+        u, v = mf.start()
+        opt = Muon([u, v], lr=lr, ns_dtype=None)
+        for _ in range(30):
+            _, (u.grad, v.grad) = mf.value_and_grad(u, v)
+            opt.step()
+        assert result.loss[c, -1] == mf(u, v)
+    sgd = matrix_sweep(mf, SGD, {"lr": [0.0, 0.3, 1.0]}, steps=200, record_every=50, target=1e-3)
+    assert sgd.status == ["stuck", "converged", "diverged"]
+    assert 0 < int(sgd.first_target_step[1]) < 200 and 0 < int(sgd.first_bad_step[2]) < 200
+    assert [row["status"] for row in sgd.summary_rows()] == sgd.status
+    with pytest.raises(ValueError, match="ScheduleFreeAdamW has train\\(\\)/eval\\(\\)"):
+        matrix_sweep(mf, ScheduleFreeAdamW, steps=1)
