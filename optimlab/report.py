@@ -14,6 +14,9 @@ For every task and budget in the store (finished runs only) it writes into ``out
   learning rate for every optimizer evaluated at 3 or more learning rates with otherwise equal
   hyperparameters: mean over the seeds that did not diverge, band from minimum to maximum; the
   divergence in a labelled strip below, apart from the values (:func:`lr_figure`).
+* ``samples-<task>-<budget>.png`` (GAN tasks, whose runs store a samples image: the run artifact
+  ``"samples"``, :meth:`optimlab.tasks.gan.GanInstance.samples_png`): the image of each optimizer's
+  drawn configuration at its first evaluation seed, side by side (:func:`samples_figure`).
 * ``summary-<task>-<budget>.csv`` and a section of ``summary.md``: one row per evaluated
   configuration: what ran (:func:`optimlab.spec.label`: the lr, every other hyperparameter that
   differs from its default, tuned values marked ``*``), tuning trials, the final metric's
@@ -380,8 +383,9 @@ class Samples:
 
 
 def samples(store: Store, configurations: Sequence[Configuration]) -> list[Samples]:
-    """The samples image of each of ``configurations`` that has one, from its first evaluation seed (the
-    same seed, so the same initialisation and sample noise, for every optimizer that ran it)."""
+    """The samples image of each of ``configurations`` that has one, from its first evaluation seed (the same
+    seed for every optimizer of a comparison, so the same initial networks; the sample noise is the same in
+    every run)."""
     found = []
     for c in configurations:
         seed = min(c.runs)
