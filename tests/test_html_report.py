@@ -44,8 +44,11 @@ def _samples_png(arm: str, seed: int) -> bytes:
     return image_grid(torch.full((80, 1, 28, 28), 0.1 * seed + 0.4 * list(ARMS).index(arm)), 8)
 
 
-def _add_run(store: Store, task: str, arm: str, lr: float, seed: int, stored_as: str | None = None) -> None:
-    """A run of ``task``; ``stored_as``: under that name, with the task's metadata (a task of the user's own)."""
+def _add_run(
+    store: Store, task: str, arm: str, lr: float, seed: int, stored_as: str | None = None, samples: bytes | None = None
+) -> None:
+    """A run of ``task``; ``stored_as``: under that name, with the task's metadata (a task of the user's own);
+    ``samples``: a GAN run's samples image (default :func:`_samples_png`)."""
     name, fixed = ARMS[arm]
     spec = {**TASKS, **GAN_TASKS}[task]
     meta = None
@@ -79,7 +82,7 @@ def _add_run(store: Store, task: str, arm: str, lr: float, seed: int, stored_as:
         run.finish({spec["final"]: value, "diverged": int(diverged), "steps": 3 if diverged else STEPS,
                     "train_time": 0.2, "wall_time": 0.25, "state_bytes": 64 if arm == "Adam" else 32},
                    state_bytes=64 if arm == "Adam" else 32,
-                   artifacts=[{"name": "samples", "step": STEPS, "media_type": "image/png", "data": _samples_png(arm, seed)}]
+                   artifacts=[{"name": "samples", "step": STEPS, "media_type": "image/png", "data": samples or _samples_png(arm, seed)}]
                    if task in GAN_TASKS else ())  # fmt: skip
 
 
@@ -187,6 +190,22 @@ def test_page_shows_each_arms_samples(page: Path) -> None:
         (f"{arm}(lr={CHOSEN[arm]:g}), seed 1, step {STEPS}", _samples_png(arm, 1)) for arm in ARMS
     ]
     assert html.count("data-view='samples'") == 1  # the GAN task's alone
+
+
+def test_an_oversized_samples_image_is_named_not_embedded(tmp_path: Path) -> None:
+    from optimlab.html import MAX_SAMPLES_BYTES
+
+    big = np.random.default_rng(0).bytes(MAX_SAMPLES_BYTES + 1)  # the page does not decode it, only weighs it
+    with Store(tmp_path / "big.sqlite") as store:
+        for seed in (1, 2):
+            _add_run(store, "mnist-dcgan", "Adam", CHOSEN["Adam"], seed, samples=big)
+            _add_run(store, "mnist-dcgan", "Momentum", CHOSEN["Momentum"], seed)
+        html = html_report(store, tmp_path / "out").read_text(encoding="utf-8")
+    assert "Left out, larger than 512 KiB: Adam(lr=0.01), seed 1, step 20 (512.0 KiB)" in _text(html)
+    assert re.findall(r"<img class='samples' src='data:image/png;base64,[^']+' alt='([^']+)'", html) == [
+        "Momentum(lr=0.1), seed 1, step 20"
+    ]
+    assert len(html) < 6 * 2**20  # plotly.js (about 4.6 MiB) and the small image, not the big one
 
 
 def test_edge_warning(tmp_path: Path) -> None:
