@@ -79,8 +79,9 @@ __all__ = [
     "resolve",
 ]
 
-#: Constructor arguments that are pairs, and the update rule's name for each component.
-COMPONENTS: dict[str, tuple[str, str]] = {"betas": ("beta1", "beta2"), "eps": ("eps1", "eps2")}
+#: Constructor arguments that are pairs (``betas`` also a triple: AdEMAMix, Adan), and the update rule's
+#: name for each component.
+COMPONENTS: dict[str, tuple[str, ...]] = {"betas": ("beta1", "beta2", "beta3"), "eps": ("eps1", "eps2")}
 
 _PREFIXES = {"": None, "optimlab": "optimlab", "optimlab.optim": "optimlab", "torch": "torch", "torch.optim": "torch"}
 _NAME = re.compile(r"[A-Za-z_][\w.]*(:[A-Za-z_]\w*)?")
@@ -155,13 +156,19 @@ def defaults(cls: type) -> dict[str, Any]:
 
 
 def components(cls: type) -> dict[str, tuple[str, int]]:
-    """``{component name: (constructor name, index)}``: ``beta1 -> ("betas", 0)`` where ``betas`` is a pair."""
+    """``{component name: (constructor name, index)}``: ``beta1 -> ("betas", 0)`` where ``betas`` is a pair
+    (or a triple: AdEMAMix's ``beta3 -> ("betas", 2)``; Prodigy's ``beta3`` is an argument of its own)."""
     out = {}
     for name, default in defaults(cls).items():
-        if name in COMPONENTS and isinstance(default, tuple) and len(default) == 2:
-            for i, component in enumerate(COMPONENTS[name]):
+        if name in COMPONENTS and isinstance(default, tuple) and 2 <= len(default) <= len(COMPONENTS[name]):
+            for i, component in enumerate(COMPONENTS[name][: len(default)]):
                 out[component] = (name, i)
     return out
+
+
+def _parts(cls: type, pair: str) -> tuple[str, ...]:
+    """The component names of the constructor argument ``pair`` of ``cls`` (none where it is no pair)."""
+    return tuple(c for c, (name, _) in components(cls).items() if name == pair)
 
 
 def optimizer_names() -> tuple[str, ...]:
@@ -293,7 +300,7 @@ class OptimizerSpec:
         spec, key, index = _locate(self, name)
         if index is not None:
             return key in spec.fixed or COMPONENTS[key][index] in spec.fixed
-        return key in spec.fixed or any(c in spec.fixed for c in COMPONENTS.get(key, ()))
+        return key in spec.fixed or any(c in spec.fixed for c in _parts(spec.cls, key))
 
     def with_values(self, values: Mapping[str, Any]) -> OptimizerSpec:
         """A copy with ``values`` (names as in the module docstring) set, and fixed.
@@ -386,10 +393,10 @@ def _checked(spec: OptimizerSpec, given: Mapping[str, Any], *, source: str) -> O
     return replace(spec, source=source)
 
 
-def _absorbed(fixed: Iterable[str]) -> frozenset[str]:
+def _absorbed(fixed: Iterable[str], cls: type) -> frozenset[str]:
     """``fixed`` without the components of a pair that is fixed whole (one spelling per fixed set)."""
     fixed = set(fixed)
-    return frozenset(f for f in fixed if not any(f in names and pair in fixed for pair, names in COMPONENTS.items()))
+    return frozenset(f for f in fixed if f not in components(cls) or components(cls)[f][0] not in fixed)
 
 
 def _as_preset(spec: OptimizerSpec) -> OptimizerSpec:
@@ -459,7 +466,7 @@ def _set(spec: OptimizerSpec, name: str, value: Any) -> OptimizerSpec:
         written = COMPONENTS[key][index]
     order = list(parameters(spec.cls))
     hp = {k: hp[k] for k in sorted(hp, key=order.index)}
-    return replace(spec, hyperparameters=hp, fixed=_absorbed(spec.fixed | {written}))
+    return replace(spec, hyperparameters=hp, fixed=_absorbed(spec.fixed | {written}, spec.cls))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -657,7 +664,7 @@ def _text(spec: OptimizerSpec, number: Any, *, tuned: frozenset[str], every_diff
     for key, value in shown.items():
         if key in pairs:
             names = COMPONENTS[key]
-            marks = [names[i] in own_tuned or key in own_tuned for i in range(2)]
+            marks = [names[i] in own_tuned or key in own_tuned for i in range(len(value))]
             if every_difference:
                 if not (any(marks) or not _same(value, base.get(key))):
                     continue
@@ -669,7 +676,9 @@ def _text(spec: OptimizerSpec, number: Any, *, tuned: frozenset[str], every_diff
             ):
                 parts.append(f"{key}={_value(value, number)}")
             else:
-                parts.extend(f"{names[i]}={_value(value[i], number)}" for i in range(2) if names[i] in spec.fixed)
+                parts.extend(
+                    f"{names[i]}={_value(value[i], number)}" for i in range(len(value)) if names[i] in spec.fixed
+                )
             continue
         mark = "*" if key in own_tuned else ""
         if every_difference:

@@ -54,6 +54,16 @@ from optimlab.spec import OptimizerSpec, build, format, label, make, parse
             None,
         ),
         ("ScheduleFreeAdamW(beta1=0.95)", "optimlab.ScheduleFreeAdamW", {"betas": (0.95, 0.999)}, {"beta1"}, None),
+        ("AdEMAMix(beta3=0.999)", "optimlab.AdEMAMix", {"betas": (0.9, 0.999, 0.999)}, {"beta3"}, None),  # a triple
+        ("Adan(betas=(0.9, 0.9, 0.9), beta2=0.5)", "optimlab.Adan", {"betas": (0.9, 0.5, 0.9)}, {"betas"}, None),
+        # Prodigy's beta3 is an argument of its own beside its pair betas
+        (
+            "Prodigy(beta3=0.9, beta1=0.5)",
+            "optimlab.Prodigy",
+            {"betas": (0.5, 0.999), "beta3": 0.9},
+            {"beta1", "beta3"},
+            None,
+        ),
         ("torch.Adam", "torch.Adam", {}, set(), None),
         ("torch.optim.SGD(lr=0.1, momentum=0.9)", "torch.SGD", {"lr": 0.1, "momentum": 0.9}, {"lr", "momentum"}, None),
         ("torch.Adam(beta1=0.8)", "torch.Adam", {"betas": (0.8, 0.999)}, {"beta1"}, None),
@@ -90,6 +100,8 @@ def test_wrappers_are_calls():
         "Lookahead(Adam(beta2=0.99), k=10, alpha=0.8)",
         "Lookahead(AMSGrad, pullback_momentum='reset')",
         "optimlab.optim.adam.AdamW(lr=0.1)",
+        "AdEMAMix(beta3=0.999, alpha=5.0)",
+        "Prodigy(betas=(0.5, 0.9), beta3=0.9)",
     ],
 )
 def test_format_parses_back_to_the_same_spec(text):
@@ -227,7 +239,9 @@ def test_every_preset_is_a_spec_that_trains_and_tunes(name):
             build(spec.with_values({"lr": low}), [torch.zeros(1)])
         return
     torch.manual_seed(0)
-    model = torch.nn.Linear(4, 3, dtype=torch.float64)  # a matrix and a vector (Muon); Prodigy at lr=1e-5 moves by ~1e-11
+    model = torch.nn.Linear(
+        4, 3, dtype=torch.float64
+    )  # a matrix and a vector (Muon); Prodigy at lr=1e-5 moves by ~1e-11
     x, y = torch.randn(16, 4, dtype=torch.float64), torch.randn(16, 3, dtype=torch.float64)
     for lr in (low, high):
         opt = build(spec.with_values({"lr": lr}), model.parameters())
@@ -240,3 +254,14 @@ def test_every_preset_is_a_spec_that_trains_and_tunes(name):
             opt.step()
             opt.zero_grad()
         assert all(not torch.equal(a, b) for a, b in zip(before, model.parameters())), lr
+
+
+def test_a_triple_of_betas_is_three_components_and_prodigys_beta3_is_its_own():
+    ademamix = parse("AdEMAMix(beta3=0.999)")
+    assert ademamix.is_fixed("beta3") and ademamix.is_fixed("betas") and not ademamix.is_fixed("beta1")
+    assert label(parse("AdEMAMix"), tuned={"beta3": 0.99}) == "AdEMAMix(lr=0.001, betas=(0.9, 0.999, 0.99*))"
+    prodigy = parse("Prodigy(beta3=0.9)")
+    assert prodigy.is_fixed("beta3") and not prodigy.is_fixed("betas") and not prodigy.is_fixed("beta1")
+    assert label(parse("Prodigy"), tuned={"beta3": 0.5}) == "Prodigy(lr=1, beta3=0.5*)"
+    with pytest.raises(ValueError, match="Adam has no hyperparameter 'beta3'"):
+        parse("Adam(beta3=0.1)")

@@ -191,6 +191,8 @@ OPTION_CASES = [
     (ADOPT, dict(lr=1e-2, original=True, clip_lambda=None), {"beta2": [0.9, 0.9999]}, lambda b: dict(betas=(0.9, b))),
     (AdEMAMix, dict(lr=1e-2, alpha_warmup=30, beta3_warmup=30, weight_decay=0.1), {}, None),
     (AdEMAMix, dict(lr=1e-2), {"alpha": [0.0, 5.0]}, lambda a: dict(alpha=a)),
+    (AdEMAMix, dict(lr=1e-2), {"beta3": [0.99, 0.9999]}, lambda b: dict(betas=(0.9, 0.999, b))),
+    (Adan, dict(lr=1e-2), {"beta2": [0.5, 0.92]}, lambda b: dict(betas=(0.98, b, 0.99))),
     (Adan, dict(lr=1e-2, weight_decay=0.1), {}, None),
     (Adan, dict(lr=1e-2, weight_decay=0.1, no_prox=True), {}, None),
     (MARS, dict(lr=1e-2, optimize_1d=True), {"gamma": [0.0, 0.025, 0.5]}, lambda g: dict(gamma=g)),
