@@ -19,15 +19,21 @@ Byte model: a step reads each parameter, gradient and state element once and wri
 parameter and state element once, so it moves ``(3 + 2 S) * 4`` bytes per float32 parameter,
 where ``S`` is the optimizer's state in floats per parameter, measured after one step (Adam: S = 2,
 28 B; SGD: S = 0, 12 B; AMSGrad: S = 3, 36 B; Adafactor's factored second moment: S ~ 0;
-Lookahead(Adam) adds 16 B every k = 5 steps for its synchronisation, 31.2 B).
+Lookahead(Adam) adds 16 B every k = 5 steps for its synchronisation, 31.2 B).  The new classes by
+the same rule: Lion and ScheduleFreeSGD S = 1, 20 B (momentum; z); ADOPT, ScheduleFreeAdamW and
+LAMB S = 2, 28 B; AdEMAMix S = 3, 36 B (its slow EMA); MARS S = 3, 36 B on matrices (last_grad),
+28 B on vectors; Adan S = 4, 44 B (its previous gradient); Prodigy S = 4, 44 B (its start p0 and s at
+slice_p = 1); Muon S = 1 on matrices, 20 B, and 2 (AdamW) on the rest, plus the Newton–Schulz work
+on each matrix, which no byte model counts.
 GB/s is that byte count over the median step time: work done, not traffic measured, so an
-implementation that makes several passes shows as slower.
+implementation that makes several passes (the norms of LAMB and MARS, Prodigy's two) shows as slower.
 
 Columns: ``path`` (``native`` or ``reference``), ``ms`` (median step; Lookahead: median over cycles of k steps, per step), ``B/param`` (the byte
 model), ``GB/s``, ``baseline ms`` and ``vs fused`` (GB/s over torch.optim.Adam(fused=True)'s,
 timed on the same parameters right before the row; on ``tiny``, µs per step over torch.optim.Adam(foreach=False)'s instead), ``vs po`` (the
 pytorch_optimizer implementation's step time over ours, where it implements the same algorithm;
-> 1 means ours is faster), ``first cold``/``first warm`` (seconds for the first step in a fresh
+> 1 means ours is faster), ``vs official`` (the same for the authors' package: ``lion-pytorch``,
+``torch-adopt``, ``schedulefree``, ``prodigyopt``, ``muon-optimizer``; :data:`OFFICIAL`), ``first cold``/``first warm`` (seconds for the first step in a fresh
 process, compilation included, with an empty and then a filled kernel cache) and ``state
 B/param`` (optimizer state bytes per parameter, ``step`` counters excluded).
 """
@@ -35,6 +41,8 @@ B/param`` (optimizer state bytes per parameter, ``step`` counters excluded).
 from __future__ import annotations
 
 import argparse
+import importlib.machinery
+import importlib.util
 import json
 import os
 import statistics
@@ -94,6 +102,62 @@ PYTORCH_OPTIMIZER = {
     "AdaMod": ("AdaMod", {}),
     "Adafactor": ("AdaFactor", {}),
     "AdaBelief": ("AdaBelief", {}),
+    "AdEMAMix": ("AdEMAMix", {}),
+    "Adan": ("Adan", {}),
+    "MARS": ("MARS", {}),
+    "LAMB": ("Lamb", {}),
+}
+
+
+def _muon_official(params: list[torch.Tensor]) -> torch.optim.Optimizer:
+    """Keller Jordan's Muon with its AdamW for the tensors of fewer than 2 dimensions, as our use_muon=None."""
+    # the installed module, not benchmarks/muon.py, which a script run from here imports as "muon"
+    here = os.path.dirname(os.path.abspath(__file__))
+    found = importlib.machinery.PathFinder.find_spec("muon", [p for p in sys.path if os.path.abspath(p or ".") != here])
+    if found is None or found.loader is None:
+        raise ImportError("muon-optimizer is not installed (pip install muon-optimizer==0.1.0)")
+    muon = importlib.util.module_from_spec(found)
+    found.loader.exec_module(muon)
+    matrices, rest = [p for p in params if p.ndim >= 2], [p for p in params if p.ndim < 2]
+    groups = [{"params": matrices, "use_muon": True}, {"params": rest, "use_muon": False}]
+    return muon.SingleDeviceMuonWithAuxAdam([g for g in groups if g["params"]])
+
+
+def _lion_official(params: list[torch.Tensor]) -> torch.optim.Optimizer:
+    import lion_pytorch
+
+    return lion_pytorch.Lion(params)
+
+
+def _adopt_official(params: list[torch.Tensor]) -> torch.optim.Optimizer:
+    import adopt
+
+    return adopt.ADOPT(params)
+
+
+def _schedulefree_official(name: str) -> Callable[[list[torch.Tensor]], torch.optim.Optimizer]:
+    def make(params: list[torch.Tensor]) -> torch.optim.Optimizer:
+        import schedulefree
+
+        return getattr(schedulefree, name)(params)
+
+    return make
+
+
+def _prodigy_official(params: list[torch.Tensor]) -> torch.optim.Optimizer:
+    import prodigyopt
+
+    return prodigyopt.Prodigy(params)
+
+
+#: preset -> the authors' own package, at its defaults (ADOPTOriginal has none: the package is the current form)
+OFFICIAL: dict[str, Callable[[list[torch.Tensor]], torch.optim.Optimizer]] = {
+    "Lion": _lion_official,
+    "ADOPT": _adopt_official,
+    "ScheduleFreeSGD": _schedulefree_official("SGDScheduleFree"),
+    "ScheduleFreeAdamW": _schedulefree_official("AdamWScheduleFree"),
+    "Prodigy": _prodigy_official,
+    "Muon": _muon_official,
 }
 
 
@@ -114,7 +178,14 @@ def ours(name: str, fast: bool | None = None) -> Callable[[list[torch.Tensor]], 
     if name == LOOKAHEAD:
         return lambda params: Lookahead(Adam(params, fast=fast))
     cls, options = PRESETS[name]
-    return lambda params: cls(params, **options, fast=fast)
+    return lambda params: training(cls(params, **options, fast=fast))
+
+
+def training(opt: torch.optim.Optimizer) -> torch.optim.Optimizer:
+    """``opt`` in train mode where it has one (Schedule-Free, ours and the package's, start in eval mode)."""
+    if callable(getattr(opt, "train", None)) and callable(getattr(opt, "eval", None)):
+        opt.train()
+    return opt
 
 
 def reference(name: str) -> Callable[[list[torch.Tensor]], torch.optim.Optimizer] | None:
@@ -132,7 +203,8 @@ def reference(name: str) -> Callable[[list[torch.Tensor]], torch.optim.Optimizer
 
 def median_step(opt: torch.optim.Optimizer, warmup: int, reps: int) -> float:
     """Median over ``reps`` blocks of one cycle (Lookahead's k steps, else one step), per step."""
-    cycle = getattr(opt, "defaults", {}).get("k", 1)
+    # Lookahead's k, not Schedule-Free's k (its step count in defaults)
+    cycle = opt.defaults["k"] if isinstance(opt, Lookahead) else 1
     for _ in range(warmup):
         opt.step()
     times = []
@@ -209,6 +281,7 @@ def bench_layout(layout: str, names: list[str], args: argparse.Namespace) -> Non
         "baseline ms",
         "vs µs" if tiny else "vs fused",
         "vs po",
+        "vs official",
         "first cold",
         "first warm",
         "state B/param",
@@ -229,14 +302,10 @@ def bench_layout(layout: str, names: list[str], args: argparse.Namespace) -> Non
         versus = t / base if tiny else gbs / base_gbs
         route = path(opt, params)
         del opt
-        po = "-"
-        make_ref = reference(name) if chosen == args.path[0] else None
-        if make_ref is not None:
-            ref_params = [p.detach().clone() for p in params]
-            for p, q in zip(ref_params, params):
-                p.grad = q.grad
-            po = f"{median_step(make_ref(ref_params), warmup, reps) / t:.2f}"
-            del ref_params
+        po, official = (
+            _versus(make, params, t, warmup, reps) if chosen == args.path[0] else "-"
+            for make in (reference(name), OFFICIAL.get(name))
+        )
         cold = warm = "-"
         if layout in args.first_step and chosen == args.path[0]:
             with tempfile.TemporaryDirectory() as cache:
@@ -251,11 +320,28 @@ def bench_layout(layout: str, names: list[str], args: argparse.Namespace) -> Non
             f"{base * 1e3:.3f}",
             f"{versus:.2f}",
             po,
+            official,
             cold,
             warm,
             f"{state:.2f}",
         ]
         print("| " + " | ".join(row) + " |", flush=True)
+
+
+def _versus(
+    make: Callable[[list[torch.Tensor]], torch.optim.Optimizer] | None,
+    params: list[torch.Tensor],
+    t: float,
+    warmup: int,
+    reps: int,
+) -> str:
+    """Another implementation's median step time over ours (``t``), on copies of the parameters; "-" without one."""
+    if make is None:
+        return "-"
+    copies = [p.detach().clone() for p in params]
+    for p, q in zip(copies, params):
+        p.grad = q.grad
+    return f"{median_step(training(make(copies)), warmup, reps) / t:.2f}"
 
 
 def main() -> None:
