@@ -31,6 +31,7 @@ from .radam import RAdam
 from .rmsprop import RMSprop
 from .schedulefree import ScheduleFreeAdamW, ScheduleFreeSGD
 from .sgd import SGD
+from .shampoo import Shampoo
 from .soap import SOAP
 from .sophia import SophiaG
 from .yogi import Yogi
@@ -111,6 +112,7 @@ __all__ = [
     "SOAP",
     "ScheduleFreeAdamW",
     "ScheduleFreeSGD",
+    "Shampoo",
     "SophiaG",
     "Yogi",
     "get",

@@ -66,6 +66,37 @@ def _addmm(t: Tensor, m1: Tensor, m2: Tensor, beta: Any, alpha: Any = 1) -> Tens
     return torch.baddbmm(*flat, beta=beta, alpha=alpha).reshape(*batch, t.size(-2), m2.size(-1))
 
 
+def matrix_inverse_root(a: Tensor, root: Any, epsilon: Any = 0.0, exponent_multiplier: Any = 1.0) -> Tensor:
+    r""":math:`(A + \epsilon I)^{-\eta/r}` of symmetric positive semi-definite matrices, by eigendecomposition.
+
+    Over the last two dimensions of ``a`` (the others are a batch), as Distributed Shampoo's default
+    (eigen) root-inverse method computes it, in float64 whatever ``a``'s dtype:
+
+    .. math::
+
+        A = Q\,\operatorname{diag}(\lambda)\,Q^\top, \qquad
+        \lambda'_i = \lambda_i - \min(\lambda_{\min}, 0) + \epsilon, \qquad
+        X = Q\,\operatorname{diag}(\lambda'^{\,-\eta/r})\,Q^\top
+
+    (:math:`r` = ``root``, :math:`\eta` = ``exponent_multiplier``).  Rounding can leave the
+    eigenvalues of a rank-deficient sum of outer products slightly below zero: the shift lifts them
+    all by that amount, so that :math:`\epsilon` alone sets the floor.  A 1 x 1 matrix is
+    :math:`(a + \epsilon)^{-\eta/r}` (no shift, as the reference).  A matrix with a NaN or an
+    infinity yields NaN (``eigh`` would fail on it; the library lets non-finite values propagate).
+    The result has ``a``'s dtype.
+    """
+    alpha = -exponent_multiplier / root
+    x = a.double()
+    if a.size(-1) == 1:
+        return ((x + epsilon) ** alpha).to(a.dtype)
+    finite = torch.isfinite(x).all(dim=-1).all(dim=-1)[..., None, None]
+    x = torch.where(finite, x, torch.eye(a.size(-1), dtype=x.dtype, device=x.device))
+    eigenvalues, q = torch.linalg.eigh(x)
+    eigenvalues = eigenvalues - eigenvalues.amin(dim=-1, keepdim=True).clamp(max=0) + epsilon
+    inverse_root = (q * eigenvalues.pow(alpha).unsqueeze(-2)) @ q.mT
+    return torch.where(finite, inverse_root, torch.nan).to(a.dtype)
+
+
 #: added to the diagonal before ``eigh``, as in the SOAP authors' code (it changes no eigenvalue of float32 size)
 EIGH_SHIFT = 1e-30
 

@@ -35,12 +35,13 @@ NATIVE_CASES = [c for c in CASES if (opt := _rule_optimizer(c)) is not None and 
 # Muon's matrices have no native form (Newton-Schulz multiplies matrices): they take the reference
 # path by design, and test_standard's default-path parity covers its AdamW tensors' native path.
 # Prodigy's own step (one d over all tensors) calls its rule directly: no native path either.
+# Shampoo's inverse roots (eigendecompositions) have no native form: the reference path by design.
 REDUCING_CASES = [
     c
     for c in CASES
     if (opt := _rule_optimizer(c)) is not None
     and not type(opt).elementwise
-    and type(opt).__name__ != "Muon"
+    and type(opt).__name__ not in ("Muon", "Shampoo")
     and inspect.unwrap(type(opt).step).__qualname__ == "RuleOptimizer.step"  # torch wraps step in a hook
 ]
 
