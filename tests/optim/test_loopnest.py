@@ -20,13 +20,17 @@ from . import harness as h
 from .test_fast_path import launched  # noqa: F401 - a fixture
 
 # one shape per way of cutting a tensor (see optim/_loopnest.py): whole matrices per tile (conv
-# weights of 3x3 and 1x1 matrices, compiled with constant sizes, in one and in several tiles, and
-# other sizes), ranges of rows of a tall matrix (a column, (n, 1)), ranges of columns of a wide
-# one, ranges of a vector's elements
+# weights of 3x3 and 1x1 matrices, compiled with constant sizes and taken 16 at a time, in one and
+# in several tiles, with and without a short last block in a tile (97 x 95 and 300 x 250: the
+# first tile's ends with 15 and 12 matrices, right before the second tile's), and other sizes),
+# ranges of rows of a tall matrix (a column, (n, 1)), ranges of columns of a wide one, ranges of a
+# vector's elements
 SHAPES = [
     (96, 96, 3, 3),
+    (97, 95, 3, 3),
     (40, 30, 3, 3),
     (512, 256, 1, 1),
+    (300, 250, 1, 1),
     (6, 5, 1, 1),
     (5, 2, 7, 5),
     (70000, 1),
