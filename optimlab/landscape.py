@@ -284,14 +284,15 @@ def grid_loss(
     xs: Sequence[float],
     ys: Sequence[float],
     *,
-    progress: bool = False,
+    bar: tqdm | None = None,
 ) -> np.ndarray:
-    """``loss(origin + x d1 + y d2)`` for every ``(x, y)`` of the grid: ``z[j, i]`` at ``(xs[i], ys[j])``."""
+    """``loss(origin + x d1 + y d2)`` for every ``(x, y)`` of the grid: ``z[j, i]`` at ``(xs[i], ys[j])``;
+    ``bar`` (a tqdm progress bar) advances by one per point."""
     z = np.empty((len(ys), len(xs)))
-    with tqdm(total=z.size, desc="landscape grid", unit="point", disable=not progress, file=sys.stderr) as bar:
-        for j, b in enumerate(ys):
-            for i, a in enumerate(xs):
-                z[j, i] = loss(plane.origin + a * plane.directions[0] + b * plane.directions[1])
+    for j, b in enumerate(ys):
+        for i, a in enumerate(xs):
+            z[j, i] = loss(plane.origin + a * plane.directions[0] + b * plane.directions[1])
+            if bar is not None:
                 bar.update()
     return z
 
@@ -353,12 +354,17 @@ def landscape(
     n = len(loss.x)
     cost = (grid * grid if method == "pca" else 0) + len(rows)
     _say(
-        f"landscape: {name} seed {seed}, {len(paths)} runs, {len(rows)} checkpoints of {origin.size:,} parameters; "
+        f"landscape: {name} seed {seed}, {len(paths)} runs, {sum(len(p.steps) for p in paths)} checkpoints of "
+        f"{origin.size:,} parameters; "
         + (f"{grid}x{grid} grid + " if method == "pca" else "")
         + f"{len(rows)} distinct checkpoints = {cost:,} points x {n} {split} examples "
         f"= {cost * n:,} example evaluations"
     )
-    losses = [float(loss(theta)) for theta in rows]
+    bar = tqdm(total=cost, desc="landscape", unit="point", disable=not progress, file=sys.stderr)
+    losses = []
+    for theta in rows:
+        losses.append(float(loss(theta)))
+        bar.update()
     result: dict[str, Any] = {
         "task": name, "seed": seed, "method": method, "split": split, "examples": n, "parameters": int(origin.size),
         "runs": [], "grid": None, "explained": None,
@@ -369,12 +375,13 @@ def landscape(
         lo, hi = coords.min(axis=0), coords.max(axis=0)
         pad = MARGIN * np.maximum(hi - lo, 1e-12)
         xs, ys = (np.linspace(lo[k] - pad[k], hi[k] + pad[k], grid) for k in (0, 1))
-        z = grid_loss(loss, plane, xs, ys, progress=progress)
+        z = grid_loss(loss, plane, xs, ys, bar=bar)
         result["grid"] = {"x": xs.tolist(), "y": ys.tolist(), "loss": z.tolist()}
         result["explained"] = list(plane.explained)
         result["centre"] = "the shared initial point theta_0"
     else:
         coords = tsne_embedding(rows, origin, seed=seed)
+    bar.close()
     for p, rows_of in zip(paths, index):
         result["runs"].append({"key": p.key, "label": p.label, "steps": list(p.steps), "x": coords[rows_of, 0].tolist(),
                                "y": coords[rows_of, 1].tolist(), "loss": [losses[i] for i in rows_of]})  # fmt: skip

@@ -150,7 +150,8 @@ def test_the_command_draws_the_pca_landscape_of_the_stored_runs(tmp_path: Path, 
             "--grid", "6"]  # fmt: skip
     assert cli.main(argv) == 0
     err = capsys.readouterr().err
-    assert "6x6 grid + 13 distinct checkpoints = 49 points x 64 train examples = 3,136 example evaluations" in err
+    assert "3 runs, 15 checkpoints of 4 parameters; 6x6 grid + 13 distinct checkpoints " in err
+    assert "= 49 points x 64 train examples = 3,136 example evaluations" in err
     result = json.loads((out / "landscape.json").read_text())
     assert [r["label"] for r in result["runs"]] == ["Adam", "Momentum", "Lion"]
     with Store(store_path, readonly=True) as store:
