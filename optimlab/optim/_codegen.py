@@ -438,6 +438,11 @@ int optimlab_step(int64_t n, const int64_t *numel, void **vec, void **sca, const
                 continue;
 {pointers}
 {per_tensor}
+#if defined(__GNUC__) && !defined(__clang__)
+            /* no element reads another's (the arrays are distinct, as restrict says): GCC checks aliasing at run
+               time for at most 10 pairs and left the loop scalar above that (Adan's 6 arrays: 5.8x Adam's time) */
+            #pragma GCC ivdep
+#endif
             for (int64_t i = begin; i < end; ++i) {{
 {loads}
 {per_element}
