@@ -30,7 +30,9 @@ implementation that makes several passes (the norms of LAMB and MARS, Prodigy's 
 
 Columns: ``path`` (``native`` or ``reference``), ``ms`` (median step; Lookahead: median over cycles of k steps, per step), ``B/param`` (the byte
 model), ``GB/s``, ``baseline ms`` and ``vs fused`` (GB/s over torch.optim.Adam(fused=True)'s,
-timed on the same parameters right before the row; on ``tiny``, µs per step over torch.optim.Adam(foreach=False)'s instead), ``vs po`` (the
+timed on the same parameters right before the row; on ``tiny``, µs per step over torch.optim.Adam(foreach=False)'s instead),
+``cpu vs fused``/``cpu vs µs`` (the same from this process's CPU time: with one thread, what a loaded
+machine's waits leave out of the wall clock), ``vs po`` (the
 pytorch_optimizer implementation's step time over ours, where it implements the same algorithm;
 > 1 means ours is faster), ``vs official`` (the same for the authors' package: ``lion-pytorch``,
 ``torch-adopt``, ``schedulefree``, ``prodigyopt``, ``muon-optimizer``; :data:`OFFICIAL`), ``first cold``/``first warm`` (seconds for the first step in a fresh
@@ -54,7 +56,7 @@ from collections.abc import Callable
 
 import torch
 
-from optimlab.optim import PRESETS, Adam, Lookahead, RuleOptimizer
+from optimlab.optim import PRESETS, Adam, Lookahead
 
 Shapes = list[tuple[int, ...]]
 
@@ -201,19 +203,21 @@ def reference(name: str) -> Callable[[list[torch.Tensor]], torch.optim.Optimizer
     return lambda params: cls(params, lr=1e-3, **options)
 
 
-def median_step(opt: torch.optim.Optimizer, warmup: int, reps: int) -> float:
-    """Median over ``reps`` blocks of one cycle (Lookahead's k steps, else one step), per step."""
+def median_step(opt: torch.optim.Optimizer, warmup: int, reps: int) -> tuple[float, float]:
+    """Medians over ``reps`` blocks of one cycle (Lookahead's k steps, else one step), per step: seconds of
+    wall clock, and of this process's CPU time (module docstring)."""
     # Lookahead's k, not Schedule-Free's k (its step count in defaults)
     cycle = opt.defaults["k"] if isinstance(opt, Lookahead) else 1
     for _ in range(warmup):
         opt.step()
-    times = []
+    wall, cpu = [], []
     for _ in range(reps):
-        start = time.perf_counter()
+        start, start_cpu = time.perf_counter(), time.process_time()
         for _ in range(cycle):
             opt.step()
-        times.append((time.perf_counter() - start) / cycle)
-    return statistics.median(times)
+        cpu.append((time.process_time() - start_cpu) / cycle)
+        wall.append((time.perf_counter() - start) / cycle)
+    return statistics.median(wall), statistics.median(cpu)
 
 
 def byte_model(opt: torch.optim.Optimizer, n: int) -> float:
@@ -236,13 +240,23 @@ def state_bytes(opt: torch.optim.Optimizer) -> int:
     )
 
 
-def path(opt: torch.optim.Optimizer, params: list[torch.Tensor]) -> str:
+def path(opt: torch.optim.Optimizer) -> str:
+    """``native`` if one more step runs a compiled kernel: a class whose own step goes around the native
+    path (Prodigy) takes the reference path whatever ``fast`` says."""
     from optimlab.optim import _native
 
-    opt = getattr(opt, "optimizer", opt)  # Lookahead's inner optimizer
-    if isinstance(opt, RuleOptimizer) and _native.wanted(opt, opt.param_groups[0]):
-        return "native"
-    return "reference"
+    launch, launched = _native._launch, []
+
+    def spy(*args: object) -> None:
+        launched.append(True)
+        launch(*args)
+
+    _native._launch = spy
+    try:
+        opt.step()
+    finally:
+        _native._launch = launch
+    return "native" if launched else "reference"
 
 
 def first_step(layout: str, name: str, cache: str) -> float:
@@ -280,6 +294,7 @@ def bench_layout(layout: str, names: list[str], args: argparse.Namespace) -> Non
         "GB/s",
         "baseline ms",
         "vs µs" if tiny else "vs fused",
+        "cpu vs µs" if tiny else "cpu vs fused",
         "vs po",
         "vs official",
         "first cold",
@@ -292,15 +307,17 @@ def bench_layout(layout: str, names: list[str], args: argparse.Namespace) -> Non
     warmup, reps = (max(args.warmup, 20), max(args.reps, 200)) if tiny else (args.warmup, args.reps)
     for name, chosen in ((name, chosen) for name in names for chosen in args.path):
         # the baseline right before each row: a drift in the machine's load moves both alike
-        base = median_step(base_make(params), warmup, reps)
-        base_gbs = 28 * n / base / 1e9
+        base, base_cpu = median_step(base_make(params), warmup, reps)
         opt = ours(name, PATHS[chosen])(params)
-        t = median_step(opt, warmup, reps)
+        t, t_cpu = median_step(opt, warmup, reps)
         state = state_bytes(opt) / n
         model = byte_model(opt, n)
         gbs = model * n / t / 1e9
-        versus = t / base if tiny else gbs / base_gbs
-        route = path(opt, params)
+        # on tiny the time per step, elsewhere the bandwidth (Adam's byte model is 28 B/param)
+        versus, versus_cpu = (
+            (t / base, t_cpu / base_cpu) if tiny else (model * base / (28 * t), model * base_cpu / (28 * t_cpu))
+        )
+        route = path(opt)
         del opt
         po, official = (
             _versus(make, params, t, warmup, reps) if chosen == args.path[0] else "-"
@@ -319,6 +336,7 @@ def bench_layout(layout: str, names: list[str], args: argparse.Namespace) -> Non
             f"{gbs:.2f}",
             f"{base * 1e3:.3f}",
             f"{versus:.2f}",
+            f"{versus_cpu:.2f}",
             po,
             official,
             cold,
@@ -341,7 +359,7 @@ def _versus(
     copies = [p.detach().clone() for p in params]
     for p, q in zip(copies, params):
         p.grad = q.grad
-    return f"{median_step(training(make(copies)), warmup, reps) / t:.2f}"
+    return f"{median_step(training(make(copies)), warmup, reps)[0] / t:.2f}"
 
 
 def main() -> None:
