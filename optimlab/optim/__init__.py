@@ -71,6 +71,8 @@ PRESETS: dict[str, tuple[type[RuleOptimizer], dict[str, Any]]] = {
     "Prodigy": (Prodigy, {}),
     # Muon for every tensor of 2 or more dimensions, AdamW for the rest (the class's use_muon=None)
     "Muon": (Muon, {}),
+    "SOAP": (SOAP, {}),
+    "Shampoo": (Shampoo, {}),
 }
 
 
