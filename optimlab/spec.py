@@ -22,9 +22,10 @@ r"""Optimizer specs: the one grammar every command and the Python API use to nam
   where ``value`` is a Python literal (a number, ``True``/``False``/``None``, a string, a tuple or
   list of them), read with :func:`ast.literal_eval`, never evaluated.  Each component of a pair
   argument also has the update rule's own name: ``beta1``/``beta2`` for ``betas`` (every class
-  with ``betas``, torch's included) and ``eps1``/``eps2`` for Adafactor's ``eps``; a component
-  given alone takes the other from the spec's ``betas`` or else from the default, so
-  ``Adam(beta1=0.5)`` runs ``betas=(0.5, 0.999)``.
+  with ``betas``, torch's included; ``beta3`` too where ``betas`` is a triple, AdEMAMix and Adan,
+  while Prodigy's ``beta3`` is an argument of its own) and ``eps1``/``eps2`` for Adafactor's
+  ``eps``; a component given alone takes the others from the spec's ``betas`` or else from the
+  default, so ``Adam(beta1=0.5)`` runs ``betas=(0.5, 0.999)``.
 * A wrapper (a class whose first constructor argument is an optimizer, e.g. ``Lookahead``) takes
   its inner optimizer as a spec, positionally or as ``optimizer=``: ``Lookahead(Adam(lr=0.01),
   k=5)``.
