@@ -17,6 +17,15 @@ Printed: the median step of each over ``--reps`` steps after ``--warmup``, timed
 the same run, their ratio, and ``newton-schulz ms``: the median time of Newton–Schulz alone on
 the same matrices (``optimlab.optim._matrix.newton_schulz``, 5 steps), i.e. the matrix work of
 one step, with its share of our step.
+
+``--soap`` adds SOAP on the same layout: ``optimlab.optim.SOAP`` against ``pytorch_optimizer.SOAP``
+(4.1.0), both with their defaults (every tensor in SOAP, the vectors as Adam; bases refreshed
+every ``--soap-frequency`` steps, 10 by default), float32.  A step's cost depends on whether it
+refreshes the bases, so each is timed over blocks of that many steps (one refresh each), alternately,
+after a first step that builds the bases (``eigh``).  Printed: the mean step of each over ``--reps``
+blocks (median block), their ratio, and the matrix work of our step alone on the same tensors
+(``optimlab.optim._matrix``: the Gram matrices and the two rotations of every step, plus a refresh's
+rotations and power-iteration QRs divided by the frequency).
 """
 
 from __future__ import annotations
@@ -27,8 +36,8 @@ import time
 
 import torch
 
-from optimlab.optim import Muon
-from optimlab.optim._matrix import newton_schulz
+from optimlab.optim import SOAP, Muon
+from optimlab.optim._matrix import gram, newton_schulz, refresh_eigenbasis, rotate
 
 
 def shapes(layers: int, d: int) -> list[tuple[int, ...]]:
@@ -54,6 +63,8 @@ def main() -> None:
     parser.add_argument("--reps", type=int, default=5)
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--ns-dtype", choices=["bfloat16", "float32"], default="bfloat16")
+    parser.add_argument("--soap", action="store_true", help="also time SOAP against pytorch_optimizer.SOAP")
+    parser.add_argument("--soap-frequency", type=int, default=10, help="SOAP's precondition_frequency")
     args = parser.parse_args()
     ns_dtype = getattr(torch, args.ns_dtype)
 
@@ -99,6 +110,60 @@ def main() -> None:
     print(f"{'torch Muon + AdamW':24}{torch_ms:10.1f}")
     print(f"{'newton-schulz alone':24}{ns_ms:10.1f}  ({100 * ns_ms / ours_ms:.0f}% of our step)")
     print(f"torch / optimlab step time: {torch_ms / ours_ms:.2f} (> 1: ours is faster)")
+    if args.soap:
+        soap_rows(start, grads, args.soap_frequency, args.reps)
+
+
+def soap_rows(start: list[torch.Tensor], grads: list[torch.Tensor], frequency: int, reps: int) -> None:
+    """SOAP against pytorch_optimizer's, per step over blocks of ``frequency`` steps (see the module docstring)."""
+    import pytorch_optimizer
+
+    ours_params, theirs_params = [p.clone() for p in start], [p.clone() for p in start]
+    ours = SOAP(ours_params, precondition_frequency=frequency)
+    theirs = pytorch_optimizer.SOAP(theirs_params, precondition_frequency=frequency)
+    for ps in (ours_params, theirs_params):
+        for p, g in zip(ps, grads):
+            p.grad = g
+    ours.step()  # the first step builds the bases
+    theirs.step()
+
+    def block(opt: torch.optim.Optimizer) -> None:
+        for _ in range(frequency):
+            opt.step()
+
+    ours_times, theirs_times = [], []
+    for _ in range(reps):
+        ours_times += timed(lambda: block(ours), 0, 1)
+        theirs_times += timed(lambda: block(theirs), 0, 1)
+    states = [ours.state[p] for p in ours_params]
+    step_work = timed(lambda: [_step_matrix_work(g, s) for g, s in zip(grads, states)], 1, reps)
+    refresh_work = timed(lambda: [_refresh_matrix_work(s) for s in states], 1, reps)
+
+    ours_ms, theirs_ms = (1e3 * statistics.median(t) / frequency for t in (ours_times, theirs_times))
+    work_ms = 1e3 * (statistics.median(step_work) + statistics.median(refresh_work) / frequency)
+    print(f"SOAP, precondition_frequency={frequency}: mean step over blocks of {frequency}, median of {reps} blocks")
+    print(f"{'optimlab SOAP':24}{ours_ms:10.1f}")
+    print(f"{'pytorch_optimizer SOAP':24}{theirs_ms:10.1f}")
+    print(f"{'matrix work alone':24}{work_ms:10.1f}  ({100 * work_ms / ours_ms:.0f}% of our step)")
+    print(f"pytorch_optimizer / optimlab step time: {theirs_ms / ours_ms:.2f} (> 1: ours is faster)")
+
+
+def _step_matrix_work(g: torch.Tensor, state: dict) -> None:
+    """What of a SOAP step multiplies matrices: the Gram matrices and the two rotations."""
+    bases = [q if len(q) else None for q in state["Q"]]
+    for k, m in enumerate(state["GG"]):
+        if len(m):
+            gram(g, k)
+    rotate(rotate(g, bases), bases, back=True)
+
+
+def _refresh_matrix_work(state: dict) -> None:
+    """A refresh's extra work: the first moment out of and into the bases, a power iteration + QR per basis."""
+    bases = [q if len(q) else None for q in state["Q"]]
+    rotate(rotate(state["exp_avg"], bases, back=True), bases)
+    for m, q in zip(state["GG"], bases):
+        if q is not None:
+            refresh_eigenbasis(m, q)
 
 
 if __name__ == "__main__":
