@@ -24,7 +24,9 @@ configurations, names and summary rows) and has, per task and budget:
   is the lowest or highest value tried (the best may lie outside what was searched);
 * **lr sensitivity**, where configurations differing only in lr were evaluated at 3 or more lrs;
 * **resources**: steps per second and memory (optimizer state; peak process RSS where the run recorded
-  it) of every run.
+  it) of every run;
+* **loss landscape**, where ``optimlab landscape`` wrote its ``landscape.json`` for this store's runs
+  in the same folder (:mod:`optimlab.landscape`).
 
 Across tasks: performance profiles of the final metric (:mod:`optimlab.views`) and, with ``targets``,
 time and steps to target with their profile.
@@ -94,6 +96,9 @@ def html_report(
         raise ValueError(f"report: invalid targets for {unknown}: the store has no such task")
     page = _Page(store.path.name)
     colours = _colour_map(configurations, trials)
+    from .landscape import section as landscape_section, stored_result
+
+    drawn = stored_result(store, out)  # what `optimlab landscape --out` wrote in this folder for this store
     profile_costs: dict[str, dict[str, float]] = {}
     target_costs: dict[str, dict[str, dict[str, float]]] = {"wall_time": {}, "step": {}}
     for task_name, budget in sections:
@@ -116,6 +121,8 @@ def html_report(
             profile_costs[title] = _task_costs(task, members)
             if task_name in targets:
                 _targets(page, task, members, targets[task_name], target_costs, title, colours)
+        if drawn is not None and (drawn["task"], drawn.get("budget")) == (task_name, budget):
+            landscape_section(page, drawn)
         page.close_task()
     if profile_costs:
         _profiles(page, profile_costs, target_costs, colours)

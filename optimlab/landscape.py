@@ -28,8 +28,10 @@ path starts from the same network) :func:`landscape` draws where each went:
 
 Outputs in ``out``: ``landscape.png`` (matplotlib, for papers), ``landscape.html`` (the report's look:
 plotly contours and paths, every checkpoint hovered with its step and loss; self-contained) and
-``landscape.json`` (every number drawn).  Tasks: those with a model and a loss on tensors or a Dataset
-(the supervised tasks); a GAN's checkpoints (its generator) have no single loss to draw.
+``landscape.json`` (every number drawn).  ``optimlab report`` given the same ``--out`` shows the
+landscape in its ``index.html`` too, in the section of its task and budget (:func:`stored_result`).
+Tasks: those with a model and a loss on tensors or a Dataset (the supervised tasks); a GAN's
+checkpoints (its generator) have no single loss to draw.
 """
 
 from __future__ import annotations
@@ -55,7 +57,18 @@ from .runner import CHECKPOINT_MEDIA_TYPE, check_environment, checkpoint_name
 from .store import Store
 from .tasks import Budget, Task
 
-__all__ = ["METHODS", "Plane", "Trajectory", "grid_loss", "landscape", "pca_plane", "trajectories", "tsne_embedding"]
+__all__ = [
+    "METHODS",
+    "Plane",
+    "Trajectory",
+    "grid_loss",
+    "landscape",
+    "pca_plane",
+    "section",
+    "stored_result",
+    "trajectories",
+    "tsne_embedding",
+]
 
 #: The projections :func:`landscape` offers.
 METHODS = ("pca", "tsne")
@@ -366,7 +379,8 @@ def landscape(
         losses.append(float(loss(theta)))
         bar.update()
     result: dict[str, Any] = {
-        "task": name, "seed": seed, "method": method, "split": split, "examples": n, "parameters": int(origin.size),
+        "task": name, "budget": config["budget"], "seed": seed, "method": method, "split": split, "examples": n,
+        "parameters": int(origin.size),
         "runs": [], "grid": None, "explained": None,
     }  # fmt: skip
     if method == "pca":
@@ -461,10 +475,31 @@ def _png(result: Mapping[str, Any], path: Path) -> Path:
 
 
 def _html(result: Mapping[str, Any], path: Path, store: Store) -> Path:
-    from .html import _COLOURS, _Page
+    from .html import _Page
 
     page = _Page(f"landscape of {store.path.name}")
     page.open_task(_title(result))
+    section(page, result)
+    page.close_task()
+    path.write_text(page.render(), encoding="utf-8")
+    return path
+
+
+def stored_result(store: Store, out: str | os.PathLike[str]) -> dict[str, Any] | None:
+    """The ``landscape.json`` that :func:`landscape` wrote in ``out`` for runs of ``store`` (what ``optimlab
+    report`` shows when given the same folder), or ``None``: no such file, or one drawn from other runs."""
+    path = Path(out) / "landscape.json"
+    if not path.is_file():
+        return None
+    result = json.loads(path.read_text(encoding="utf-8"))
+    return result if all(store.record(r["key"]) is not None for r in result["runs"]) else None
+
+
+def section(page: Any, result: Mapping[str, Any]) -> None:
+    """Add the landscape of ``result`` (a ``landscape.json``) to the task open in ``page`` (the report's
+    :class:`optimlab.html._Page`): its description and one chart of contours and paths."""
+    from .html import _COLOURS
+
     data: list[dict[str, Any]] = []
     if result["grid"] is not None:
         g = result["grid"]
@@ -483,7 +518,8 @@ def _html(result: Mapping[str, Any], path: Path, store: Store) -> Path:
             "landscape",
             f"<p>Loss on a {len(g['x'])}x{len(g['y'])} grid over the plane through the shared initial point spanned "
             "by the top-2 principal directions of every checkpoint minus that point (Li et al., 2018): "
-            f"{cost} points x {result['examples']} {html.escape(result['split'])} examples. Explained: PC1 "
+            f"{cost} points x {result['examples']} {html.escape(result['split'])} examples, at seed {result['seed']}. "
+            "Explained: PC1 "
             f"{100 * explained[0]:.1f}%, PC2 {100 * explained[1]:.1f}% of the squared distance from the start.</p>",
         )
     else:
@@ -501,6 +537,3 @@ def _html(result: Mapping[str, Any], path: Path, store: Store) -> Path:
     page.chart("landscape", data, {"title": {"text": "paths"}, "height": 640, "xaxis": {"title": {"text": xlabel}},
                                    "yaxis": {"title": {"text": ylabel}}, "legend": {"orientation": "h", "y": -0.15},
                                    "hovermode": "closest"})  # fmt: skip
-    page.close_task()
-    path.write_text(page.render(), encoding="utf-8")
-    return path

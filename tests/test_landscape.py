@@ -235,3 +235,17 @@ def test_the_landscape_page_draws_in_headless_chromium_with_nothing_fetched(tmp_
             browser.close()
     assert errors == [] and requests == [page.as_uri()]
     assert drawn == [[["contour", 4], ["scatter", 5], ["scatter", 5], ["scatter", 5]]]  # 4x4 grid; steps 0, 2, 4, 6, 8
+
+
+def test_the_report_shows_the_landscape_drawn_in_its_folder_for_its_own_runs(tmp_path: Path) -> None:
+    from optimlab.html import html_report
+
+    with Store(_train(tmp_path), readonly=True) as store:
+        landscape(store, tmp_path / "out", task=TINY, grid=3, progress=False)
+        page = html_report(store, tmp_path / "out").read_text()
+        assert page.count("data-view='landscape'") == 1
+        drawn = [f for f in _figures(page) if f["data"][0]["type"] == "contour"]
+        assert len(drawn) == 1 and [t["name"] for t in drawn[0]["data"][1:]] == ["Adam", "Momentum", "Lion"]
+    with Store(tmp_path / "other.sqlite") as other:  # another store's report in that folder: not its runs
+        run(TINY, "Adam", budget="smoke", store=other, progress=False)
+        assert "data-view='landscape'" not in html_report(other, tmp_path / "out").read_text()
