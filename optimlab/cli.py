@@ -402,7 +402,8 @@ def cmd_tune(args: argparse.Namespace) -> int:
 
 def cmd_report(args: argparse.Namespace) -> int:
     """Write index.html (one self-contained interactive page: open it in a browser), training curves,
-    lr-sensitivity curves and summary tables (summary.md) of every task in --store."""
+    lr-sensitivity curves and summary tables (summary.md) of every task in --store.  index.html also shows
+    the loss landscape `optimlab landscape` drew into the same --out for this store's runs."""
     from .html import html_report
     from .report import report
     from .store import Store
