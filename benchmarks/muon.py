@@ -26,6 +26,16 @@ after a first step that builds the bases (``eigh``).  Printed: the mean step of 
 blocks (median block), their ratio, and the matrix work of our step alone on the same tensors
 (``optimlab.optim._matrix``: the Gram matrices and the two rotations of every step, plus a refresh's
 rotations and power-iteration QRs divided by the frequency).
+
+``--shampoo`` adds Shampoo on the same layout: ``optimlab.optim.Shampoo`` with its defaults (blocks of at
+most 1024, AdaGrad grafting) and unblocked (``max_preconditioner_dim`` = the largest dimension: the same
+factor matrices as the port), against ``pytorch_optimizer.Shampoo`` (4.1.0, Gupta et al.'s original: no
+blocking, no grafting, roots by SVD), every tensor in Shampoo, float32, inverse roots recomputed every
+``--shampoo-frequency`` steps (10 by default; the port's ``preconditioning_compute_steps``).  As for SOAP,
+each is timed over blocks of that many steps (one root computation each), alternately, after a first
+step.  Printed: the mean step of each (median block), the ratios, and the matrix work of our step alone:
+the inverse roots of every factor matrix (``matrix_inverse_root``, ``eigh`` in float64) divided by the
+frequency, and every step's outer products and preconditioning products.
 """
 
 from __future__ import annotations
@@ -36,8 +46,9 @@ import time
 
 import torch
 
-from optimlab.optim import SOAP, Muon
-from optimlab.optim._matrix import gram, newton_schulz, refresh_eigenbasis, rotate
+from optimlab.optim import SOAP, Muon, Shampoo
+from optimlab.optim._matrix import gram, matrix_inverse_root, newton_schulz, refresh_eigenbasis, rotate
+from optimlab.optim.shampoo import merged_shape, split_blocks
 
 
 def shapes(layers: int, d: int) -> list[tuple[int, ...]]:
@@ -65,6 +76,8 @@ def main() -> None:
     parser.add_argument("--ns-dtype", choices=["bfloat16", "float32"], default="bfloat16")
     parser.add_argument("--soap", action="store_true", help="also time SOAP against pytorch_optimizer.SOAP")
     parser.add_argument("--soap-frequency", type=int, default=10, help="SOAP's precondition_frequency")
+    parser.add_argument("--shampoo", action="store_true", help="also time Shampoo against pytorch_optimizer.Shampoo")
+    parser.add_argument("--shampoo-frequency", type=int, default=10, help="Shampoo's precondition_frequency")
     args = parser.parse_args()
     ns_dtype = getattr(torch, args.ns_dtype)
 
@@ -112,6 +125,8 @@ def main() -> None:
     print(f"torch / optimlab step time: {torch_ms / ours_ms:.2f} (> 1: ours is faster)")
     if args.soap:
         soap_rows(start, grads, args.soap_frequency, args.reps)
+    if args.shampoo:
+        shampoo_rows(start, grads, args.shampoo_frequency, args.reps)
 
 
 def soap_rows(start: list[torch.Tensor], grads: list[torch.Tensor], frequency: int, reps: int) -> None:
@@ -164,6 +179,66 @@ def _refresh_matrix_work(state: dict) -> None:
     for m, q in zip(state["GG"], bases):
         if q is not None:
             refresh_eigenbasis(m, q)
+
+
+def shampoo_rows(start: list[torch.Tensor], grads: list[torch.Tensor], frequency: int, reps: int) -> None:
+    """Shampoo against pytorch_optimizer's, per step over blocks of ``frequency`` steps (see the module docstring)."""
+    import pytorch_optimizer
+
+    largest = max(max(p.shape) for p in start)
+    sides = {
+        "optimlab Shampoo": lambda ps: Shampoo(ps, precondition_frequency=frequency),
+        "  unblocked": lambda ps: Shampoo(ps, precondition_frequency=frequency, max_preconditioner_dim=largest),
+        "pytorch_optimizer": lambda ps: pytorch_optimizer.Shampoo(ps, preconditioning_compute_steps=frequency),
+    }
+    opts = {}
+    for name, make in sides.items():
+        params = [p.clone() for p in start]
+        for p, g in zip(params, grads):
+            p.grad = g.clone()  # pytorch_optimizer's Shampoo overwrites its gradients
+        opts[name] = make(params)
+        opts[name].step()
+
+    def block(opt: torch.optim.Optimizer) -> None:
+        for _ in range(frequency):
+            opt.step()
+
+    times: dict[str, list[float]] = {name: [] for name in opts}
+    for _ in range(reps):
+        for name, opt in opts.items():
+            times[name] += timed(lambda opt=opt: block(opt), 0, 1)
+    ours = opts["optimlab Shampoo"]
+    states = [ours.state[p] for p in ours.param_groups[0]["params"]]
+    factors = [v for s in states for k, v in s.items() if ".factor_matrix_" in k]
+    roots = timed(lambda: [matrix_inverse_root(f, 4) for f in factors], 0, reps)
+    products = timed(lambda: [_shampoo_products(g, s) for g, s in zip(grads, states)], 1, reps)
+
+    ms = {name: 1e3 * statistics.median(t) / frequency for name, t in times.items()}
+    roots_ms = 1e3 * statistics.median(roots) / frequency
+    products_ms = 1e3 * statistics.median(products)
+    print(
+        f"Shampoo, precondition_frequency={frequency} (pytorch_optimizer's preconditioning_compute_steps): mean step "
+        f"over blocks of {frequency}, median of {reps} blocks; {len(factors)} factor matrices in blocks of at most 1024"
+    )
+    for name, value in ms.items():
+        print(f"{name:24}{value:10.1f}")
+    print(f"{'roots alone (eigh)':24}{roots_ms:10.1f}  ({100 * roots_ms / ms['optimlab Shampoo']:.0f}% of our step)")
+    print(f"{'products alone':24}{products_ms:10.1f}  ({100 * products_ms / ms['optimlab Shampoo']:.0f}% of our step)")
+    print(
+        f"pytorch_optimizer / optimlab step time: {ms['pytorch_optimizer'] / ms['optimlab Shampoo']:.2f}, unblocked "
+        f"{ms['pytorch_optimizer'] / ms['  unblocked']:.2f} (> 1: ours is faster)"
+    )
+
+
+def _shampoo_products(g: torch.Tensor, state: dict) -> None:
+    """What of a Shampoo step multiplies matrices: every block's outer products and its preconditioning."""
+    merged = merged_shape(g.shape, 1024, True)
+    for i, b in enumerate(split_blocks(g.reshape(merged), 1024)):
+        direction = b
+        for k in range(b.dim()):
+            others = [d for d in range(b.dim()) if d != k]
+            torch.tensordot(b, b, dims=(others, others))
+            direction = torch.tensordot(direction, state[f"block_{i}.inv_factor_matrix_{k}"], dims=([0], [0]))
 
 
 if __name__ == "__main__":
