@@ -34,7 +34,8 @@ correction.
 
 Tensors of other ranks take one basis per dimension (``GG`` holds one Gram matrix per dimension,
 the tensor contracted with itself over the others); a dimension larger than ``max_precond_dim``,
-or of size 0, has none (``[]`` in ``GG`` and ``Q``) and stays in its own coordinates.  Vectors are
+or of size 0, has none (``[]`` in ``Q``, and in ``GG`` for a large one; a size-0 one has an empty
+matrix there, as in the authors' code) and stays in its own coordinates.  Vectors are
 preconditioned only with ``precondition_1d=True``; otherwise, as scalars, they take Adam's step.
 ``merge_dims=True`` first merges adjacent dimensions while their product stays within
 ``max_precond_dim`` (a 4-D ``channels_last`` weight, NHWC, is seen as NCHW first; ``data_format``
@@ -206,7 +207,8 @@ class SOAP(RuleOptimizer):
     preconditioner, does not count), ``exp_avg`` (:math:`M`, in the eigenbasis), ``exp_avg_sq``
     (:math:`V`), ``GG`` (the Gram matrices :math:`L, R, \\dots`, one per dimension, ``[]`` for a
     dimension left alone) and ``Q`` (their eigenbases, ``None`` before the first call).  There is
-    no foreach or native path (the rule multiplies and decomposes matrices).
+    no foreach or native path (the rule multiplies and decomposes matrices); ``benchmarks/muon.py --soap``
+    times a step against ``pytorch_optimizer.SOAP``'s.
     """
 
     rule = staticmethod(soap)
