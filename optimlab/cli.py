@@ -472,8 +472,10 @@ def cmd_list(args: argparse.Namespace) -> int:
     lines.append("  optimlab: " + ", ".join(n.removeprefix("optimlab.") for n in names if n.startswith("optimlab.")))
     lines.append("  torch (run/tune only): " + ", ".join(n for n in names if n.startswith("torch.")))
     lines.append("presets:")
-    for preset, (name, options) in spec.presets().items():
-        lines.append(f"  {preset:<10} {spec.format(spec.OptimizerSpec(name, options, frozenset(options)))}")
+    presets = spec.presets()
+    width = max(map(len, presets), default=0)
+    for preset, (name, options) in presets.items():
+        lines.append(f"  {preset:<{width}} {spec.format(spec.OptimizerSpec(name, options, frozenset(options)))}")
     lines.append("surfaces (surface/sweep): " + ", ".join(_surface_names(surfaces.names())))
     lines.append("budgets (run/tune --budget: smoke, quick, full):")
     lines += ["  " + line for line in tasks.budget_table().splitlines()]
