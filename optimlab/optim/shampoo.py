@@ -82,8 +82,13 @@ Where this class departs from the reference:
 summed from :math:`\epsilon I`, no blocking or dimension merging, no grafting, no bias correction,
 and a momentum that mixes the previous *preconditioned* step into the next raw gradient; with
 momentum 0 it equals this class with ``betas=(0, 1)``, ``grafting_type=None``,
-``use_merge_dims=False`` and ``epsilon`` its ``matrix_eps`` (``test_shampoo.py`` checks both
-facts).  Its ``ScalableShampoo`` is Google's (Anil et al. 2020) in another parametrisation.
+``use_merge_dims=False``, ``epsilon`` its ``matrix_eps`` and no dimension above
+``max_preconditioner_dim`` (``test_shampoo.py`` checks both facts).  Its ``ScalableShampoo`` is
+Google's (Anil et al. 2020) in another parametrisation.
+
+Speed (``benchmarks/muon.py --shampoo``): no foreach or native path; a step costs its outer products
+and preconditioning products, plus, every ``precondition_frequency`` steps, one float64 ``eigh`` per
+factor matrix, which dominates on the CPU: raise ``precondition_frequency`` to amortise it.
 """
 
 from __future__ import annotations
