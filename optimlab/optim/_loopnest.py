@@ -37,11 +37,13 @@ whole matrices takes two phases: row and column means, the factored second momen
 All scratch memory of a call is allocated before anything is written, sized by its largest
 tensor; the kernel returns 1 (nothing written) if that fails.  The common conv shapes (3 x 3 and
 1 x 1 matrices) get a copy of the code with those sizes as constants that takes a tile's matrices
-16 at a time, one per vector lane: each loop over the matrices written out per matrix as
-straight-line code (every element of a smaller value read once), the block's elements copied
-into and out of small arrays whose lanes are its matrices, and its per-matrix values kept block
-by block (:meth:`_Plan._blocks`); other tensors of many tiny matrices keep the reference path
-(:func:`suits`).
+16 at a time, one per vector lane (:meth:`_Plan._blocks`): each loop over the matrices written out
+per matrix as straight-line code (every element of a smaller value read once), the block's
+elements copied into and out of small arrays whose lanes are its matrices, its per-matrix sums
+and the values no other phase reads kept in the block's own arrays, the others block by block,
+and a smaller output that no later phase needs the old value of (Adafactor's row and column
+statistics) stored in the phase that computes it.  Other tensors of many tiny matrices keep the
+reference path (:func:`suits`).
 """
 
 from __future__ import annotations
@@ -249,6 +251,7 @@ class _Plan:
         self.em, self.split, self.outputs = em, split, outputs
         # full array (2 k, or 2 k + 1 written) -> its lane tile, while _blocks makes a block's loops
         self.tiles: dict[int, str] | None = None
+        self.in_block: set[str] = set()  # scratch arrays of a block's own (in _blocks)
         self.T = em.T
         self.phase: dict[torch.fx.Node, int] = {}
         self.level: dict[Any, int] = {}
@@ -383,10 +386,47 @@ class _Plan:
             for n in nodes:
                 self.buffered.update(d for d in self._item_deps(n) if self.stage(d))
         self.buffered.update(v for v in self.outputs.values() if self.stage(v))
-        for n in em.order:  # read by a later phase
+        # values read by a later phase (outputs: stored in the last; full values: computed again in
+        # each pass that needs them); the others are read only in their own phase
+        self.early = self._early()
+        self.crossing = {
+            v
+            for k, v in self.outputs.items()
+            if self.stage(v) and self.phase[v] != self.phases - 1 and k not in self.early
+        }
+        for n in em.order:
             if self.stage(n) and any(self.phase[u] != self.phase[n] for u in users.get(n, []) if u in self.phase):
-                self.buffered.add(n)
+                self.crossing.add(n)
+        for (ph, _), nodes in self.pass_nodes.items():
+            self.crossing.update(d for n in nodes for d in self._item_deps(n) if self.stage(d) and self.phase[d] != ph)
+        self.buffered |= self.crossing
         self.arena = self._arena()
+
+    def _early(self) -> dict[str, torch.fx.Node]:
+        """Outputs smaller than full size that :meth:`_blocks` stores in the phase that computes them
+        (Adafactor's row and column statistics), not kept until the last: no later phase reads
+        the state they replace."""
+        em, last = self.em, self.phases - 1
+        read: dict[str, int] = {}  # input symbol -> the last phase that reads it
+        for n in em.order:
+            if n in em.reductions:
+                phases = [self.phase.get(em.reductions[n][0], 0)]
+            elif self.full(n):  # computed in each pass that needs it
+                phases = [p for (p, _), nodes in self.pass_nodes.items() if n in nodes] or [self.phase[n]]
+            else:
+                phases = [self.phase[n]]
+            for d in em.deps[n]:
+                if self.is_input(d):
+                    read[em.values[d].name] = max(read.get(em.values[d].name, 0), *phases)
+        early = {}
+        for k, v in self.outputs.items():
+            m = em.mask(em.shapes[k])
+            symbol = f"in_{em.vector.index(k)}" if k in em.vector else None
+            if m in (em.full, 1) or not self.local_mask(m) or not self.stage(v) or self.phase[v] == last:
+                continue
+            if symbol is not None and read.get(symbol, 0) <= self.phase[v]:
+                early[k] = v
+        return early
 
     def _item_phase(self, item: Any) -> int:
         if isinstance(item, tuple):
@@ -542,16 +582,18 @@ class _Plan:
             place = self._full(k, "x") if m == em.full else f"a{k}[{index(m)}]"
             return [f"const {self.T} {v.name} = {place};"]
         if d in self.buffered:
-            return [f"const {v.ctype} {v.name} = {v.name}_b[{self._place(v.cls)}];"]
+            return [f"const {v.ctype} {v.name} = {v.name}_b[{self._place(v.cls, f'{v.name}_b')}];"]
         return []  # a shared variable
 
-    def _place(self, mask: int) -> str:
-        """Where the value of a scratch array of axes ``mask`` is for the current (b, i, j): at its
-        index, or, in :meth:`_blocks`, by blocks: a block's values of each (i, j) side by side."""
+    def _place(self, mask: int, name: str) -> str:
+        """Where the value of scratch array ``name`` of axes ``mask`` is for the current (b, i, j): at
+        its index, or, in :meth:`_blocks`, by blocks: a block's values of each (i, j) side by side,
+        in the block's own small array where no other phase reads them (:attr:`in_block`)."""
         if self.tiles is None or not mask & _BITS["b"]:
             return index(mask)
         rest = mask & ~_BITS["b"]
-        return f"{self._block(rest)} + ({index(rest)}) * {_LANES} + l"
+        start = "" if name in self.in_block else f"{self._block(rest)} + "
+        return f"{start}({index(rest)}) * {_LANES} + l"
 
     @staticmethod
     def _block(rest: int) -> str:
@@ -594,17 +636,17 @@ class _Plan:
                 # same number as the quotient but for one last bit of a double (a division by a
                 # vector costs ~10 times as much)
                 _, out, count, acc = self.em.reductions[it]
-                expr = f"({self.T})({acc}[{self._place(out)}] * (1.0 / {count}))"
+                expr = f"({self.T})({acc}[{self._place(out, acc)}] * (1.0 / {count}))"
             lines.append(f"const {v.ctype} {v.name} = {expr};")
             if it in self.buffered:
-                lines.append(f"{v.name}_b[{self._place(v.cls)}] = {v.name};")
+                lines.append(f"{v.name}_b[{self._place(v.cls, f'{v.name}_b')}] = {v.name};")
         return loads + lines
 
     def _accumulate(self, r: torch.fx.Node, term: str) -> str:
         _, out, _, acc = self.em.reductions[r]
         if self.partial(r):
             return f"p{acc}[{index(out & ~_BITS['b'])}] += {term};"
-        return f"{acc}[{self._place(out)}] += {term};"
+        return f"{acc}[{self._place(out, acc)}] += {term};"
 
     def _stage_loop(self, group: list[Any]) -> list[str]:
         return loops(self._item_mask(group[0]), self._body(group, set(group)), tile=True)
@@ -616,10 +658,27 @@ class _Plan:
         lie side by side for each (i, j) (:meth:`_place`), so that a lane's loads are contiguous.
         The full arrays are copied between the tensor and an array per block whose lanes are its
         matrices: GCC 12 vectorises no loop that reads a group of 9 floats (a 3 x 3 matrix) and
-        sums them (it left the first pass scalar: 18 ns per 3 x 3 matrix in all), but does this
-        copy with shuffles of whole vectors (10 ns per matrix; one core, AMD Zen 5, 2026-11-30)."""
+        sums them (it left the first pass scalar: 18-19 ns per 3 x 3 matrix in all), but does this
+        copy with shuffles of whole vectors (8-9 ns per matrix; one core, AMD Zen 5, 2026-11-30)."""
         em, lanes = self.em, _LANES
         self.tiles = {}
+
+        # sums per matrix, row or column, and values that no other phase reads: a block's own
+        # arrays, which stay in the first-level cache (in the arena, they were written to memory)
+        def count(mask: int) -> int:  # elements per matrix, a constant here
+            return math.prod(dict(zip("ij", across))[a] for a in _axes(mask) if a != "b")
+
+        own = [
+            (acc, "double", count(out))
+            for r, (x, out, _, acc) in em.reductions.items()
+            if r in self.tile_sums and not self.partial(r) and self.phase.get(x, 0) == ph
+        ]
+        own += [
+            (f"{em.values[n].name}_b", em.values[n].ctype, count(self.mask(n)))
+            for n in em.order
+            if n in self.buffered and n not in self.crossing and self.stage(n) and self.phase[n] == ph
+        ]
+        self.in_block = {name for name, _, _ in own}
         before: list[str] = []
         after: list[str] = []
         parts: list[_Lanes] = []
@@ -638,15 +697,15 @@ class _Plan:
                 before += first
                 parts.append(part)
                 after += last
-        if ph == self.phases - 1:
-            for k, v in self.outputs.items():
-                m = em.mask(em.shapes[k])
-                if m != em.full and m != 1 and self.local_mask(m):
-                    lines = self._store(k, v, m)
-                    for axis, count in zip("ij", across):
-                        if m & _BITS[axis]:
-                            lines = _unrolled(axis, count, lines)
-                    parts.append(_Lanes([], lines))
+        for k, v in self.outputs.items():
+            m = em.mask(em.shapes[k])
+            here = self.phase[v] == ph if k in self.early else ph == self.phases - 1
+            if here and m != em.full and m != 1 and self.local_mask(m):
+                lines = self._store(k, v, m)
+                for axis, count in zip("ij", across):
+                    if m & _BITS[axis]:
+                        lines = _unrolled(axis, count, lines)
+                parts.append(_Lanes([], lines))
         # a matrix's sums are each added up in one iteration of one loop: the first term is stored
         slots = {em.reductions[r][3] for r in self.tile_sums if not self.partial(r)}
         body: list[str] = []
@@ -655,22 +714,56 @@ class _Plan:
             body += _lanes_loop(simd, _first(_straight(part.body), slots))
         elements = across[0] * across[1]
         copies_in, copies_out = [], []
+        unordered = self._unordered(ph)
         for key, name in sorted(self.tiles.items()):
             k = key // 2
+            lane, element = f"{name}[e * {lanes} + l]", f"a{k}[(bb + l) * {elements} + e]"
+            if name.startswith("x") and k in unordered:
+                # a full block is read where it lies: its elements go to lanes in another order
+                copies_in += [
+                    f"_Alignas(64) {self.T} {name}_short[{elements * lanes}];",
+                    f"const {self.T} *{name} = a{k} + bb * {elements};",
+                    f"if (nl < {lanes}) {{",
+                    f"    {name} = {name}_short;",
+                    *("    " + x for x in _copy(f"{name}_short[e * {lanes} + l]", element, elements, "nl")),
+                    "}",
+                ]
+                continue
             copies_in.append(f"_Alignas(64) {self.T} {name}[{elements * lanes}];")
             if name.startswith("x"):
-                copies_in += _copy(f"{name}[e * {lanes} + l]", f"a{k}[(bb + l) * {elements} + e]", elements)
+                copies_in += _copies(lane, element, elements)
             else:
-                copies_out += _copy(f"a{k}[(bb + l) * {elements} + e]", f"{name}[e * {lanes} + l]", elements)
-        self.tiles = None
+                copies_out += _copies(element, lane, elements)
+        self.tiles, self.in_block = None, set()
+        arrays = [f"_Alignas(64) {ctype} {name}[{lanes * n}];" for name, ctype, n in own]
         return [
             *before,
             f"for (int64_t bb = b0; bb < b1; bb += {lanes}) {{",
             f"    const int64_t nl = b1 - bb < {lanes} ? b1 - bb : {lanes};",
-            *("    " + x for x in copies_in + body + copies_out),
+            *("    " + x for x in arrays + copies_in + body + copies_out),
             "}",
             *after,
         ]
+
+    def _unordered(self, ph: int) -> set[int]:
+        """The full inputs whose values reach, in phase ``ph``, nothing but sums over the whole
+        tile (Adafactor's RMS of the parameter in its first phase): any order of their elements
+        gives the same sums, so a block of them need not be copied into the lanes' order."""
+        em, found = self.em, set()
+        nodes = [n for n in em.order if any(p == ph and n in ns for (p, _), ns in self.pass_nodes.items())]
+        sums = [r for (p, _), rs in self.passes.items() if p == ph for r in rs]
+        stored = list(self.full_outputs.values()) if ph == self.phases - 1 else []
+        for x in {d for n in nodes for d in em.deps[n] if self.is_input(d) and self.full(d)}:
+            reach = {x}  # x and the values computed from it in the passes of this phase
+            for n in nodes:
+                if any(d in reach for d in em.deps[n]):
+                    reach.add(n)
+            # every value it reaches reads nothing of a matrix's own, and ends in a tile-wide sum
+            own = any(d not in reach and em.values[d].cls != 1 for n in reach - {x} for d in em.deps[n])
+            ends = [r for r in sums if em.reductions[r][0] in reach]
+            if not own and all(em.reductions[r][1] == 1 for r in ends) and not reach & set(stored):
+                found.add(em.inputs[em.values[x].name][0])
+        return found
 
     def _pass(self, ph: int, lvl: int, across: tuple[int, int] | None) -> tuple[list[str], Any, list[str]]:
         """A pass over the tile's elements: row by row (``#pragma omp simd`` along a row), or, with
@@ -860,17 +953,20 @@ def _lanes_loop(pragma: str | None, body: list[str]) -> list[str]:
     return [*([pragma] if pragma else []), *head, *("    " + x for x in body), "}"]
 
 
-def _copy(to: str, source: str, elements: int) -> list[str]:
-    """``to = source`` for element ``e`` of lane ``l``: a full block with constant bounds (which
-    GCC unrolls into shuffles of whole vectors), else the block's ``nl`` lanes."""
-    copy = [
+def _copy(to: str, source: str, elements: int, lanes: Any) -> list[str]:
+    """``to = source`` for element ``e`` of lane ``l``, in ``lanes`` lanes."""
+    return [
         f"for (int64_t e = 0; e < {elements}; ++e)",
-        "    for (int64_t l = 0; l < {n}; ++l)",
+        f"    for (int64_t l = 0; l < {lanes}; ++l)",
         f"        {to} = {source};",
     ]
-    lanes = [ln.replace("{n}", str(_LANES)) for ln in copy]
-    return [f"if (nl == {_LANES}) {{", *("    " + x for x in lanes), "} else {",
-            *("    " + x.replace("{n}", "nl") for x in copy), "}"]  # fmt: skip
+
+
+def _copies(to: str, source: str, elements: int) -> list[str]:
+    """:func:`_copy` of a full block with constant bounds (which GCC unrolls into shuffles of
+    whole vectors), else of the block's ``nl`` lanes."""
+    full, short = _copy(to, source, elements, _LANES), _copy(to, source, elements, "nl")
+    return [f"if (nl == {_LANES}) {{", *("    " + x for x in full), "} else {", *("    " + x for x in short), "}"]
 
 
 def _simd(sums: list[str]) -> str:
