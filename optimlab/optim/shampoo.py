@@ -171,10 +171,10 @@ def shampoo(
     for i, (block, direction, graft_block) in enumerate(blocks):
         root = _root(exponent_override, block.dim())
         for k in range(block.dim()):
-            others = [d for d in range(block.dim()) if d != k]
-            outer = torch.tensordot(block, block, dims=(others, others))
+            # the outer product G_(k) G_(k)^T and the average in one call (a pass over the factor saved)
+            unfolded = block.movedim(k, 0).reshape(block.size(k), -1)
             factor = state[f"block_{i}.factor_matrix_{k}"]
-            factor = factor + outer if beta2 == 1 else beta2 * factor + (1 - beta2) * outer
+            factor = torch.addmm(factor, unfolded, unfolded.T, beta=beta2, alpha=1 if beta2 == 1 else 1 - beta2)
             new[f"block_{i}.factor_matrix_{k}"] = factor
             inverse = state[f"block_{i}.inv_factor_matrix_{k}"]
             if recompute:
