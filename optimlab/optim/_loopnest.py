@@ -708,8 +708,16 @@ class _Plan:
                 parts.append(_Lanes([], lines))
         # a matrix's sums are each added up in one iteration of one loop: the first term is stored
         slots = {em.reductions[r][3] for r in self.tile_sums if not self.partial(r)}
-        body: list[str] = []
+        # loops that add into no tile sum, one after another, as one: each iteration reads only its
+        # own matrix's values (passes stay apart: joined, they were slower)
+        loops: list[_Lanes] = []
         for part in parts:
+            if loops and part.sums == [] and loops[-1].sums == []:
+                loops[-1] = _Lanes([], [*loops[-1].body, "{", *part.body, "}"])
+            else:
+                loops.append(_Lanes(part.sums, ["{", *part.body, "}"]))
+        body: list[str] = []
+        for part in loops:
             simd = None if part.sums is None else _simd(part.sums)
             body += _lanes_loop(simd, _first(_straight(part.body), slots))
         elements = across[0] * across[1]
