@@ -29,7 +29,8 @@ rotations and power-iteration QRs divided by the frequency).
 
 ``--shampoo`` adds Shampoo on the same layout: ``optimlab.optim.Shampoo`` with its defaults (blocks of at
 most 1024, AdaGrad grafting) and unblocked (``max_preconditioner_dim`` = the largest dimension: the same
-factor matrices as the port), against ``pytorch_optimizer.Shampoo`` (4.1.0, Gupta et al.'s original: no
+factor matrices as the port; the same configuration as the defaults where no dimension exceeds 1024,
+so that the two rows show the run's noise), against ``pytorch_optimizer.Shampoo`` (4.1.0, Gupta et al.'s original: no
 blocking, no grafting, roots by SVD), every tensor in Shampoo, float32, inverse roots recomputed every
 ``--shampoo-frequency`` steps (10 by default; the port's ``preconditioning_compute_steps``).  As for SOAP,
 each is timed over blocks of that many steps (one root computation each), alternately, after a first
