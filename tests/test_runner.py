@@ -14,6 +14,8 @@ import torch
 import optimlab.runner as runner_mod
 from optimlab import tasks
 from optimlab.data import Dataset, Split
+from optimlab.optim import ADOPT, PRESETS
+from optimlab.optim import Muon as optimlab_muon
 from optimlab.optim.adam import Adam
 from optimlab.optim.lookahead import Lookahead
 from optimlab.runner import build_optimizer, optimizer_names, optimizer_spec, resolve_optimizer, run, state_bytes
@@ -102,6 +104,37 @@ def test_spec_spells_out_every_default() -> None:
     assert list(hp) == list(inspect.signature(torch.optim.Adam).parameters)[1:]  # all but params
     optimizer = build_optimizer(name, hp, [torch.zeros(2, requires_grad=True)])
     assert isinstance(optimizer, torch.optim.Adam) and optimizer.defaults["betas"] == (0.8, 0.9)
+
+
+@pytest.mark.parametrize("preset", list(PRESETS))
+def test_every_preset_makes_a_run_config(preset: str) -> None:
+    # what `optimlab tune --opt NAME` does first; ADOPT's default clip_lambda, a function, once failed here
+    name, hp = optimizer_spec(preset)
+    run_key(with_versions({"optimizer": name, "hyperparameters": hp}))  # JSON-able: the run has a key
+    optimizer = build_optimizer(name, hp, [torch.zeros(2, 2, requires_grad=True)])
+    assert type(optimizer) is PRESETS[preset][0]
+
+
+def test_a_function_default_is_left_to_the_constructor() -> None:
+    name, hp = optimizer_spec("ADOPT")
+    assert "clip_lambda" not in hp and hp["lr"] == 1e-3
+    optimizer = build_optimizer(name, hp, [torch.zeros(3, requires_grad=True)])
+    assert optimizer.clip_lambda is inspect.signature(ADOPT).parameters["clip_lambda"].default
+    assert "clip_lambda" in optimizer_spec("ADOPTOriginal")[1]  # None is a value: kept in the key
+
+
+def test_a_dtype_is_kept_by_its_name() -> None:
+    name, hp = optimizer_spec("Muon")
+    assert hp["ns_dtype"] == "bfloat16"
+    grad = torch.randn(3, 2, generator=torch.Generator().manual_seed(0))
+    w1, w2 = torch.ones(3, 2, requires_grad=True), torch.ones(3, 2, requires_grad=True)
+    w1.grad, w2.grad = grad.clone(), grad.clone()
+    build_optimizer(name, hp, [w1]).step()
+    optimlab_muon([w2]).step()  # its default, torch.bfloat16
+    assert torch.equal(w1, w2) and not torch.equal(w1, torch.ones(3, 2))
+    assert optimizer_spec("Muon", {"ns_dtype": torch.float32})[1]["ns_dtype"] == "float32"
+    with pytest.raises(ValueError, match="invalid ns_dtype='int8'"):
+        build_optimizer(name, {**hp, "ns_dtype": "int8"}, [w1])
 
 
 def test_spec_of_a_wrapper() -> None:

@@ -247,12 +247,7 @@ class Muon(RuleOptimizer):
         check_range(name, "eps", group["eps"], 0.0)
         check_int(name, "ns_steps", group["ns_steps"], 0)
         check_choice(name, "adjust_lr_fn", group["adjust_lr_fn"], ADJUST_LR_FNS)
-        ns_dtype = group["ns_dtype"]
-        if ns_dtype is not None and not (isinstance(ns_dtype, torch.dtype) and ns_dtype.is_floating_point):
-            raise HyperparameterTypeError(
-                f"{name}: invalid ns_dtype={ns_dtype!r}: expected None (the parameter's dtype) or a floating-point "
-                "torch.dtype such as torch.bfloat16"
-            )
+        _ns_dtype(name, group["ns_dtype"])
         check_flag(name, "use_muon", group["use_muon"], none=True)
         check_range(name, "adamw_lr", group["adamw_lr"], 0.0)
         check_betas(name, group, "adamw_betas")
@@ -276,7 +271,20 @@ class Muon(RuleOptimizer):
         beta1, beta2 = group["adamw_betas"]
         names = ("lr", "weight_decay", "momentum", "nesterov", "ns_coefficients", "eps", "ns_steps", "adjust_lr_fn")
         names += ("ns_dtype", "clamp_norm", "use_muon", "adamw_lr", "adamw_eps", "adamw_wd")
-        return {k: group[k] for k in names} | {"adamw_beta1": beta1, "adamw_beta2": beta2}
+        kwargs = {k: group[k] for k in names} | {"adamw_beta1": beta1, "adamw_beta2": beta2}
+        return kwargs | {"ns_dtype": _ns_dtype(type(self).__name__, group["ns_dtype"])}
+
+
+def _ns_dtype(name: str, value: Any) -> torch.dtype | None:
+    """``ns_dtype`` as a torch.dtype: given as one, or by its name (``"bfloat16"``, ``"torch.bfloat16"``: the
+    form a run's JSON configuration keeps), or None."""
+    dtype = getattr(torch, value.removeprefix("torch."), None) if isinstance(value, str) else value
+    if value is not None and not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
+        raise HyperparameterTypeError(
+            f"{name}: invalid ns_dtype={value!r}: expected None (the parameter's dtype) or a floating-point "
+            "torch.dtype such as torch.bfloat16 (or its name, 'bfloat16')"
+        )
+    return dtype
 
 
 def _check_coefficients(name: str, value: Any) -> None:
