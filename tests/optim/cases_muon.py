@@ -92,7 +92,7 @@ INVALID = [
     ),
     (dict(ns_coefficients=(3.4, "b", 2.0)), r"^Muon: invalid ns_coefficients\[1\]='b': expected a number"),
     (dict(adjust_lr_fn="moonshot"), r"^Muon: invalid adjust_lr_fn='moonshot': expected one of None, 'original', "),
-    (dict(ns_dtype="bfloat16"), r"^Muon: invalid ns_dtype='bfloat16': expected None .* or a floating-point torch"),
+    (dict(ns_dtype="bf16"), r"^Muon: invalid ns_dtype='bf16': expected None .* or a floating-point torch"),
     (dict(ns_dtype=torch.int8), r"^Muon: invalid ns_dtype=torch\.int8: expected None"),
     (dict(adamw_lr=-1.0), r"^Muon: invalid adamw_lr=-1\.0: expected 0 <= adamw_lr$"),
     (dict(adamw_betas=(0.9, 1.0)), r"^Muon: invalid adamw_betas\[1\]=1\.0: expected 0 <= adamw_betas\[1\] < 1$"),
