@@ -45,7 +45,8 @@ The references disagree in these places; each is an option whose default is the 
   ``pytorch_optimizer`` does for both.
 * ``clamp_norm``: the official code divides by :math:`\lVert\tilde M_t\rVert_F + \epsilon`,
   ``torch.optim.Muon`` by :math:`\max(\lVert\tilde M_t\rVert_F, \epsilon)`.
-* ``ns_dtype`` (a torch.dtype, its name such as ``"bfloat16"``, or None): both references run Newton–Schulz in bfloat16 (fast on GPUs; 3 significant digits);
+* ``ns_dtype`` (a torch.dtype, its name such as ``"bfloat16"``, or None): both references run
+  Newton–Schulz in bfloat16 (fast on GPUs; 3 significant digits);
   ``None`` runs it in the parameter's dtype.  The float64 parity tests use ``None`` with the
   references' bfloat16 cast made a no-op.  The iteration is written as ``torch.optim.Muon`` writes
   it (each product and its sum in one ``addmm``; the official code scales and adds separately,
