@@ -407,7 +407,8 @@ def samples_figure(images: Sequence[Samples], path: str | os.PathLike[str], *, t
     rows = math.ceil(len(images) / columns)
     height, width = max(p.shape[0] for p in pictures), max(p.shape[1] for p in pictures)
     panel = 2.6
-    fig = _figure((panel * columns, panel * height / width * rows + 0.45 * rows + 0.5))
+    # at least wide enough for the two-line title, which one panel alone would cut off
+    fig = _figure((max(panel * columns, 5.6), panel * height / width * rows + 0.45 * rows + 0.5))
     axes = fig.subplots(rows, columns, squeeze=False).ravel()
     for ax in axes[len(images) :]:
         ax.set_axis_off()
