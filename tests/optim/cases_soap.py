@@ -7,7 +7,7 @@ step by step in their order, with every tensor in the parameter's dtype.  ``eigh
 signs and the order of equal eigenvalues free, and a Gram matrix made from few gradients has a
 null space whose basis rounding decides; so the reference makes its Gram matrices with the same
 operations as ours (``tensordot`` over the other dimensions, ``lerp``) and so decomposes the same
-matrices.
+matrices, and refreshes a basis from one product :math:`LQ` as ours does (the authors make three).
 """
 
 from __future__ import annotations
@@ -154,9 +154,12 @@ class Authors(torch.optim.Optimizer):
                         if len(gram) == 0:
                             fresh.append([])
                             continue
-                        order = torch.argsort(torch.diag(basis.T @ gram @ basis), descending=True)
+                        # diag(Q^T L Q) and L Q~ from one product L Q, as ours (test_soap.py shows the
+                        # authors' three products give the same basis where no eigenvalues tie)
+                        product = gram @ basis
+                        order = torch.argsort((basis * product).sum(0), descending=True)
                         v_rot = v_rot.index_select(k, order)
-                        fresh.append(torch.linalg.qr(gram @ basis[:, order]).Q)
+                        fresh.append(torch.linalg.qr(product[:, order]).Q)
                     st["Q"] = q = fresh
                 st["exp_avg"] = self._unseen(self._rotate(m_plain, q), p, group)
                 st["exp_avg_sq"] = self._unseen(v_rot, p, group)

@@ -103,8 +103,10 @@ def test_refresh_eigenbasis_is_one_power_iteration_step():
     m = x @ x.T
     q_old, _ = torch.linalg.qr(torch.randn(6, 6, generator=gen, dtype=F64))
     q, order = refresh_eigenbasis(m, q_old)
+    # the authors' three products: the estimates diag(Q^T M Q), then qr(M Q~); ours makes M Q once
     estimates = torch.diagonal(q_old.T @ m @ q_old)
     assert torch.equal(order, torch.argsort(estimates, descending=True))
+    assert torch.allclose(q, torch.linalg.qr(m @ q_old[:, order]).Q, rtol=0, atol=1e-12)
     assert torch.all(estimates[order][:-1] >= estimates[order][1:])
     # q spans what M q_old[:, order] spans, column by column (qr: M Q~ = Q' R, R upper triangular)
     r = q.T @ m @ q_old[:, order]
