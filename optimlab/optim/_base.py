@@ -93,6 +93,10 @@ class RuleOptimizer(torch.optim.Optimizer):
     #: the param-group entry where the reference counts steps per group instead of per parameter
     #: (Adan's ``step``, Schedule-Free's ``k``): a loaded state without its own count takes it
     group_step: ClassVar[str | None] = None
+    #: the learning-rate range ``optimlab tune`` searches (log-uniform) when the user gives none: ``(low, high)``
+    #: for a class whose ``lr`` is not a step size (Prodigy's multiplies its own estimate); ``None``, the lab's
+    #: default (:data:`optimlab.protocol.LR_RANGE`).  Any optimizer class may set it, ours or not.
+    tune_lr_range: ClassVar[tuple[float, float] | None] = None
 
     def __init__(
         self,

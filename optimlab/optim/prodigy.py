@@ -125,6 +125,10 @@ class Prodigy(RuleOptimizer):
 
     rule = staticmethod(prodigy)
     elementwise = False
+    # lr multiplies the estimate d and the authors recommend 1.0 for every network: the lab's default
+    # [1e-5, 1] would put that value on its edge.  One decade on either side of it (log-uniform): the authors
+    # suggest moving d_coef rather than lr, so the optimum should lie well inside.
+    tune_lr_range = (0.1, 10.0)
 
     def __init__(
         self,
