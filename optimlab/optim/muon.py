@@ -29,7 +29,12 @@ embeddings, the output layer, gains and biases with AdamW.  As the official
 tensor must have 2 or more dimensions), ``False`` (AdamW for every tensor of the group), or
 ``None``, the default, which this class adds: Muon for tensors of 2 or more dimensions and AdamW
 for the others, so that ``Muon(model.parameters())`` runs.  Put the embeddings and the output layer
-in a group with ``use_muon=False`` to follow the authors' recipe.  The AdamW is the official one
+in a group with ``use_muon=False`` to follow the authors' recipe, or pass ``exterior_adamw=True``,
+which does that for a model's parameters in ``model.parameters()`` order: the first and the last
+tensor of 2 or more dimensions (its input layer, an embedding or the first convolution, and its
+output head; the official README: "for a ConvNet, Muon should optimize all the convolutional filters
+except the first one") move from their ``use_muon=None`` groups to AdamW groups of their own,
+appended after the others.  The AdamW is the official one
 (:func:`~optimlab.optim.adam.adam` with decoupled decay), with its hyperparameters in
 ``adamw_lr``, ``adamw_betas``, ``adamw_eps``, ``adamw_wd`` (the names of ``pytorch_optimizer``'s
 Muon; the official class reads them from ``lr``, ``betas``, ``eps``, ``weight_decay`` of its
@@ -180,7 +185,8 @@ class Muon(RuleOptimizer):
     The first four arguments are the official ``SingleDeviceMuon``'s, the next five
     ``torch.optim.Muon``'s, in their orders.  State: ``step`` and ``momentum_buffer`` for Muon's
     tensors (the references' name), ``step``, ``exp_avg`` and ``exp_avg_sq`` for AdamW's.  A param
-    group's ``use_muon`` (default ``None``) chooses which tensors take Muon.
+    group's ``use_muon`` (default ``None``) chooses which tensors take Muon; ``exterior_adamw=True``
+    gives a model's input layer and output head to AdamW (module docstring).
     """
 
     rule = staticmethod(muon_with_adamw)
@@ -204,6 +210,7 @@ class Muon(RuleOptimizer):
         adamw_betas: tuple[float, float] = (0.9, 0.95),
         adamw_eps: float = 1e-10,
         adamw_wd: float = 0.0,
+        exterior_adamw: bool = False,
         foreach: bool | None = None,
         maximize: bool = False,
         fast: bool | None = None,
@@ -211,6 +218,7 @@ class Muon(RuleOptimizer):
         capturable: bool = False,
         differentiable: bool = False,
     ) -> None:
+        check_flag(type(self).__name__, "exterior_adamw", exterior_adamw)
         defaults = dict(
             lr=lr,
             weight_decay=weight_decay,
@@ -238,6 +246,20 @@ class Muon(RuleOptimizer):
             capturable=capturable,
             differentiable=differentiable,
         )
+        if exterior_adamw:
+            self._exterior_to_adamw()
+
+    def _exterior_to_adamw(self) -> None:
+        """The first and the last tensor of 2+ dimensions, where their group leaves the choice to the
+        shape (``use_muon=None``), into AdamW groups with their group's other settings."""
+        matrices = [(g, p) for g in self.param_groups for p in g["params"] if p.dim() >= 2]
+        exterior = {id(p) for g, p in matrices[:1] + matrices[-1:] if g["use_muon"] is None}
+        for group in list(self.param_groups):
+            moved = [p for p in group["params"] if id(p) in exterior]
+            if moved:
+                group["params"] = [p for p in group["params"] if id(p) not in exterior]
+                settings = {k: v for k, v in group.items() if k != "params"}
+                self.add_param_group(settings | {"params": moved, "use_muon": False})
 
     def validate(self, group: dict[str, Any]) -> None:
         name = type(self).__name__

@@ -3,6 +3,7 @@ official code, where the references and ports differ, and a matrix problem solve
 
 from __future__ import annotations
 
+import copy
 import math
 
 import muon as official
@@ -222,3 +223,39 @@ def test_solves_a_least_squares_matrix_problem():
         sched.step()
     error = ((w.detach() - target).norm() / target.norm()).item()
     assert error <= 1e-4, f"|W - W*| / |W*| = {error:.3g} (measured 7.1e-6)"
+
+
+def test_exterior_adamw_gives_the_input_layer_and_the_head_to_adamw_as_the_authors_recipe():
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(
+        torch.nn.Conv2d(1, 4, 3), torch.nn.Conv2d(4, 6, 3), torch.nn.Flatten(), torch.nn.Linear(24, 5), torch.nn.Linear(5, 3)
+    ).double()
+    twin = copy.deepcopy(model)
+    first, hidden_conv, hidden_fc, head = (model[i].weight for i in (0, 1, 3, 4))
+    opt = Muon(model.parameters(), lr=0.05, adamw_lr=0.01, exterior_adamw=True, ns_dtype=None)
+    # the same split by hand, as the official README writes it: hidden filters and matrices with Muon, the rest AdamW
+    hidden = [twin[1].weight, twin[3].weight]
+    hand = Muon(
+        [
+            {"params": hidden, "use_muon": True},
+            {"params": [p for p in twin.parameters() if all(p is not q for q in hidden)], "use_muon": False},
+        ],
+        lr=0.05,
+        adamw_lr=0.01,
+        ns_dtype=None,
+    )
+    x = torch.randn(8, 1, 6, 6, dtype=F64)
+    for _ in range(3):
+        for net, optimizer in ((model, opt), (twin, hand)):
+            optimizer.zero_grad()
+            net(x).square().mean().backward()
+            optimizer.step()
+    for p, q in zip(model.parameters(), twin.parameters()):
+        assert torch.equal(p, q)
+    assert set(opt.state[first]) == set(opt.state[head]) == {"step", "exp_avg", "exp_avg_sq"}
+    assert set(opt.state[hidden_conv]) == set(opt.state[hidden_fc]) == {"step", "momentum_buffer"}
+    # a checkpoint loads into an optimizer made the same way
+    again = Muon(model.parameters(), lr=0.05, adamw_lr=0.01, exterior_adamw=True, ns_dtype=None)
+    again.load_state_dict(opt.state_dict())
+    with pytest.raises(ValueError, match=r"^Muon: invalid exterior_adamw='yes': expected True or False$"):
+        Muon(model.parameters(), exterior_adamw="yes")
