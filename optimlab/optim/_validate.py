@@ -126,5 +126,17 @@ def check_choice(owner: str, name: str, value: Any, choices: tuple[Any, ...]) ->
         raise ValueError(f"{owner}: invalid {name}={value!r}: expected one of {', '.join(map(repr, choices))}")
 
 
+
+def check_dtype(owner: str, name: str, value: Any) -> torch.dtype:
+    """``value`` as a floating-point torch.dtype, given as one or by its name (``"float64"``, ``"torch.float64"``:
+    the form a run's JSON configuration keeps); :class:`HyperparameterTypeError` for anything else."""
+    dtype = getattr(torch, value.removeprefix("torch."), None) if isinstance(value, str) else value
+    if not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
+        raise HyperparameterTypeError(
+            f"{owner}: invalid {name}={value!r}: expected a floating-point torch.dtype such as torch.float64 "
+            "(or its name, 'float64')"
+        )
+    return dtype
+
 def _fmt(x: float) -> str:
     return repr(x) if isinstance(x, float) and (abs(x) < 1e-3 or abs(x) >= 1e4) and x != 0 else f"{x:g}"
