@@ -126,7 +126,6 @@ def check_choice(owner: str, name: str, value: Any, choices: tuple[Any, ...]) ->
         raise ValueError(f"{owner}: invalid {name}={value!r}: expected one of {', '.join(map(repr, choices))}")
 
 
-
 def check_dtype(owner: str, name: str, value: Any) -> torch.dtype:
     """``value`` as a floating-point torch.dtype, given as one or by its name (``"float64"``, ``"torch.float64"``:
     the form a run's JSON configuration keeps); :class:`HyperparameterTypeError` for anything else."""
@@ -137,6 +136,7 @@ def check_dtype(owner: str, name: str, value: Any) -> torch.dtype:
             "(or its name, 'float64')"
         )
     return dtype
+
 
 def _fmt(x: float) -> str:
     return repr(x) if isinstance(x, float) and (abs(x) < 1e-3 or abs(x) >= 1e4) and x != 0 else f"{x:g}"
