@@ -26,14 +26,22 @@ the estimate, not a step size), :math:`k` the number of steps taken and
 :math:`\delta_k d_{k+1}\, g/(\sqrt v + d_{k+1}\epsilon)`.)  The sums run over *every* tensor of
 every param group: :math:`d` is one number for the whole optimizer.
 
-**How the class steps.** Each tensor's equations are one function, :func:`prodigy`, given the
-estimate :math:`d_k`, the new one :math:`d_{k+1}` and :math:`\delta_k`; it returns the tensor's
-new value and state and its two terms of the sums.  :math:`d_{k+1}` needs every tensor's terms
-first, which no rule of one tensor can see, so :meth:`Prodigy.step` calls it twice per tensor:
-once for the terms (discarding the rest), then, with :math:`d_{k+1}` known, for the update.  The
-step therefore takes the reference path only (no native or multi-tensor path; ``fast``,
-``fused`` and ``foreach`` are accepted and change nothing), reads each tensor twice, and cannot be
-swept.
+**How the class steps.** :math:`d_{k+1}` needs every tensor's terms of the sums before any
+tensor can be updated, so a step is two passes over the tensors, each written once:
+:func:`prodigy_moments` and :func:`prodigy_terms` (the moments, ``s`` and, per element,
+:math:`g\,(x_0 - x)`; :func:`prodigy_first_pass` is the two together in the library's rule form),
+then the sums and the estimate, then :func:`prodigy_update` (a rule of the library's form) with
+:math:`d_{k+1}` known.  Each pass takes the library's paths: on the CPU the native path (both rules
+compiled, the first pass in pieces of at most 2M elements whose terms go to one reused buffer;
+``slice_p = 1`` only), else ``foreach`` (the same functions on ``TensorList`` s; by default on
+CUDA, as torch.optim) or one tensor at a time.  Every path sums the terms in the same pieces and
+order, so the paths agree bit for bit (up to torch's rounding of ``sqrt``) and a split of the
+tensors into groups sums alike.  The estimate (``d``, ``d_max``, ``d_numerator``, ``d_denom``,
+``d_hat``, ``k``) is kept as float64 tensors on the parameters' device, so no step waits for the
+device to report a number (the authors' code reads two per tensor); the native path reads its
+numbers on the CPU, where that costs nothing.  The one host read is where every gradient so far
+was 0 (see below) on CUDA: the per-parameter step counts, CPU tensors as in torch.optim, take
+that flag.  The class is not swept under ``vmap`` (:mod:`optimlab.sweep` runs it as itself).
 
 As in the authors' code, the estimate's numbers live in every param group (``d``, ``d_max``,
 ``d_numerator``, ``d_denom``, ``d_hat``, ``k``) and the global options (``betas``, ``beta3``,
@@ -60,58 +68,89 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ._base import RuleOptimizer, State, _values
+from . import _native
+from ._base import CHUNK, RuleOptimizer, State, _values
 from ._math import is_zero
+from ._tensorlist import TensorList
 from ._validate import check_betas, check_int, check_range
 
+#: the entries of a param group the step reads as numbers (the estimate's own entries are tensors)
+_OPTIONS = (
+    "lr", "betas", "beta3", "eps", "weight_decay", "decouple", "use_bias_correction", "safeguard_warmup", "d0",
+    "d_coef", "growth_rate", "slice_p",
+)  # fmt: skip
 
-def prodigy(
-    param: Tensor,
-    grad: Tensor,
+
+def _coupled(param: Any, grad: Any, weight_decay: Any, decouple: bool) -> Any:
+    """The gradient the moments see: with ``decouple=False``, the L2 term added (``p.grad`` itself is left)."""
+    return grad + weight_decay * param if not is_zero(weight_decay) and not decouple else grad
+
+
+def prodigy_moments(grad: Any, state: State, *, beta1: Any, beta2: Any, d: Any) -> State:
+    """The moments of one tensor (or a ``TensorList``): ``exp_avg`` (absent with ``betas[0] = 0``), ``exp_avg_sq``."""
+    new_state = {}
+    if "exp_avg" in state:  # not a branch on beta1: it may be a traced number (the native path)
+        new_state["exp_avg"] = beta1 * state["exp_avg"] + (d * (1 - beta1)) * grad
+    new_state["exp_avg_sq"] = beta2 * state["exp_avg_sq"] + (d * d * (1 - beta2)) * (grad * grad)
+    return new_state
+
+
+def prodigy_terms(grad: Any, param: Any, p0: Any, s: Any, *, beta3: Any, weight: Any) -> tuple[Any, Any]:
+    """The estimate's terms of one (sliced) tensor: the new ``s`` and :math:`g\\,(x_0 - x)`, elementwise.
+
+    ``weight`` is :math:`(d_k/d_0)\\,\\delta_k`, or :math:`(d_k/d_0)\\,d_k` with ``safeguard_warmup``;
+    the step sums the second value over every tensor, and :math:`\\lvert s\\rvert` likewise.
+    """
+    return beta3 * s + weight * grad, grad * (p0 - param)
+
+
+def prodigy_update(
+    param: Any,
+    grad: Any,
     state: State,
     step: Any,
     *,
-    lr: Any,
-    beta1: Any,
-    beta2: Any,
-    beta3: Any,
     eps: Any,
     weight_decay: Any,
     decouple: bool,
-    safeguard_warmup: bool,
-    slice_p: int,
-    d0: Any,
-    d: Any,
-    d_next: Any,
     dlr: Any,
-) -> tuple[Tensor, State, tuple[Tensor, Tensor]]:
-    """One Prodigy step of one tensor (the module docstring has the equations).
-
-    ``d`` is :math:`d_k`, ``d_next`` :math:`d_{k+1}` and ``dlr`` :math:`\\delta_k`.  Returns the new
-    param, the new state and the tensor's terms of the estimate's sums, :math:`\\langle g, x_0 - x\\rangle`
-    (not yet weighted) and :math:`\\sum\\lvert s\\rvert` (0 in a group with ``lr=0``, whose moments stay).
-    """
-    decay = not is_zero(weight_decay)
-    if decay and not decouple:
-        grad = grad + weight_decay * param
-    new_state = dict(state)
-    dot = sum_s = torch.zeros((), dtype=param.dtype)
-    if not is_zero(lr):
-        sliced = grad.flatten()[::slice_p]
-        dot = torch.dot(sliced, state["p0"] - param.flatten()[::slice_p])
-        if beta1 > 0:
-            new_state["exp_avg"] = beta1 * state["exp_avg"] + (d * (1 - beta1)) * grad
-        new_state["exp_avg_sq"] = beta2 * state["exp_avg_sq"] + (d * d * (1 - beta2)) * (grad * grad)
-        new_state["s"] = beta3 * state["s"] + ((d / d0) * (d if safeguard_warmup else dlr)) * sliced
-        sum_s = new_state["s"].abs().sum()
-    denom = new_state["exp_avg_sq"].sqrt() + d_next * eps
-    if decay and decouple:
+    d_next: Any,
+) -> tuple[Any, State]:
+    """The second pass, a rule of the library's form: the new param from the new moments and :math:`d_{k+1}`."""
+    grad = _coupled(param, grad, weight_decay, decouple)
+    denom = state["exp_avg_sq"].sqrt() + d_next * eps
+    if not is_zero(weight_decay) and decouple:
         param = param - (weight_decay * dlr) * param
-    if beta1 > 0:
-        param = param - dlr * (new_state["exp_avg"] / denom)
+    if "exp_avg" in state:
+        param = param - dlr * (state["exp_avg"] / denom)
     else:
         param = param - (dlr * d_next) * (grad / denom)
-    return param, new_state, (dot, sum_s)
+    return param, state
+
+
+def prodigy_first_pass(
+    param: Any,
+    grad: Any,
+    state: State,
+    step: Any,
+    *,
+    beta1: Any,
+    beta2: Any,
+    beta3: Any,
+    weight_decay: Any,
+    decouple: bool,
+    d: Any,
+    weight: Any,
+) -> tuple[Any, State]:
+    """The first pass with ``slice_p = 1``, a rule of the library's form (the native path compiles it).
+
+    ``param`` is returned as it is; the state gains ``term``, :math:`g\\,(x_0 - x)` per element,
+    which the step sums (the caller's buffer: it is not kept).
+    """
+    grad = _coupled(param, grad, weight_decay, decouple)
+    new_state = dict(state) | prodigy_moments(grad, state, beta1=beta1, beta2=beta2, d=d)
+    new_state["s"], new_state["term"] = prodigy_terms(grad, param, state["p0"], state["s"], beta3=beta3, weight=weight)
+    return param, new_state
 
 
 class Prodigy(RuleOptimizer):
@@ -119,11 +158,11 @@ class Prodigy(RuleOptimizer):
 
     Same constructor, defaults and state as the authors' ``prodigyopt.Prodigy`` (per parameter
     ``step``, ``s``, ``p0``, ``exp_avg`` (not with ``betas[0] = 0``), ``exp_avg_sq``; the estimate in
-    every param group), so its checkpoints load as they are.  See :func:`prodigy` and the module
-    docstring for the equations, and for why and how the step calls the rule twice.
+    every param group, as float64 tensors once it has stepped), so its checkpoints load as they are.  See
+    the module docstring for the equations, and for why and how the step makes two passes.
     """
 
-    rule = staticmethod(prodigy)
+    rule = staticmethod(prodigy_update)
     elementwise = False
     # lr multiplies the estimate d and the authors recommend 1.0 for every network: the lab's default
     # [1e-5, 1] would put that value on its edge.  One decade on either side of it (log-uniform): the authors
@@ -213,68 +252,212 @@ class Prodigy(RuleOptimizer):
 
     @torch.no_grad()
     def step(self, closure: Callable[[], Any] | None = None) -> Any:
-        """One step of every parameter (two passes: the estimate's sums, then the updates)."""
+        """One step of every parameter: the first pass (moments, the estimate's sums), the estimate, the updates.
+
+        The estimate stays a tensor on the parameters' device throughout: nothing is read on the host.
+        """
         loss = None
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
-        first = _values(self.param_groups[0])
-        beta1, beta2 = first["betas"]
-        beta3 = beta2**0.5 if first["beta3"] is None else first["beta3"]
-        k, d, d_max = first["k"], first["d"], first["d_max"]
-        lr = max(_values(group)["lr"] for group in self.param_groups)
-        correction = (1 - beta2 ** (k + 1)) ** 0.5 / (1 - beta1 ** (k + 1)) if first["use_bias_correction"] else 1
-        dlr = d * lr * correction
-        common = dict(beta1=beta1, beta2=beta2, beta3=beta3, decouple=first["decouple"], d=d, dlr=dlr)
-
-        self._check_step(lr)  # before anything changes
+        options = [_options(group) for group in self.param_groups]
+        first = options[0]
+        lr = max(o["lr"] for o in options)
+        self._check_step(options, lr)  # before anything changes
         work = []
-        for group in self.param_groups:
+        for group, opts in zip(self.param_groups, options):
             params = [p for p in group["params"] if p.grad is not None]
             if params:
-                values = _values(group)
-                kwargs = {
-                    key: values[key] for key in ("lr", "eps", "weight_decay", "safeguard_warmup", "slice_p", "d0")
-                }
-                work.append((params, self._prepare(group, params), {**common, **kwargs}))
-
-        delta = denominator = 0.0  # summed in the authors' order, for equal results
-        for params, prepared, kwargs in work:
-            d0 = kwargs["d0"]
-            for p, (grad, tensors, step) in zip(params, prepared):
-                _, _, (dot, sum_s) = prodigy(p, grad, tensors, step, d_next=d, **kwargs)
-                if not is_zero(kwargs["lr"]):
-                    delta += (d / d0) * dlr * dot.item()
-                    denominator += sum_s.item()
-        if denominator == 0:  # every gradient so far 0 where the sums look: the moments move, nothing else
-            for params, prepared, kwargs in work:
-                for p, (grad, tensors, step) in zip(params, prepared):
-                    _, new_state, _ = prodigy(p, grad, tensors, step, d_next=d, **kwargs)
-                    for key, value in new_state.items():
-                        tensors[key].copy_(value)
-                    self.state[p]["step"] -= 1
+                work.append((group, opts, params, self._prepare(group, params)))
+        if not work:
             return loss
-        numerator = first["d_numerator"] * beta3 + delta
+        head = self.param_groups[0]
+        device = work[0][2][0].device
+        d, d_max, numerator, k = (_tensor(head[key], device) for key in ("d", "d_max", "d_numerator", "k"))
+        beta1, beta2 = first["betas"]
+        beta3 = beta2**0.5 if first["beta3"] is None else first["beta3"]
+        dlr = d * lr
+        if first["use_bias_correction"]:
+            dlr = dlr * ((1 - beta2 ** (k + 1)) ** 0.5 / (1 - beta1 ** (k + 1)))
 
-        d_hat = first["d_coef"] * numerator / denominator
-        if d == self.param_groups[-1]["d0"]:
-            d = max(d, d_hat)
-        d_max = max(d_max, d_hat)
-        d = min(d_max, d * first["growth_rate"])
-        for params, prepared, kwargs in work:
-            for p, (grad, tensors, step) in zip(params, prepared):
-                new_p, new_state, _ = prodigy(p, grad, tensors, step, d_next=d, **kwargs)
-                p.copy_(new_p)
-                for key, value in new_state.items():
-                    tensors[key].copy_(value)
+        terms, s = [], []  # every tensor's, in order: a split into groups sums alike
+        for group, opts, params, prepared in work:
+            if is_zero(opts["lr"]):  # the authors': such a group adds nothing and keeps its moments
+                continue
+            weight = (d / opts["d0"]) * (d if opts["safeguard_warmup"] else dlr)
+            hyper = {
+                "beta1": beta1,
+                "beta2": beta2,
+                "beta3": beta3,
+                "weight_decay": opts["weight_decay"],
+                "d": d,
+                "weight": weight,
+            }
+            dot = self._first_pass(group, opts["slice_p"], params, prepared, {**hyper, "decouple": first["decouple"]})
+            if dot:
+                terms.append((d / opts["d0"]) * dlr * torch.stack(dot))
+            s += [tensors["s"] for _, tensors, _ in prepared]
+        denominator = _total(torch._foreach_norm(s, 1, dtype=torch.float64), device)
+        # every gradient so far 0 where the sums look: the moments moved, nothing else does (the authors')
+        zero = denominator == 0
+        numerator_new = numerator * beta3 + (torch.cat(terms).sum() if terms else 0.0)
+        d_hat = first["d_coef"] * numerator_new / denominator
+        # Python's max(a, b) and min(a, b) (a unless b is larger, smaller), as the authors' code takes them
+        d_new = torch.where((d == options[-1]["d0"]) & (d_hat > d), d_hat, d)
+        d_max_new = torch.where(d_hat > d_max, d_hat, d_max)
+        grown = d_new * first["growth_rate"]
+        d_new = torch.where(grown < d_max_new, grown, d_max_new)
+        d_next = torch.where(zero, d, d_new)
+        hyper = {"decouple": first["decouple"], "dlr": torch.where(zero, torch.zeros_like(dlr), dlr), "d_next": d_next}
+        for group, opts, params, prepared in work:
+            self._second_pass(
+                group, params, prepared, {**hyper, "eps": opts["eps"], "weight_decay": opts["weight_decay"]}
+            )
+
+        def kept(key: str, new: Tensor) -> Tensor:
+            return torch.where(zero, _tensor(head.get(key, new), device), new)
+
+        estimate = {
+            "d_numerator": kept("d_numerator", numerator_new),
+            "d_denom": kept("d_denom", denominator),
+            "d": d_next,
+            "d_max": kept("d_max", d_max_new),
+            "d_hat": kept("d_hat", d_hat),
+            "k": k + ~zero,
+        }
         for group in self.param_groups:
-            group.update(d_numerator=numerator, d_denom=denominator, d=d, d_max=d_max, d_hat=d_hat, k=group["k"] + 1)
+            group.update(estimate)
+        # the step counts (CPU tensors, as torch.optim's) stay where nothing moved
+        counts = [self.state[p]["step"] for _, _, params, _ in work for p in params]
+        torch._foreach_add_(counts, zero.to("cpu", torch.float32), alpha=-1)
         return loss
 
-    def _check_step(self, lr: float) -> None:
+    def _first_pass(
+        self, group: dict[str, Any], slice_p: int, params: list[Tensor], prepared: list[Any], hyper: dict[str, Any]
+    ) -> list[Tensor]:
+        """Moments and ``s`` of ``group``'s tensors written; returns the sums of :math:`g\\,(x_0 - x)` over pieces.
+
+        Natively where it can (``slice_p = 1``), in pieces of at most :data:`CHUNK` elements whose
+        terms go to one reused buffer; every path sums the terms in the same pieces, in the same order.
+        """
+        sums: list[list[Tensor]] = [[] for _ in params]
+        rest = list(range(len(params)))
+        if slice_p == 1 and _native.wanted(self, group):
+            rest = self._first_pass_native(params, prepared, hyper, sums)
+        if group["foreach"] or (group["foreach"] is None and all(params[i].is_cuda for i in rest)):
+            batches = [rest] if rest else []
+        else:
+            batches = [[i] for i in rest]
+        for batch in batches:
+            wrap = TensorList if len(batch) > 1 else _single
+            p = wrap(params[i] for i in batch)
+            grad = _coupled(p, wrap(prepared[i][0] for i in batch), hyper["weight_decay"], hyper["decouple"])
+            state = {k: wrap(prepared[i][1][k] for i in batch) for k in prepared[batch[0]][1]}
+            for key, value in prodigy_moments(
+                grad, state, beta1=hyper["beta1"], beta2=hyper["beta2"], d=hyper["d"]
+            ).items():
+                state[key].copy_(value)
+            new_s, terms = prodigy_terms(
+                _sliced(grad, slice_p),
+                _sliced(p, slice_p),
+                state["p0"],
+                state["s"],
+                beta3=hyper["beta3"],
+                weight=hyper["weight"],
+            )
+            state["s"].copy_(new_s)
+            for i, term in zip(batch, terms if len(batch) > 1 else [terms]):
+                sums[i] = [piece.sum(dtype=torch.float64) for piece in term.split(CHUNK)]
+        return [piece for pieces in sums for piece in pieces]
+
+    def _first_pass_native(
+        self, params: list[Tensor], prepared: list[Any], hyper: dict[str, Any], sums: list[list[Tensor]]
+    ) -> list[int]:
+        """The native first pass of the tensors it takes (their terms' sums into ``sums``); returns the others."""
+        numbers = {k: float(v) if isinstance(v, Tensor) else v for k, v in hyper.items()}  # CPU tensors: no sync
+        rest, batch, size, buffers = [], [], 0, {}
+
+        def flush() -> None:
+            nonlocal batch, size
+            if not batch:
+                return
+            ps, gs, states = ([item[j] for item in batch] for j in (1, 2, 3))
+            if not _native.run(prodigy_first_pass, ps, gs, states, 0.0, numbers):
+                for p, g, state in zip(ps, gs, states):  # the same rule, by torch
+                    _, new_state = prodigy_first_pass(p, g, state, 0.0, **hyper)
+                    for key in ("exp_avg", "exp_avg_sq", "s", "term"):
+                        if key in state:
+                            state[key].copy_(new_state[key])
+            for i, _, _, state in batch:
+                sums[i].append(state["term"].sum(dtype=torch.float64))
+            batch, size = [], 0
+
+        for i, (p, (grad, tensors, _)) in enumerate(zip(params, prepared)):
+            # the state in a fixed order (one kernel layout); a 0-dim p0 (an all-zero start) is every piece's
+            full = {"param": p, "grad": grad} | {k: tensors[k] for k in ("exp_avg", "exp_avg_sq", "s") if k in tensors}
+            scalar = tensors["p0"].dim() == 0
+            if not scalar:
+                full["p0"] = tensors["p0"]
+            if not all(t.is_cpu and t.is_contiguous() and t.dtype == p.dtype for t in [*full.values(), tensors["p0"]]):
+                rest.append(i)
+                continue
+            if p.dtype not in buffers:
+                buffers[p.dtype] = torch.empty(CHUNK, dtype=p.dtype)
+            for pieces in zip(*(t.view(-1).split(CHUNK) for t in full.values())):
+                piece = dict(zip(full, pieces))
+                n = piece["param"].numel()
+                if batch and (
+                    size + n > CHUNK or batch[-1][1].dtype != p.dtype or (batch[-1][3]["p0"].dim() == 0) != scalar
+                ):
+                    flush()
+                state = {k: piece[k] for k in ("exp_avg", "exp_avg_sq", "s", "p0") if k in piece}
+                if scalar:
+                    state["p0"] = tensors["p0"]
+                state["term"] = buffers[p.dtype][size : size + n]
+                batch.append((i, piece["param"], piece["grad"], state))
+                size += n
+        flush()
+        return rest
+
+    def _second_pass(
+        self, group: dict[str, Any], params: list[Tensor], prepared: list[Any], hyper: dict[str, Any]
+    ) -> None:
+        """The updates of ``group``'s tensors (:func:`prodigy_update`): natively where it can, else by torch."""
+        rest = list(range(len(params)))
+        if _native.wanted(self, group):
+            numbers = {k: float(v) if isinstance(v, Tensor) else v for k, v in hyper.items()}  # CPU tensors: no sync
+            by_dtype: dict[torch.dtype, list[int]] = {}
+            for i in rest:
+                by_dtype.setdefault(params[i].dtype, []).append(i)
+            rest = []
+            for batch in by_dtype.values():
+                # only the moments: p0 and s are not of the param's shape
+                states = [
+                    {k: prepared[i][1][k] for k in ("exp_avg", "exp_avg_sq") if k in prepared[i][1]} for i in batch
+                ]
+                ps, gs = [params[i] for i in batch], [prepared[i][0] for i in batch]
+                if not (params[batch[0]].is_cpu and _native.run(prodigy_update, ps, gs, states, 0.0, numbers)):
+                    rest += batch
+            rest.sort()
+        if group["foreach"] or (group["foreach"] is None and all(params[i].is_cuda for i in rest)):
+            batches = [rest] if rest else []
+        else:
+            batches = [[i] for i in rest]
+        for batch in batches:
+            wrap = TensorList if len(batch) > 1 else _single
+            p = wrap(params[i] for i in batch)
+            state = {
+                k: wrap(prepared[i][1][k] for i in batch)
+                for k in ("exp_avg", "exp_avg_sq")
+                if k in prepared[batch[0]][1]
+            }
+            new_p, _ = prodigy_update(p, wrap(prepared[i][0] for i in batch), state, 0.0, **hyper)
+            p.copy_(new_p)
+
+    def _check_step(self, options: list[dict[str, Any]], lr: float) -> None:
         """The errors of a step that cannot be taken: groups whose lr differ, float16 parameters."""
-        for i, group in enumerate(self.param_groups):
-            if _values(group)["lr"] not in (lr, 0.0):
+        for i, (group, opts) in enumerate(zip(self.param_groups, options)):
+            if opts["lr"] not in (lr, 0.0):
                 raise ValueError(
                     f"Prodigy: invalid lr={group['lr']!r} in param group {i}: every group takes the same lr "
                     f"(here {lr!r}), or 0"
@@ -287,3 +470,29 @@ class Prodigy(RuleOptimizer):
                         "number, so every step would be infinite or NaN (as in the authors' code); use bfloat16 or "
                         "float32"
                     )
+
+
+def _options(group: dict[str, Any]) -> dict[str, Any]:
+    return _values({key: group[key] for key in _OPTIONS})
+
+
+def _tensor(value: Any, device: torch.device) -> Tensor:
+    """One of the estimate's numbers as a float64 tensor on ``device`` (a Python number from a fresh group or the
+    authors' checkpoint; already one after a step, when this copies nothing)."""
+    return torch.as_tensor(value, dtype=torch.float64, device=device)
+
+
+def _total(values: list[Tensor], device: torch.device) -> Tensor:
+    return torch.stack(values).sum() if values else torch.zeros((), dtype=torch.float64, device=device)
+
+
+def _single(tensors: Iterable[Tensor]) -> Tensor:
+    (tensor,) = tensors
+    return tensor
+
+
+def _sliced(x: Any, slice_p: int) -> Any:
+    """Every ``slice_p``-th element of the flattened tensor(s), where the estimate looks."""
+    if isinstance(x, TensorList):
+        return TensorList(t.flatten()[::slice_p] for t in x)
+    return x.flatten()[::slice_p]
