@@ -15,6 +15,9 @@ order :math:`o` with dimensions :math:`d_1, \dots, d_o` has a factor matrix :mat
 
 .. math::
 
+    G &\leftarrow G \,/\, \max\bigl(1, \lVert \mathcal G\rVert / c\bigr)
+        \quad\text{(max\_grad\_norm } c \text{ not None; } \lVert \mathcal G\rVert
+        \text{: the norm of every gradient of the optimizer together)} \\
     G &\leftarrow G + \lambda W \quad\text{(only if not use\_decoupled\_weight\_decay)} \\
     L^{(k)}_t &= \beta_2 L^{(k)}_{t-1} + (1-\beta_2)\, G_{(k)} G_{(k)}^\top
         \quad(\beta_2 = 1:\ L^{(k)}_t = L^{(k)}_{t-1} + G_{(k)} G_{(k)}^\top) \\
@@ -54,19 +57,45 @@ method's own, :math:`P = D` (:math:`\hat G` without grafting).  Then, for the wh
         \quad(\mu = \text{momentum} \ne 0) \\
     W_t &= W_{t-1} - \eta_t P
 
-State: ``step``; ``momentum`` (momentum != 0), ``filtered_grad`` (:math:`\beta_1 \ne 0`) and
-``grafting_preconditioner`` (:math:`A`; AdaGrad, RMSprop and Adam grafting) shaped like the
+State: ``step``; ``momentum`` (momentum != 0), ``filtered_grad`` (:math:`M`, :math:`\beta_1 \ne 0`)
+and ``grafting_preconditioner`` (:math:`A`; AdaGrad, RMSprop and Adam grafting) shaped like the
 parameter; and per block ``i`` and dimension ``k``: ``block_{i}.factor_matrix_{k}`` (:math:`L`) and
 ``block_{i}.inv_factor_matrix_{k}`` (:math:`\bar L`), the names of the reference's modules.  Blocks
-are numbered as the reference splits them (the last dimension fastest).  Every state tensor has the
-parameter's dtype.
+are numbered as the reference splits them (the last dimension fastest).
+
+**Dtypes.**  :math:`L`, :math:`\bar L` and :math:`M` are kept in ``preconditioner_dtype`` (float32 by
+default, as the reference: float64 for accuracy, float32 for 16-bit parameters), the other states in
+the parameter's dtype, unlike the rest of this library; a checkpoint loads them back in those dtypes.
+The outer products and the preconditioning products are computed in the wider of the two dtypes,
+:math:`\hat G = M_t / (1-\beta_1^t)` and :math:`P` are rounded to the parameter's dtype.  Inverse roots
+are taken in float64 and rounded to ``preconditioner_dtype``.
+
+**Options changed after the first step.**  ``lr``, ``weight_decay``, ``betas``, ``momentum``, ``epsilon``,
+the grafting options and the root options are read at every step.  A momentum that was 0 at a
+parameter's first step starts its buffer at zero when it becomes non-zero: the reference, which reads
+``momentum`` at every step, does the same when built with momentum and given ``momentum=0`` until then.
+The reference builds every other state at construction for the options given then, and reads them
+there: ``betas[0]`` from 0, an accumulating ``grafting_type`` after ``None`` or ``"sgd"``, and any change
+of ``max_preconditioner_dim``, ``use_merge_dims`` or ``preconditioner_dtype`` after a parameter's first
+step raise a ``ValueError`` before anything changes (a filtered gradient or an accumulator started late
+would be bias-corrected by the wrong step count; other blocks have no factor matrices).
 
 Where this class departs from the reference:
 
-* the reference keeps factor matrices in ``preconditioner_dtype`` (float32) whatever the
-  parameter's dtype, and takes the eigendecomposition in that dtype (float64 only as a retry); here
-  the factors have the parameter's dtype (as every state of this library) and the root is always
-  taken in float64.  The float64 parity tests run the reference with float64 factors.
+* Distributed Shampoo v1.0.0 fails at its first preconditioned step whenever ``preconditioner_dtype``
+  is not the parameter's dtype (``tensordot`` of the gradient with a root of the other dtype; its cast
+  back is a no-op), so a float64 ``preconditioner_dtype`` for float32 parameters, or its default for
+  bfloat16 ones, only works here.  Its later releases precondition in ``preconditioner_dtype``, here
+  the wider dtype (the same but for a ``preconditioner_dtype`` narrower than the parameter's), and form
+  the outer products in the gradient's dtype, here the wider one (exact for a wider
+  ``preconditioner_dtype``).  Its eigendecompositions are taken in ``preconditioner_dtype`` (float64 only
+  as a retry), here always in float64.
+* the reference reads ``betas``, ``epsilon`` and the grafting options only at construction, ignoring
+  later changes to its param groups; here a scheduler's changes apply (above).
+* the reference's ``max_grad_norm`` is one value for all groups; here each group has its own (a group
+  with None does not clip), applied to the norm of every gradient of the optimizer, so that one value
+  for all groups is the reference's clipping.  The reference asserts the norm is not NaN; here NaN
+  propagates (below).
 * the reference overwrites ``p.grad`` (weight decay, the filtered gradient); here ``p.grad`` is left
   as it was.
 * the reference raises on NaN or infinite factor matrices; here, as everywhere in this library, NaN
@@ -75,8 +104,7 @@ Where this class departs from the reference:
   vectors.  It diagonalises a factor matrix that is still diagonal by its entries instead of by
   ``eigh``; the results agree to rounding.
 * the reference's options for distributed training, its ``LargeDimMethod.ADAGRAD``/``DIAGONAL``,
-  gradient clipping (``max_grad_norm``), the coupled Newton root and LARS/LAMB and normalised
-  grafting are not implemented.
+  the coupled Newton root and LARS/LAMB and normalised grafting are not implemented.
 
 ``pytorch_optimizer``'s ``Shampoo`` (4.1.0) is the original Shampoo (Gupta et al. 2018): factors
 summed from :math:`\epsilon I`, no blocking or dimension merging, no grafting, no bias correction,
@@ -93,8 +121,10 @@ factor matrix, which dominates on the CPU: raise ``precondition_frequency`` to a
 
 from __future__ import annotations
 
+import functools
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from itertools import chain, product
 from typing import Any
 
 import torch
@@ -103,7 +133,7 @@ from torch import Tensor
 from ._base import RuleOptimizer, State
 from ._math import is_zero
 from ._matrix import matrix_inverse_root
-from ._validate import HyperparameterTypeError, check_choice, check_int, check_pair, check_range
+from ._validate import HyperparameterTypeError, check_choice, check_dtype, check_int, check_pair, check_range
 
 #: ``grafting_type`` values: the reference's GraftingType NONE, SGD, ADAGRAD, RMSPROP and ADAM
 GRAFTING_TYPES = (None, "sgd", "adagrad", "rmsprop", "adam")
@@ -135,14 +165,20 @@ def shampoo(
     grafting_epsilon: Any,
     grafting_beta2: Any,
     use_merge_dims: bool,
+    preconditioner_dtype: torch.dtype,
+    max_grad_norm: Any,
+    grad_norm: float | None,
 ) -> tuple[Tensor, State]:
     """One Shampoo step of a tensor (the module docstring has the equations).
 
-    Not a traceable rule: which steps recompute the inverse roots is a Python decision on ``step``.
+    ``grad_norm`` is the norm of every gradient of the optimizer (the class computes it when a group
+    clips).  Not a traceable rule: which steps recompute the inverse roots is a Python decision on ``step``.
     """
     if param.numel() == 0:
         return param, {}
     new: State = {}
+    if max_grad_norm is not None and grad_norm > max_grad_norm:
+        grad = grad / (grad_norm / max_grad_norm)
     if not use_decoupled_weight_decay and not is_zero(weight_decay):
         grad = grad + weight_decay * param
     start = precondition_frequency if start_preconditioning_step == -1 else start_preconditioning_step
@@ -159,22 +195,27 @@ def shampoo(
 
     filtered = g
     if not is_zero(beta1):
-        buf = beta1 * state["filtered_grad"].reshape(merged) + (1 - beta1) * g
+        average = state["filtered_grad"].reshape(merged)  # in preconditioner_dtype, as the reference keeps it
+        buf = (beta1 * average + (1 - beta1) * g).to(average.dtype)
         new["filtered_grad"] = buf.reshape(param.shape)
-        filtered = buf / (1 - beta1**step) if use_bias_correction else buf
+        filtered = (buf / (1 - beta1**step) if use_bias_correction else buf).to(g.dtype)
     grafted = filtered / graft_denominator if grafting_type in _ACCUMULATING else filtered
 
     bias_correction2 = 1 - beta2**step if use_bias_correction and beta2 < 1 else 1.0
     recompute = step % precondition_frequency == 0 and step >= start
     directions = []
     blocks = zip(*(split_blocks(t, max_preconditioner_dim) for t in (g, filtered, grafted)))
+    # products in the wider of the two dtypes (no conversion when they are the same)
+    wide = torch.promote_types(param.dtype, preconditioner_dtype)
     for i, (block, direction, graft_block) in enumerate(blocks):
         root = _root(exponent_override, block.dim())
+        block, direction = block.to(wide), direction.to(wide)
         for k in range(block.dim()):
             # the outer product G_(k) G_(k)^T and the average in one call (a pass over the factor saved)
             unfolded = block.movedim(k, 0).reshape(block.size(k), -1)
-            factor = state[f"block_{i}.factor_matrix_{k}"]
+            factor = state[f"block_{i}.factor_matrix_{k}"].to(wide)
             factor = torch.addmm(factor, unfolded, unfolded.T, beta=beta2, alpha=1 if beta2 == 1 else 1 - beta2)
+            factor = factor.to(preconditioner_dtype)
             new[f"block_{i}.factor_matrix_{k}"] = factor
             inverse = state[f"block_{i}.inv_factor_matrix_{k}"]
             if recompute:
@@ -182,7 +223,8 @@ def shampoo(
                 new[f"block_{i}.inv_factor_matrix_{k}"] = inverse
             if step >= start:
                 # contracting the first dimension each time cycles them back into order
-                direction = torch.tensordot(direction, inverse, dims=([0], [0]))
+                direction = torch.tensordot(direction, inverse.to(wide), dims=([0], [0]))
+        direction = direction.to(param.dtype)
         if step < start:
             direction = graft_block
         elif grafting_type is not None:
@@ -216,6 +258,16 @@ def merged_shape(shape: Sequence[int], max_preconditioner_dim: int, use_merge_di
         else:
             merged.append(d)
     return tuple(merged)
+
+
+@functools.lru_cache(maxsize=1024)
+def block_shapes(
+    shape: tuple[int, ...], max_preconditioner_dim: int, use_merge_dims: bool
+) -> tuple[tuple[int, ...], ...]:
+    """The shapes of the blocks :func:`split_blocks` cuts a tensor of ``shape`` into, in its order."""
+    size = max_preconditioner_dim
+    merged = merged_shape(shape, size, use_merge_dims)
+    return tuple(product(*([min(size, d - start) for start in range(0, d, size)] for d in merged)))
 
 
 def split_blocks(t: Tensor, max_preconditioner_dim: int) -> list[Tensor]:
@@ -276,6 +328,8 @@ class Shampoo(RuleOptimizer):
         grafting_epsilon: float = 1e-3,
         grafting_beta2: float = 1.0,
         use_merge_dims: bool = True,
+        preconditioner_dtype: torch.dtype | str = torch.float32,
+        max_grad_norm: float | None = None,
         *,
         foreach: bool | None = None,
         maximize: bool = False,
@@ -302,7 +356,11 @@ class Shampoo(RuleOptimizer):
             grafting_epsilon=grafting_epsilon,
             grafting_beta2=grafting_beta2,
             use_merge_dims=use_merge_dims,
+            preconditioner_dtype=preconditioner_dtype,
+            max_grad_norm=max_grad_norm,
         )
+        #: the norm of all the gradients of the step under way, where a group clips (``step`` sets it)
+        self._grad_norm: float | None = None
         super().__init__(
             params,
             defaults,
@@ -348,24 +406,102 @@ class Shampoo(RuleOptimizer):
         check_choice(name, "grafting_type", group["grafting_type"], GRAFTING_TYPES)
         check_range(name, "grafting_epsilon", group["grafting_epsilon"], 0.0, low_open=True)
         check_range(name, "grafting_beta2", group["grafting_beta2"], 0.0, 1.0, low_open=True)
+        check_dtype(name, "preconditioner_dtype", group["preconditioner_dtype"])
+        if group["max_grad_norm"] is not None:
+            check_range(name, "max_grad_norm", group["max_grad_norm"], 0.0, low_open=True)
 
     def init_state(self, param: Tensor, group: dict[str, Any]) -> State:
         state: State = {}
-        like = lambda: torch.zeros_like(param, memory_format=torch.contiguous_format)
+        dtype = check_dtype(type(self).__name__, "preconditioner_dtype", group["preconditioner_dtype"])
+        like = lambda dtype: torch.zeros_like(param, dtype=dtype, memory_format=torch.contiguous_format)
         if group["momentum"] != 0:
-            state["momentum"] = like()
+            state["momentum"] = like(param.dtype)
         if group["betas"][0] != 0:
-            state["filtered_grad"] = like()
+            state["filtered_grad"] = like(dtype)
         if group["grafting_type"] in _ACCUMULATING:
-            state["grafting_preconditioner"] = like()
-        size = group["max_preconditioner_dim"]
-        merged = merged_shape(param.shape, size, group["use_merge_dims"])
+            state["grafting_preconditioner"] = like(param.dtype)
         if param.numel():
-            for i, block in enumerate(split_blocks(torch.empty(merged, device="meta"), size)):
-                for k, d in enumerate(block.shape):
+            blocks = block_shapes(tuple(param.shape), group["max_preconditioner_dim"], group["use_merge_dims"])
+            for i, block in enumerate(blocks):
+                for k, d in enumerate(block):
                     for key in (f"block_{i}.factor_matrix_{k}", f"block_{i}.inv_factor_matrix_{k}"):
-                        state[key] = torch.zeros(d, d, dtype=param.dtype, device=param.device)
+                        state[key] = torch.zeros(d, d, dtype=dtype, device=param.device)
         return state
+
+    @torch.no_grad()
+    def step(self, closure: Callable[[], Any] | None = None) -> Any:
+        """Perform one optimization step; ``closure`` re-evaluates the model and returns the loss.
+
+        Before anything changes, each parameter's state is checked against its group's options, which
+        may have changed since its first step (see the class docstring).
+        """
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        live = [(group, p) for group in self.param_groups for p in group["params"] if p.grad is not None]
+        for group, p in live:
+            if self.state.get(p):  # get: indexing the defaultdict would add an empty state
+                self._continue_state(p, group)
+        clips = any(group["max_grad_norm"] is not None for group in self.param_groups)
+        self._grad_norm = _global_norm([p.grad for _, p in live]) if clips else None
+        super().step()
+        return loss
+
+    def _continue_state(self, param: Tensor, group: dict[str, Any]) -> None:
+        """Make the state of a parameter that has stepped fit its group's options, or raise a ValueError.
+
+        Distributed Shampoo creates its state for the options it is built with; of those an option change
+        may call for, it reads only ``momentum`` at every step, so only the momentum buffer can start later:
+        at zero, as in the reference run that was built with momentum and had ``momentum=0`` until then.
+        """
+        name, state = type(self).__name__, self.state[param]
+        beta1 = group["betas"][0]
+        if beta1 != 0 and "filtered_grad" not in state:
+            raise ValueError(
+                f"{name}: invalid betas[0]={beta1!r} after a first step with betas[0]=0: the filtered gradient and "
+                "its bias correction start at the first step (the reference fixes betas[0] at construction), so it "
+                "cannot change from 0 after the first step"
+            )
+        grafting = group["grafting_type"]
+        if grafting in _ACCUMULATING and "grafting_preconditioner" not in state:
+            raise ValueError(
+                f"{name}: invalid grafting_type={grafting!r} after a first step with grafting_type None or 'sgd': "
+                "its accumulator of squared gradients starts at the first step (the reference fixes grafting_type "
+                "at construction), so it cannot change to an accumulating type after the first step"
+            )
+        if param.numel():
+            size, merge = group["max_preconditioner_dim"], group["use_merge_dims"]
+            if _state_blocks(state) != block_shapes(tuple(param.shape), size, merge):
+                raise ValueError(
+                    f"{name}: invalid max_preconditioner_dim={size!r} / use_merge_dims={merge!r} after the first "
+                    f"step: they cut this {tuple(param.shape)} tensor into other blocks than those whose factor "
+                    "matrices its state holds, so they cannot change after the first step"
+                )
+            dtype = check_dtype(name, "preconditioner_dtype", group["preconditioner_dtype"])
+            if state["block_0.factor_matrix_0"].dtype != dtype:
+                raise ValueError(
+                    f"{name}: invalid preconditioner_dtype={group['preconditioner_dtype']!r} after the first step "
+                    f"in {state['block_0.factor_matrix_0'].dtype}: the factor matrices keep their dtype, so it "
+                    "cannot change after the first step"
+                )
+        if group["momentum"] != 0 and "momentum" not in state:
+            state["momentum"] = torch.zeros_like(param, memory_format=torch.contiguous_format)
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """torch.optim's ``load_state_dict``, the tensors kept in ``preconditioner_dtype`` left in it.
+
+        torch.optim casts every floating-point state to its parameter's dtype; float64 factor matrices
+        of float32 parameters would lose their precision.
+        """
+        super().load_state_dict(state_dict)
+        saved_ids = chain.from_iterable(group["params"] for group in state_dict["param_groups"])
+        for group in self.param_groups:
+            dtype = check_dtype(type(self).__name__, "preconditioner_dtype", group["preconditioner_dtype"])
+            for p, i in zip(group["params"], saved_ids):
+                for key, value in state_dict["state"].get(i, {}).items():
+                    if torch.is_tensor(value) and (key == "filtered_grad" or "factor_matrix" in key):
+                        self.state[p][key] = value.to(device=p.device, dtype=dtype, copy=True)
 
     def rule_kwargs(self, group: dict[str, Any]) -> dict[str, Any]:
         beta1, beta2 = group["betas"]
@@ -386,5 +522,29 @@ class Shampoo(RuleOptimizer):
             "grafting_epsilon",
             "grafting_beta2",
             "use_merge_dims",
+            "max_grad_norm",
         )
-        return {k: group[k] for k in names} | {"beta1": beta1, "beta2": beta2}
+        dtype = check_dtype(type(self).__name__, "preconditioner_dtype", group["preconditioner_dtype"])
+        return {k: group[k] for k in names} | {
+            "beta1": beta1,
+            "beta2": beta2,
+            "preconditioner_dtype": dtype,
+            "grad_norm": self._grad_norm,
+        }
+
+
+def _global_norm(grads: list[Tensor]) -> float:
+    """The norm of all of ``grads`` together, in float64 (a sparse one is left to the step's error)."""
+    norms = [torch.linalg.vector_norm(g, dtype=torch.float64) for g in grads if not g.is_sparse]
+    return torch.linalg.vector_norm(torch.stack(norms)).item() if norms else 0.0
+
+
+def _state_blocks(state: State) -> tuple[tuple[int, ...], ...]:
+    """The shapes of the blocks whose factor matrices ``state`` holds."""
+    blocks: list[tuple[int, ...]] = []
+    while f"block_{len(blocks)}.factor_matrix_0" in state:
+        dims: list[int] = []
+        while (key := f"block_{len(blocks)}.factor_matrix_{len(dims)}") in state:
+            dims.append(state[key].size(0))
+        blocks.append(tuple(dims))
+    return tuple(blocks)

@@ -4,9 +4,18 @@ The official package is not on PyPI, and its repository's code needs CUDA or ``t
 for its defaults (DTensor buffers), so :class:`ReferenceShampoo` is its single-device algorithm
 written from ``distributed_shampoo/distributed_shampoo.py`` and ``utils/shampoo_utils.py`` /
 ``utils/matrix_functions.py`` at tag v1.0.0: the same order of operations, in-place updates, blocks
-from its ``merge_small_dims``/``multi_dim_split``/``multi_dim_cat``, and its eigen root inverse in the
-factor matrices' dtype.  One change: the factor matrices have the parameter's dtype (the official
-``preconditioner_dtype`` is float32 by default), so that a float64 run is float64 throughout.
+from its ``merge_small_dims``/``multi_dim_split``/``multi_dim_cat``, its eigen root inverse in the
+factor matrices' dtype, and its gradient clipping (``max_grad_norm``).
+
+``preconditioner_dtype`` (float32 by default) holds the factor matrices, their roots and the filtered
+gradient, as at v1.0.0, whose preconditioning then fails for any other parameter dtype (``tensordot`` of
+a float32 gradient with a float64 root: "both inputs should have same dtype"; its cast back,
+``preconditioned_grad.to(dtype=grad.dtype)``, is a no-op).  Here the gradient is cast to that dtype for
+the products and the result back, as the official code does in later releases (``_precondition_grad``); each outer
+product is formed in the gradient's dtype and rounded to ``preconditioner_dtype``, as in both.
+
+The cases run ours and the reference with ``preconditioner_dtype`` the parameters' dtype unless they name
+one, so that a float64 run is float64 throughout (the default would keep float32 factors).
 """
 
 from __future__ import annotations
@@ -58,6 +67,14 @@ def matrix_inverse_root(a: Tensor, root: int, epsilon: float, exponent_multiplie
     return q * eigenvalues.pow(alpha).unsqueeze(0) @ q.T
 
 
+def dtype_of(params: Any) -> torch.dtype:
+    """The dtype of the first tensor of ``params`` (tensors or param-group dicts); float32 if none."""
+    for x in params:
+        for t in x["params"] if isinstance(x, dict) else [x]:
+            return t.dtype
+    return torch.float32
+
+
 class Grafting:
     """``AdagradGrafting`` and its RMSProp/Adam subclasses (beta2, epsilon, bias correction), and SGD's."""
 
@@ -93,15 +110,16 @@ class BlockPreconditioner:
     def __init__(self, block: Tensor, group: dict[str, Any], start: int) -> None:
         self.group, self.start, self.order = group, start, block.dim()
         self.beta1, self.beta2 = group["betas"]
+        self.dtype = group["preconditioner_dtype"]
         self.bias_correction2 = 1.0
-        self.filtered_grad = torch.zeros_like(block) if self.beta1 != 0.0 else None
+        self.filtered_grad = torch.zeros_like(block, dtype=self.dtype) if self.beta1 != 0.0 else None
         override = group["exponent_override"]
         if isinstance(override, list):
             self.root = 2 * self.order if self.order > len(override) else override[self.order - 1]
         else:
             self.root = 2 * self.order if override == 0 else override
-        self.factor_matrices = [torch.zeros(d, d, dtype=block.dtype) for d in block.shape]
-        self.inv_factor_matrices = [torch.zeros(d, d, dtype=block.dtype) for d in block.shape]
+        self.factor_matrices = [torch.zeros(d, d, dtype=self.dtype) for d in block.shape]
+        self.inv_factor_matrices = [torch.zeros(d, d, dtype=self.dtype) for d in block.shape]
         kind = group["grafting_type"]
         self.grafting = (
             None if kind is None else Grafting(block, kind, group["grafting_beta2"], group["grafting_epsilon"])
@@ -112,7 +130,7 @@ class BlockPreconditioner:
             if self.beta2 != 1.0:
                 factor.mul_(self.beta2)
             contract = [*range(k)] + [*range(k + 1, self.order)]
-            outer = torch.tensordot(grad, grad, dims=(contract, contract))
+            outer = torch.tensordot(grad, grad, dims=(contract, contract)).to(self.dtype)
             factor.add_(outer, alpha=1 - self.beta2 if self.beta2 != 1.0 else 1.0)
         if self.grafting is not None:
             self.grafting.update_preconditioners(grad, iteration)
@@ -137,9 +155,10 @@ class BlockPreconditioner:
             grad.copy_(self.filtered_grad / bias_correction1)
         if iteration < self.start:
             return self.grafting.precondition(grad) if self.grafting is not None else grad
-        preconditioned = grad.clone()
+        preconditioned = grad.to(self.dtype)
         for inverse in self.inv_factor_matrices:
             preconditioned = torch.tensordot(preconditioned, inverse, [[0], [0]])
+        preconditioned = preconditioned.to(grad.dtype)
         if self.grafting is not None:
             grafting_norm = self.grafting.direction_norm(grad)
             shampoo_norm = torch.linalg.norm(preconditioned)
@@ -175,10 +194,13 @@ class ReferenceShampoo(torch.optim.Optimizer):
         grafting_epsilon: float = 1e-3,
         grafting_beta2: float = 1.0,
         use_merge_dims: bool = True,
+        preconditioner_dtype: torch.dtype = torch.float,
+        max_grad_norm: float | None = None,
     ) -> None:
         options = dict(locals())
         del options["self"], options["params"], options["__class__"]
         super().__init__(params, options)
+        self.max_grad_norm = max_grad_norm
         self.frequency = precondition_frequency
         self.start = precondition_frequency if start_preconditioning_step == -1 else start_preconditioning_step
         for group in self.param_groups:
@@ -202,12 +224,19 @@ class ReferenceShampoo(torch.optim.Optimizer):
         for _, p in live:
             self.state[p]["step"] += 1
         iteration = self.state[live[-1][1]]["step"].item()
-        grads = {}
+        grads = {p: p.grad.clone() for _, p in live}
+        if self.max_grad_norm is not None:  # _clip_gradients: one norm over every group
+            total = 0.0
+            for grad in grads.values():
+                total += torch.norm(grad) ** 2
+            total = torch.sqrt(total)
+            clip = 1.0 if total <= self.max_grad_norm else total / self.max_grad_norm
+            for grad in grads.values():
+                grad.div_(clip)
         for group, p in live:  # _update_preconditioners
-            grad = p.grad.clone()
+            grad = grads[p]
             if not group["use_decoupled_weight_decay"] and group["weight_decay"] != 0:
                 grad.add_(p, alpha=group["weight_decay"])
-            grads[p] = grad
             state = self.state[p]
             for block, g in zip(state["blocks"], self._split(grad, state, group)):
                 block.update_preconditioners(g, iteration)
@@ -276,6 +305,17 @@ INVALID = [
     (dict(grafting_epsilon=-1.0), r"^Shampoo: invalid grafting_epsilon=-1\.0: expected 0 < grafting_epsilon$"),
     (dict(grafting_beta2=1.5), r"^Shampoo: invalid grafting_beta2=1\.5: expected 0 < grafting_beta2 <= 1$"),
     (dict(use_nesterov="yes"), r"^Shampoo: invalid use_nesterov='yes': expected True or False$"),
+    (
+        dict(preconditioner_dtype="bf16"),
+        r"^Shampoo: invalid preconditioner_dtype='bf16': expected a floating-point torch\.dtype such as torch\.float64 "
+        r"\(or its name, 'float64'\)$",
+    ),
+    (
+        dict(preconditioner_dtype=torch.int32),
+        r"^Shampoo: invalid preconditioner_dtype=torch\.int32: expected a floating",
+    ),
+    (dict(max_grad_norm=0.0), r"^Shampoo: invalid max_grad_norm=0\.0: expected 0 < max_grad_norm$"),
+    (dict(max_grad_norm="1"), r"^Shampoo: invalid max_grad_norm='1': expected a number"),
 ]
 
 
@@ -287,19 +327,25 @@ INVALID = [
 #: the reference's float64 run (which meets the bar: our roots are taken in float64) are unaffected;
 #: test_shampoo.py checks low-precision runs where the factors have full rank.
 SINGULAR_FACTORS = "rank-deficient factor matrices in this dtype: see cases_shampoo.SINGULAR_FACTORS"
+#: the low-precision check asserts that every state has the parameter's dtype
+FLOAT64_STATE = "factor matrices in float64 by design (preconditioner_dtype): test_shampoo.py checks low precision"
 
 
 def _case(
-    id: str, shapes: tuple[tuple[int, ...], ...] = SHAPES, low_precision_skips: tuple[torch.dtype, ...] = (), **kw: Any
+    id: str,
+    shapes: tuple[tuple[int, ...], ...] = SHAPES,
+    low_precision_skips: tuple[torch.dtype, ...] = (),
+    why: str = SINGULAR_FACTORS,
+    **kw: Any,
 ) -> Case:
     return Case(
         id,
-        make=lambda p, **o: Shampoo(p, **{**kw, **o}),
-        reference=lambda p: ReferenceShampoo(p, **kw),
+        make=lambda p, **o: Shampoo(p, **{"preconditioner_dtype": dtype_of(p), **kw, **o}),
+        reference=lambda p: ReferenceShampoo(p, **{"preconditioner_dtype": dtype_of(p), **kw}),
         solver=None,  # test_shampoo.py solves a matrix problem
         shapes=shapes,
         invalid=INVALID,
-        extra={"refuses_dtypes": {dtype: SINGULAR_FACTORS for dtype in low_precision_skips}},
+        extra={"refuses_dtypes": dict.fromkeys(low_precision_skips, why)},
     )
 
 
@@ -350,6 +396,25 @@ CASES = [
         exponent_override=[2, 2],
         exponent_multiplier=0.5,
         grafting_type="sgd",
+        **SMALL_BLOCKS,
+    ),
+    # float32 parameters with float64 factors, roots and filtered gradient in the float32 check
+    _case(
+        "Shampoo-float64-preconditioner",
+        preconditioner_dtype=torch.float64,
+        low_precision_skips=(torch.float32, torch.bfloat16, torch.float16),
+        why=FLOAT64_STATE,
+        **SMALL_BLOCKS,
+    ),
+    # the gradients of both groups together have a norm of 15.4-19.4 (17.1 on average): 119 of the 200
+    # steps clip, before the coupled weight decay
+    _case(
+        "Shampoo-max-grad-norm",
+        max_grad_norm=17.0,
+        weight_decay=0.01,
+        use_decoupled_weight_decay=False,
+        momentum=0.5,
+        low_precision_skips=(torch.float32,),
         **SMALL_BLOCKS,
     ),
     _case(

@@ -13,6 +13,9 @@ from pytorch_optimizer import Shampoo as PytorchOptimizerShampoo
 from optimlab.optim import Adam, Shampoo
 from optimlab.optim import shampoo as shampoo_module
 
+#: float64 factor matrices for float64 parameters (the default, as the reference's, is float32)
+F64 = dict(preconditioner_dtype=torch.float64)
+
 
 def _rotation(angle: float) -> torch.Tensor:
     c, s = math.cos(angle), math.sin(angle)
@@ -29,7 +32,7 @@ def test_first_two_steps_by_hand_on_a_2x2_matrix() -> None:
     lr, beta1, eps = 0.1, 0.9, 1e-4
     w0 = torch.tensor([[1.0, -2.0], [0.5, 3.0]], dtype=torch.float64)
     w = w0.clone()
-    opt = Shampoo([w], lr=lr, betas=(beta1, 1.0), epsilon=eps, grafting_type=None, use_merge_dims=False)
+    opt = Shampoo([w], lr=lr, betas=(beta1, 1.0), epsilon=eps, grafting_type=None, use_merge_dims=False, **F64)
 
     w.grad = g1
     opt.step()
@@ -65,6 +68,7 @@ def test_each_block_takes_the_norm_of_the_grafted_methods_step(grafting: str) ->
         grafting_type=grafting,
         grafting_beta2=beta2,
         grafting_epsilon=eps,
+        **F64,
     )
     sums = [torch.zeros_like(p) for p in ps]
     for t, gs in enumerate(grads, 1):
@@ -172,7 +176,7 @@ def _solve(make, steps: int = 1000) -> float:
 def test_solves_an_ill_conditioned_matrix_problem() -> None:
     # measured: 3.4e-7 (2026-11-30); the bar leaves a margin of 100x and more
     shampoo = _solve(
-        lambda p: Shampoo(p, lr=0.3, betas=(0.9, 0.99), epsilon=1e-8, grafting_type=None, use_merge_dims=False)
+        lambda p: Shampoo(p, lr=0.3, betas=(0.9, 0.99), epsilon=1e-8, grafting_type=None, use_merge_dims=False, **F64)
     )
     assert shampoo <= 1e-4
     # Adam at its best lr of 0.3, 0.1, 0.03 stays 0.11 away: the problem needs the preconditioner
@@ -185,7 +189,14 @@ def _pytorch_optimizer_gap(momentum: float) -> float:
     grads = [torch.randn(5, 3, generator=gen, dtype=torch.float64) for _ in range(30)]
     ours, theirs = start.clone(), start.clone()
     opt = Shampoo(
-        [ours], lr=0.01, betas=(0.0, 1.0), epsilon=1e-6, momentum=momentum, grafting_type=None, use_merge_dims=False
+        [ours],
+        lr=0.01,
+        betas=(0.0, 1.0),
+        epsilon=1e-6,
+        momentum=momentum,
+        grafting_type=None,
+        use_merge_dims=False,
+        **F64,
     )
     ref = PytorchOptimizerShampoo([theirs], lr=0.01, momentum=momentum, matrix_eps=1e-6)
     for g in grads:
@@ -223,7 +234,7 @@ def test_low_precision_runs_track_float64_where_the_factors_have_full_rank() -> 
     runs = {}
     for dtype in (torch.float64, torch.float32):
         p = start.to(dtype, copy=True)
-        opt = Shampoo([p], precondition_frequency=5, use_merge_dims=False)
+        opt = Shampoo([p], precondition_frequency=5, use_merge_dims=False, preconditioner_dtype=dtype)
         for g in grads:
             p.grad = g.to(dtype)
             opt.step()
