@@ -13,6 +13,9 @@ from pytorch_optimizer import Shampoo as PytorchOptimizerShampoo
 from optimlab.optim import Adam, Shampoo
 from optimlab.optim import shampoo as shampoo_module
 
+from . import harness as h
+from .cases_shampoo import SHAPES, ReferenceShampoo
+
 #: float64 factor matrices for float64 parameters (the default, as the reference's, is float32)
 F64 = dict(preconditioner_dtype=torch.float64)
 
@@ -243,3 +246,202 @@ def test_low_precision_runs_track_float64_where_the_factors_have_full_rank() -> 
     moved = (runs[torch.float64] - start).abs().max()
     # measured 3.1e-6 (2026-11-30): the inputs' float32 rounding (6e-8) amplified by the inverse roots
     assert ((runs[torch.float32] - runs[torch.float64]).abs().max() / moved).item() <= 3e-5
+
+
+def _stepped(steps: int = 3, **kw) -> tuple[list[torch.Tensor], Shampoo]:
+    """Two parameters in two groups after ``steps`` steps of ``Shampoo(**kw)``."""
+    gen = torch.Generator().manual_seed(3)
+    ps = [torch.randn(2, 3, 4, generator=gen, dtype=torch.float64), torch.randn(5, generator=gen, dtype=torch.float64)]
+    opt = Shampoo([{"params": ps[:1]}, {"params": ps[1:]}], **kw)
+    for _ in range(steps):
+        for p in ps:
+            p.grad = torch.randn(p.shape, generator=gen, dtype=torch.float64)
+        opt.step()
+    return ps, opt
+
+
+def test_momentum_turned_on_after_the_first_step_starts_at_zero_as_in_the_reference() -> None:
+    # the reference reads momentum at every step but creates its buffer only when built with momentum != 0:
+    # built with momentum and given momentum=0 for the first steps, its buffer is still zero when it turns on
+    start = h.make_params(SHAPES, torch.float64)
+    grads = h.gradient_stream(SHAPES, 30, torch.float64)
+    kw = dict(max_preconditioner_dim=8, weight_decay=0.01, use_nesterov=True, **F64)
+
+    def run(make, on: float = 0.9) -> list[list[torch.Tensor]]:
+        ps = [p.clone() for p in start]
+        opt, history = make(h.param_groups(ps)), []
+        for t, gs in enumerate(grads):
+            for group in opt.param_groups:
+                group["momentum"] = on if 10 <= t < 20 or t >= 25 else 0.0  # on, off, on again
+            for p, g in zip(ps, gs):
+                p.grad = g.clone()
+            opt.step()
+            history.append([p.clone() for p in ps])
+        return history
+
+    ours = run(lambda groups: Shampoo(groups, momentum=0.0, **kw))
+    reference = run(lambda groups: ReferenceShampoo(groups, momentum=0.9, **kw))
+    assert h.relative_gap(ours, reference, start) <= 1e-9
+    # the momentum did act; and the reference built without it fails there, as Distributed Shampoo v1.0.0
+    assert h.relative_gap(ours, run(lambda groups: Shampoo(groups, **kw), on=0.0), start) > 1e-3
+    with pytest.raises(KeyError, match="momentum"):
+        run(lambda groups: ReferenceShampoo(groups, momentum=0.0, **kw))
+
+
+@pytest.mark.parametrize(
+    ("built", "changed", "message"),
+    [
+        (
+            dict(betas=(0.0, 1.0)),
+            dict(betas=(0.9, 1.0)),
+            (
+                r"^Shampoo: invalid betas\[0\]=0\.9 after a first step with betas\[0\]=0: the filtered gradient and "
+                r"its bias correction start at the first step .* so it cannot change from 0 after the first step$"
+            ),
+        ),
+        (
+            dict(grafting_type="sgd"),
+            dict(grafting_type="adam"),
+            (
+                r"^Shampoo: invalid grafting_type='adam' after a first step with grafting_type None or 'sgd': .* "
+                r"cannot change to an accumulating type after the first step$"
+            ),
+        ),
+        (
+            dict(),
+            dict(max_preconditioner_dim=8),
+            (
+                r"^Shampoo: invalid max_preconditioner_dim=8 / use_merge_dims=True after the first step: they cut this "
+                r"\(2, 3, 4\) tensor into other blocks .* so they cannot change after the first step$"
+            ),
+        ),
+        (
+            dict(),
+            dict(use_merge_dims=False),
+            r"^Shampoo: invalid max_preconditioner_dim=1024 / use_merge_dims=False after the first step: ",
+        ),
+        (
+            dict(),
+            dict(preconditioner_dtype="float64"),
+            (
+                r"^Shampoo: invalid preconditioner_dtype='float64' after the first step in torch\.float32: the factor "
+                r"matrices keep their dtype, so it cannot change after the first step$"
+            ),
+        ),
+    ],
+    ids=["betas", "grafting_type", "max_preconditioner_dim", "use_merge_dims", "preconditioner_dtype"],
+)
+def test_options_that_cannot_change_after_the_first_step_raise_before_anything_changes(
+    built: dict, changed: dict, message: str
+) -> None:
+    ps, opt = _stepped(**built)
+    before = [p.clone() for p in ps]
+    saved = h.roundtrip(opt.state_dict())
+    opt.param_groups[0].update(changed)  # the first group's (2, 3, 4) tensor is the one that objects
+    opt.param_groups[1].update(changed)
+    with pytest.raises(ValueError, match=message):
+        opt.step()
+    # nothing moved, no step counted, no state added: the run can go on once the option is set back
+    assert all(torch.equal(p, b) for p, b in zip(ps, before))
+    state = opt.state_dict()["state"]
+    for i in saved["state"]:
+        assert state[i].keys() == saved["state"][i].keys()
+        assert all(torch.equal(state[i][k], v) for k, v in saved["state"][i].items())
+    # before the first step the same options are free
+    fresh, _ = _stepped(steps=1, **{**built, **changed})
+    assert not torch.equal(fresh[0], _stepped(steps=0)[0][0])
+
+
+def test_options_read_at_every_step_follow_a_scheduler() -> None:
+    # OneCycleLR cycles betas[0] (cycle_momentum): the filtered gradient follows the value of each step
+    p = torch.zeros(3, dtype=torch.float64)
+    opt = Shampoo([p], betas=(0.9, 1.0), **F64)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=0.1, total_steps=10, base_momentum=0.5, max_momentum=0.9)
+    average = torch.zeros(3, dtype=torch.float64)
+    for g in ([1.0, -2.0, 0.5], [3.0, 1.0, -1.0], [0.5, 0.5, 2.0]):
+        beta1 = opt.param_groups[0]["betas"][0]
+        p.grad = torch.tensor(g, dtype=torch.float64)
+        opt.step()
+        sched.step()
+        average = beta1 * average + (1 - beta1) * p.grad
+        assert torch.allclose(opt.state[p]["filtered_grad"], average, rtol=0, atol=1e-15)
+    assert opt.param_groups[0]["betas"][0] != 0.9  # the scheduler did change it
+
+
+def test_max_grad_norm_clips_every_gradient_by_the_norm_of_all_of_them() -> None:
+    # before start_preconditioning_step with SGD grafting, a step is -lr times the (clipped) gradient
+    kw = dict(lr=0.1, betas=(0.0, 1.0), grafting_type="sgd", precondition_frequency=100, **F64)
+    for max_grad_norm, scale in ((6.5, 0.5), (13.0, 1.0), (26.0, 1.0)):  # the gradients' norm is 13
+        a, b, c = torch.zeros(2, dtype=torch.float64), torch.zeros(1, dtype=torch.float64), torch.zeros(2)
+        opt = Shampoo([{"params": [a]}, {"params": [b]}, {"params": [c], "max_grad_norm": None}], **kw)
+        opt.param_groups[0]["max_grad_norm"] = opt.param_groups[1]["max_grad_norm"] = max_grad_norm
+        a.grad, b.grad = torch.tensor([3.0, 4.0], dtype=torch.float64), torch.tensor([12.0], dtype=torch.float64)
+        c.grad = torch.zeros(2)  # counts in the norm (it adds 0) and, in a group without clipping, is not clipped
+        opt.step()
+        assert torch.equal(a, -0.1 * scale * torch.tensor([3.0, 4.0], dtype=torch.float64))
+        assert torch.equal(b, -0.1 * scale * torch.tensor([12.0], dtype=torch.float64))
+    # a group without clipping keeps its gradient, while another group's is clipped by the norm of both
+    a, c = torch.zeros(2, dtype=torch.float64), torch.zeros(1, dtype=torch.float64)
+    opt = Shampoo([{"params": [a], "max_grad_norm": 2.5}, {"params": [c]}], **kw)
+    a.grad, c.grad = torch.tensor([3.0, 4.0], dtype=torch.float64), torch.tensor([0.0], dtype=torch.float64)
+    opt.step()
+    c.grad = torch.tensor([5.0 * math.sqrt(3.0)], dtype=torch.float64)  # now the norm of both is 10
+    a_before = a.clone()
+    opt.step()
+    assert torch.allclose(a - a_before, -0.1 * 0.25 * torch.tensor([3.0, 4.0], dtype=torch.float64), rtol=1e-15)
+    assert torch.allclose(c, -0.1 * torch.tensor([5.0 * math.sqrt(3.0)], dtype=torch.float64), rtol=1e-15)
+
+
+@pytest.mark.parametrize(
+    ("dtype", "preconditioner_dtype", "bar"),
+    [
+        # measured (2026-12-01): 0 (the same float64 arithmetic as the float64 run)
+        (torch.float32, torch.float64, 1e-12),
+        # measured 4.9e-8 and 4.2e-8: float32's rounding, where bfloat16 or float16 factors are 3.6e-3 / 6.8e-4 off
+        (torch.bfloat16, torch.float32, 1e-6),
+        (torch.float16, torch.float32, 1e-6),
+        (torch.float32, torch.float32, 1e-6),
+    ],
+    ids=str,
+)
+def test_preconditioner_dtype_holds_the_factors_and_sets_the_accuracy_of_the_roots(
+    dtype: torch.dtype, preconditioner_dtype: torch.dtype, bar: float
+) -> None:
+    # gradients that bfloat16 holds exactly: the float64 run's roots are the truth for every dtype
+    gen = torch.Generator().manual_seed(2)
+    grads = [torch.randn(4, 3, generator=gen, dtype=torch.float64).bfloat16().double() for _ in range(40)]
+
+    def roots(dtype: torch.dtype, preconditioner_dtype: torch.dtype) -> dict[str, torch.Tensor]:
+        p = torch.zeros(4, 3, dtype=dtype)
+        opt = Shampoo([p], precondition_frequency=5, use_merge_dims=False, preconditioner_dtype=preconditioner_dtype)
+        for g in grads:
+            p.grad = g.to(dtype)
+            opt.step()
+        state = opt.state[p]
+        for key in ("block_0.factor_matrix_0", "block_0.inv_factor_matrix_1", "filtered_grad"):
+            assert state[key].dtype == preconditioner_dtype, key
+        assert state["grafting_preconditioner"].dtype == dtype
+        return {k: v.double() for k, v in state.items() if "inv_factor" in k}
+
+    truth = roots(torch.float64, torch.float64)
+    ours = roots(dtype, preconditioner_dtype)
+    for key, root in truth.items():
+        assert ((ours[key] - root).abs().max() / root.abs().max()).item() <= bar, key
+    if preconditioner_dtype != dtype and dtype != torch.float32:  # the option is what makes them accurate
+        same = roots(dtype, dtype)
+        assert all(((same[k] - root).abs().max() / root.abs().max()).item() > 1e-4 for k, root in truth.items())
+
+
+def test_a_checkpoint_keeps_the_preconditioner_dtype_and_takes_it_by_name() -> None:
+    ps, opt = _stepped(preconditioner_dtype=torch.float64)
+    ps32 = [p.float() for p in ps]
+    loaded = Shampoo([{"params": ps32[:1]}, {"params": ps32[1:]}])
+    loaded.load_state_dict(h.roundtrip(opt.state_dict()))
+    for p, q in zip(ps, ps32):
+        for key, value in opt.state[p].items():
+            expected = torch.float64 if "factor_matrix" in key or key == "filtered_grad" else torch.float32
+            assert loaded.state[q][key].dtype == expected and torch.equal(loaded.state[q][key], value.to(expected))
+    # a run configuration keeps a dtype by its name ('float64'): the same steps
+    by_name, named = _stepped(preconditioner_dtype="float64")
+    assert all(torch.equal(a, b) for a, b in zip(ps, by_name))
+    assert named.state[by_name[0]]["block_0.factor_matrix_0"].dtype == torch.float64
