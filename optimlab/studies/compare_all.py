@@ -17,7 +17,8 @@ matrix, which two scalar coordinates cannot show: they run on a small matrix fac
 :data:`MATRIX_BASELINES`, with the same learning rates and objective, drawn as loss against step.
 Muon's Newton–Schulz runs in the problem's float64 there (``ns_dtype=None``): the authors' bfloat16
 is a GPU speed choice, and on the CPU a bfloat16 iteration from float64 costs about 40 ms a step at
-this size against 0.2 ms.
+this size against 0.2 ms.  Shampoo's factor matrices are float64 too (``preconditioner_dtype``; its
+reference's default, float32, is a memory choice for float32 weights).
 
 On a surface without a lower bound (the saddle) the final loss only measures how far a run
 travelled downhill, and a larger learning rate always travels further: ranking by it, or tuning
@@ -48,7 +49,7 @@ MATRIX_METHODS = ("Muon", "SOAP", "Shampoo")
 #: presets run beside them on the matrix problem (Muon's authors compare with AdamW)
 MATRIX_BASELINES = ("AdamW", "SGD")
 #: options of the matrix runs, by class (module docstring)
-MATRIX_OPTIONS: dict[str, dict[str, Any]] = {"Muon": {"ns_dtype": None}}
+MATRIX_OPTIONS: dict[str, dict[str, Any]] = {"Muon": {"ns_dtype": None}, "Shampoo": {"preconditioner_dtype": "float64"}}
 
 
 def entries() -> list[tuple[str, Any, dict[str, Any], dict[str, float] | None]]:
@@ -194,7 +195,7 @@ def _matrix_summary(
             f"Problem: {surf.description}. The matrix methods ({methods}) act on U and V as matrices, which a 2-D "
             f"surface cannot show; they run here beside {', '.join(MATRIX_BASELINES)}, {steps} steps, the same "
             f"{len(lrs)} learning rates and objective as above, drawn as loss against step. Muon's Newton-Schulz "
-            "runs in float64 (ns_dtype=None)."
+            "and Shampoo's factor matrices run in float64 (ns_dtype=None, preconditioner_dtype=float64)."
         ),
         "",
         "![matrix loss](matrix-loss.png)",
