@@ -128,7 +128,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="trials each optimizer's sampler proposes at once (default 1); the trials depend on it, never on --workers",
     )  # fmt: skip
     p.add_argument("--tuning-seed", type=int, default=0, help="sampler and trial training seed (default 0); evaluation seeds follow it")
-    p.add_argument("--lr-range", type=_floats(2), default=(1e-5, 1.0), metavar="LOW,HIGH", help="log-uniform lr range (default 1e-5,1)")
+    p.add_argument(
+        "--lr-range", type=_floats(2), metavar="LOW,HIGH",
+        help="log-uniform lr range for every optimizer (default: 1e-5,1, or the range a class declares: Prodigy 0.1,10)",
+    )  # fmt: skip
     p.add_argument(
         "--space",
         action="append",
@@ -381,6 +384,11 @@ def cmd_tune(args: argparse.Namespace) -> int:
     --space), choose on the final validation metric, run the choice with --seeds seeds, print mean ± 95% CI
     and which differences are within noise (Welch p >= 0.05).
 
+    Without --lr-range, the lr range is 1e-5 to 1, except for a class that declares its own (Prodigy,
+    whose lr multiplies its step-size estimate: 0.1 to 10); each optimizer's line says the range it
+    searched, and a chosen value within 5% of its range from a bound (in log scale for the lr) gets a
+    line saying that the optimum may lie beyond it.
+
     What an --opt spec sets is never tuned: "Adam(lr=0.01)" tunes only the --space names, and each
     optimizer's line says what it tuned and what its spec fixed; labels show the values that ran,
     tuned ones marked *.  A failed trial is recorded and the tuning goes on.  Every trial is a
@@ -390,10 +398,11 @@ def cmd_tune(args: argparse.Namespace) -> int:
 
     space = {name: _space(name, text) for name, text in (_split_assignment(item) for item in args.space)}
     task, specs = _lab_task(args), _lab_specs(args)  # bad input fails before the store is touched
+    lr_range = None if args.lr_range is None else tuple(args.lr_range)  # None: each class's own range
     with Store(args.store) as store, _executor(args, task) as executor:
         result = protocol.compare(
             task, specs, args.budget, args.seeds, args.trials, args.tuning_seed, store,
-            tuple(args.lr_range), space, warmup=_warmup(args.warmup), data_dir=args.data_dir, device=args.device,
+            lr_range, space, warmup=_warmup(args.warmup), data_dir=args.data_dir, device=args.device,
             dtype=args.dtype, retry_failed=args.retry_failed, batch=args.batch, executor=executor,
         )  # fmt: skip
     _print_comparison(result)

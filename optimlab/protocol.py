@@ -6,9 +6,15 @@ r"""The fair comparison protocol: equal tuning budgets, several seeds, confidenc
 
 1. **Tune** (:func:`tune`).  Every optimizer gets the same number of Optuna trials, with a TPE
    sampler seeded the same way and the same search space: the learning rate log-uniform over one
-   fixed range (``lr_range``, default :math:`[10^{-5}, 1]`), other hyperparameters only where the
-   user asks (``extra_space``).  Because every optimizer's sampler starts from the same seed,
-   their random start-up trials try the same learning rates (common random numbers).  A trial's
+   range, other hyperparameters only where the user asks (``extra_space``).  The lr range is
+   ``lr_range`` for every optimizer where it is given; otherwise :data:`LR_RANGE`,
+   :math:`[10^{-5}, 1]`, except for a class that declares its own in ``tune_lr_range`` (Prodigy,
+   whose lr multiplies its own step-size estimate: :math:`[0.1, 10]` around the recommended 1).
+   Because every optimizer's sampler starts from the same seed, their random start-up trials try
+   the same learning rates (common random numbers; the same quantiles of a class's own range).
+   A tuned value within :data:`EDGE_FRACTION` of its range from a bound, in the range's own scale
+   (log for the lr), is *at the edge*: the optimum may lie beyond what was searched, and
+   :attr:`Tuned.edges` (printed by ``tune``) and the report say so.  A trial's
    objective is the task's validation metric at the *end* of training (the last curve point,
    not the best epoch), minimised or maximised as the task's ``higher_is_better`` says.
    A diverged trial scores the worst value (:math:`+\infty` when minimising, :math:`-\infty`
@@ -57,7 +63,7 @@ import os
 import sys
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -75,6 +81,8 @@ from .store import Store
 from .tasks import BUDGETS, Budget, Instance, Task
 
 __all__ = [
+    "EDGE_FRACTION",
+    "LR_RANGE",
     "Arm",
     "Comparison",
     "RunFailedError",
@@ -83,13 +91,19 @@ __all__ = [
     "WarmupTask",
     "arm",
     "compare",
+    "default_lr_range",
+    "edge_notes",
     "evaluate",
     "evaluation_seeds",
-    "lr_sensitivity",
     "final_value",
+    "lr_sensitivity",
     "metric_key",
+    "range_edge",
+    "read_tuning_meta",
     "run_seeds",
+    "space_text",
     "tune",
+    "tuning_meta",
 ]
 
 #: A spec of :mod:`optimlab.spec` (text or parsed), a ``torch.optim.Optimizer`` subclass, or
@@ -97,6 +111,14 @@ __all__ = [
 OptimizerSpec = str | spec_mod.OptimizerSpec | type | tuple[str | type, Mapping[str, Any]]
 #: ``{name: ("log", low, high)}`` (log-uniform), ``("lin", low, high)`` (uniform), ``("int", low, high)`` or a list of choices.
 SearchSpace = Mapping[str, Any]
+
+#: The learning-rate range (log-uniform) tune searches for an optimizer whose class declares none
+#: (``tune_lr_range``) when no ``lr_range`` is given.
+LR_RANGE: tuple[float, float] = (1e-5, 1.0)
+#: A tuned value is at the edge of its range when it lies within this fraction of the range from a
+#: bound, measured in the range's own scale (log for the lr and ``log`` dimensions): for the default
+#: lr range, above 10^-0.25 = 0.56 or below 1.8e-5.
+EDGE_FRACTION = 0.05
 
 
 # ---------------------------------------------------------------------------------------------
@@ -341,8 +363,10 @@ class Tuned:
 
     ``free``: the hyperparameters tuned (those of the search space the spec leaves free; empty when
     the spec fixes them all: then no trial runs and ``value`` is NaN); ``fixed``: those of the
-    search space that the spec fixes, never tuned.  ``spec``: the spec with the chosen values set;
-    ``hyperparameters``: the same for the runner; ``label``: what runs, tuned values marked ``*``.
+    search space that the spec fixes, never tuned; ``space``: the range each of ``free`` was
+    searched over (``{"lr": ("log", 1e-05, 1.0)}``).  ``spec``: the spec with the chosen values set;
+    ``hyperparameters``: the same for the runner; ``label``: what runs, tuned values marked ``*``;
+    ``chosen``: the values of ``free`` that won (empty when nothing was tuned).
     """
 
     arm: Arm
@@ -352,13 +376,28 @@ class Tuned:
     spec: spec_mod.OptimizerSpec
     free: tuple[str, ...]
     fixed: tuple[str, ...]
+    space: Mapping[str, Any] = field(default_factory=dict)
+    chosen: Mapping[str, Any] = field(default_factory=dict)
 
     @property
     def label(self) -> str:
         return spec_mod.label(self.spec)
 
+    @property
+    def edges(self) -> list[str]:
+        """One line per chosen value at the edge of its range (:func:`range_edge`), naming the optimizer,
+        the value, the range and the option to widen: what ``tune`` prints.  None when every trial
+        diverged (the first is "best" then, wherever it lies)."""
+        if not math.isfinite(self.value):
+            return []
+        name = spec_mod.format(self.arm.spec)
+        return [
+            f"{name}: best {note}; widen {'--lr-range' if k == 'lr' else f'--space {k}'}"
+            for k, note in edge_notes(self.chosen, self.space).items()
+        ]
+
     def describe(self) -> str:
-        """One line: what was tuned, what the spec fixed, what was chosen."""
+        """One line: what was tuned over which range, what the spec fixed, what was chosen."""
         fixed = f"; fixed by the spec: {', '.join(self.fixed)}" if self.fixed else ""
         if not self.free:
             return f"{self.label}: nothing to tune{fixed}"
@@ -366,9 +405,79 @@ class Tuned:
         diverged = sum(t.status == "diverged" for t in self.trials)
         counts = "".join(f", {n} {what}" for n, what in ((failed, "failed"), (diverged, "diverged")) if n)
         return (
-            f"{self.label}: tuned {', '.join(self.free)} over {len(self.trials)} trials{counts}{fixed}; "
+            f"{self.label}: tuned {space_text(self.space)} over {len(self.trials)} trials{counts}{fixed}; "
             f"final validation {self.value:.4g}"
         )
+
+
+def space_text(space: Mapping[str, Any]) -> str:
+    """A search space as the lines and the report write it: ``lr in [1e-05, 1], eps in {1e-08, 1e-06}``."""
+
+    return ", ".join(f"{name} in {_range_text(d)}" for name, d in space.items())
+
+
+def _range_text(dimension: Any) -> str:
+    """``[1e-05, 1]`` for a range, ``{0.9, 0.99}`` for choices."""
+    if _is_range(dimension):
+        return f"[{_bound(dimension[1])}, {_bound(dimension[2])}]"
+    return f"{{{', '.join(_bound(c) for c in dimension)}}}"
+
+
+def _is_range(dimension: Any) -> bool:
+    """Whether a search-space dimension is a range (a tuple; a list is choices)."""
+    return isinstance(dimension, tuple) and len(dimension) == 3 and dimension[0] in ("log", "lin", "int")
+
+
+def tuning_meta(space: Mapping[str, Any], values: Mapping[str, Any]) -> dict[str, Any]:
+    """What a trial's run stores beside it (its metadata, not its key): the ``space`` searched and the
+    ``values`` suggested, as JSON (a range as ``[kind, low, high]``, choices as ``{"choices": [...]}``)."""
+    return {
+        "space": {k: list(d) if _is_range(d) else {"choices": list(d)} for k, d in space.items()},
+        "values": dict(values),
+    }
+
+
+def read_tuning_meta(meta: Mapping[str, Any] | None) -> tuple[dict[str, Any], dict[str, Any]] | None:
+    """``(space, values)`` of a run's metadata as :func:`tuning_meta` wrote it; ``None`` for a run that was
+    no tuning trial or was stored before trials recorded their space."""
+    tuning = (meta or {}).get("tuning")
+    if not isinstance(tuning, Mapping):
+        return None
+    space = {k: list(d["choices"]) if isinstance(d, Mapping) else tuple(d) for k, d in tuning["space"].items()}
+    return space, dict(tuning["values"])
+
+
+def _bound(value: Any) -> str:
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def range_edge(value: Any, dimension: Any) -> str | None:
+    """``"bottom"`` or ``"top"`` when ``value`` lies within :data:`EDGE_FRACTION` of the range ``dimension``
+    (``("log"|"lin"|"int", low, high)``, as :func:`tune` takes it) from that bound, in the range's own
+    scale; ``None`` inside, for a list of choices (no order, no edge) or a value that is no number."""
+    if not _is_range(dimension) or isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    kind, low, high = dimension
+    scale = math.log if kind == "log" else float
+    position = (scale(value) - scale(low)) / (scale(high) - scale(low))
+    if position <= EDGE_FRACTION:
+        return "bottom"
+    return "top" if position >= 1 - EDGE_FRACTION else None
+
+
+def edge_notes(values: Mapping[str, Any], space: Mapping[str, Any]) -> dict[str, str]:
+    """``{name: "lr=0.97 is at the top of its range [1e-05, 1]: the optimum may lie above"}`` for each value
+    of ``values`` at the edge of its dimension in ``space`` (:func:`range_edge`)."""
+    notes = {}
+    for name, value in values.items():
+        side = range_edge(value, space.get(name))
+        if side is not None:
+            shown = spec_mod._short(float(value)) if isinstance(value, float) else str(value)
+            notes[name] = (
+                f"{name}={shown} is at the {side} of its range {_range_text(space[name])}: "
+                f"the optimum may lie {'above' if side == 'top' else 'below'}"
+            )
+    return notes
 
 
 @contextmanager
@@ -383,12 +492,40 @@ def _quiet_optuna() -> Iterator[Any]:
         optuna.logging.set_verbosity(level)
 
 
-def _check_space(lr_range: tuple[float, float], extra_space: SearchSpace | None) -> dict[str, Any]:
+def _check_lr_range(lr_range: Any, where: str = "lr_range") -> tuple[str, float, float]:
+    """The lr's search-space dimension of the range ``lr_range`` (named ``where`` in the error)."""
     if not (isinstance(lr_range, (tuple, list)) and len(lr_range) == 2):
-        raise ValueError(f"tune: invalid lr_range={lr_range!r}: expected (low, high) with 0 < low < high")
-    check_range("tune", "lr_range[0]", lr_range[0], 0.0, low_open=True)
-    check_range("tune", "lr_range[1]", lr_range[1], lr_range[0], low_open=True)
-    space: dict[str, Any] = {"lr": ("log", float(lr_range[0]), float(lr_range[1]))}
+        raise ValueError(f"tune: invalid {where}={lr_range!r}: expected (low, high) with 0 < low < high")
+    check_range("tune", f"{where}[0]", lr_range[0], 0.0, low_open=True)
+    check_range("tune", f"{where}[1]", lr_range[1], lr_range[0], low_open=True)
+    return ("log", float(lr_range[0]), float(lr_range[1]))
+
+
+def default_lr_range(spec: OptimizerSpec) -> tuple[float, float]:
+    """The lr range :func:`tune` searches for ``spec`` when no ``lr_range`` is given: the ``tune_lr_range``
+    of the class whose lr is tuned (a wrapper's inner optimizer's, Lookahead's), else :data:`LR_RANGE`.
+
+    Raises:
+        ValueError: the class declares a range that is not ``(low, high)`` with ``0 < low < high``.
+    """
+    return _lr_range_of(arm(spec).spec)
+
+
+def _lr_range_of(parsed: spec_mod.OptimizerSpec) -> tuple[float, float]:
+    try:
+        holder = spec_mod._locate(parsed, "lr")[0].cls
+    except ValueError:  # no lr to tune: _plan says so, naming the optimizer
+        return LR_RANGE
+    declared = getattr(holder, "tune_lr_range", None)
+    if declared is None:
+        return LR_RANGE
+    _, low, high = _check_lr_range(declared, f"{holder.__name__}.tune_lr_range")
+    return (low, high)
+
+
+def _check_space(lr_range: tuple[float, float] | None, extra_space: SearchSpace | None) -> dict[str, Any]:
+    """The search space; its ``"lr"`` is ``None`` where each optimizer takes :func:`default_lr_range`."""
+    space: dict[str, Any] = {"lr": None if lr_range is None else _check_lr_range(lr_range)}
     for name, spec in (extra_space or {}).items():
         if name in ("lr", "optimizer.lr"):
             raise ValueError(f"tune: invalid extra_space name {name!r}: the learning rate's range is lr_range")
@@ -468,7 +605,7 @@ def tune(
     trials: int = 20,
     seed: int = 0,
     store: Store | None = None,
-    lr_range: tuple[float, float] = (1e-5, 1.0),
+    lr_range: tuple[float, float] | None = None,
     extra_space: SearchSpace | None = None,
     *,
     warmup: int | str | None = None,
@@ -504,9 +641,11 @@ def tune(
         ``>= 0``: the TPE sampler's seed and the training seed of every trial.
     store : Store, optional
         Where trials are kept; with it, a re-run resumes (finished trials are read back).
-    lr_range : (float, float)
-        The learning rate is sampled log-uniformly from ``[low, high]`` (a wrapper without a
-        learning rate, Lookahead, tunes its inner optimizer's).
+    lr_range : (float, float), optional
+        The learning rate is sampled log-uniformly from ``[low, high]`` for every optimizer (a
+        wrapper without a learning rate, Lookahead, tunes its inner optimizer's).  ``None``
+        (default): each optimizer's :func:`default_lr_range`, :data:`LR_RANGE` unless its class
+        declares ``tune_lr_range``.
     extra_space : mapping, optional
         Other hyperparameters to tune, named as in :mod:`optimlab.spec` (``eps``, ``beta1``,
         ``optimizer.beta2``): ``("log"|"lin"|"int", low, high)`` or a list of choices.  Every
@@ -533,7 +672,10 @@ def tune(
     dict
         ``{spec: Tuned}`` in the order given, keyed by each spec's :func:`optimlab.spec.format`
         (``"Adam"``, ``"NAG(lr=0.01)"``).  ``Tuned.spec`` is the spec with the best
-        trial's values (Optuna's best; the first of equal values).
+        trial's values (Optuna's best; the first of equal values); ``Tuned.space`` the ranges
+        searched, ``Tuned.edges`` a line for each chosen value at the edge of its range.  Each
+        trial's run is stored with its search space and suggested values (the run's metadata,
+        not its key), so that the report can say the same.
 
     Raises:
         ValueError: a bad argument, before anything runs.
@@ -544,8 +686,9 @@ def tune(
     check_int("tune", "seed", seed, 0)
     the_task = _task(task, warmup)
     arms = _arms(optimizers, distinct_labels=False)  # "Adam" (tuned) and "Adam(lr=0.001)" differ once tuned
-    space = _check_space(lr_range, extra_space)
-    plans = [_plan(a, space) for a in arms]
+    shared = _check_space(lr_range, extra_space)
+    spaces = [{**shared, "lr": shared["lr"] or ("log", *_lr_range_of(a.spec))} for a in arms]
+    plans = [_plan(a, space) for a, space in zip(arms, spaces)]
     check_environment(the_task, data_dir, device)  # a wrong data directory fails once, not as every trial
     check_choice("protocol", "dtype", dtype, DTYPES)
     check_int("tune", "batch", batch, 1)
@@ -569,9 +712,10 @@ def tune(
                 """Propose arm ``i``'s next batch, tell it back once complete, until its trials are done."""
                 while not asked[i] and len(done[i]) < trials:
                     a, free = arms[i], plans[i][0]
+                    searched = {k: spaces[i][k] for k in free}
                     for number in range(len(done[i]), min(len(done[i]) + batch, trials)):
                         trial = studies[i].ask()
-                        suggested = _suggest(trial, {k: space[k] for k in free})
+                        suggested = _suggest(trial, searched)
                         asked[i][number] = (trial, suggested)
                         try:
                             config = a.spec.with_values(suggested).to_config()
@@ -581,7 +725,9 @@ def tune(
                         except Exception as e:  # noqa: BLE001 - a failed trial is a result of the tuning (issue 10)
                             told[i][number] = _failed(number, suggested, None, e)
                             continue
-                        driver.submit(spec, (i, number))
+                        # the range searched, beside the run and outside its key: the report reads it back
+                        meta = {**spec.meta, "tuning": tuning_meta(searched, suggested)}
+                        driver.submit(replace(spec, meta=meta), (i, number))
                     if len(told[i]) == len(asked[i]):
                         tell(i)
 
@@ -613,9 +759,11 @@ def tune(
             best = studies[i].best_trial
             chosen = replace(a.spec.with_values(best.params), tuned=frozenset(free))
             hp = chosen.to_config()["hyperparameters"]
-            out[name] = Tuned(a, hp, float(best.value), tuple(done[i]), chosen, free, fixed)
+            searched = {k: spaces[i][k] for k in free}
+            out[name] = Tuned(a, hp, float(best.value), tuple(done[i]), chosen, free, fixed, searched, best.params)
         if progress:
-            tqdm.write(out[name].describe(), file=sys.stderr)
+            for line in (out[name].describe(), *out[name].edges):
+                tqdm.write(line, file=sys.stderr)
     return out
 
 
@@ -818,7 +966,7 @@ def compare(
     trials: int = 20,
     seed: int = 0,
     store: Store | str | os.PathLike[str] | None = None,
-    lr_range: tuple[float, float] = (1e-5, 1.0),
+    lr_range: tuple[float, float] | None = None,
     extra_space: SearchSpace | None = None,
     *,
     warmup: int | str | None = None,

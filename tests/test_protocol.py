@@ -13,12 +13,16 @@ import torch
 
 from optimlab import protocol, runner
 from optimlab.protocol import (
+    LR_RANGE,
     WarmupTask,
     arm,
     compare,
+    default_lr_range,
     evaluate,
     final_value,
     lr_sensitivity,
+    range_edge,
+    read_tuning_meta,
     tune,
 )
 from optimlab.stats import summarize
@@ -150,6 +154,7 @@ def test_diverged_trials_count_as_the_worst_value(tmp_path: Path) -> None:
     assert [t.status for t in trials] == ["diverged", "diverged"]
     assert all(t.value == math.inf for t in trials)  # airfoil's loss is minimised: the worst is +inf
     assert result["SGD"].value == math.inf
+    assert result["SGD"].edges == []  # the "best" of diverged trials is the first, wherever it lies: no edge
 
 
 def test_compare_runs_the_choice_at_seeds_other_than_the_tuning_seed(tmp_path: Path) -> None:
@@ -359,7 +364,7 @@ def test_every_spelling_runs_in_run_and_tune(tmp_path: Path, capsys: pytest.Capt
                           "--space", "optimizer.beta1=lin:0.5:0.9", "--trials", "2", "--seeds", "2",
                           *store])  # fmt: skip
     said = [line for line in lines if line.startswith("Lookahead(Adam(lr=")]
-    assert len(said) == 1 and "tuned lr, optimizer.beta1 over 2 trials" in said[0]
+    assert len(said) == 1 and "tuned lr in [1e-05, 1], optimizer.beta1 in [0.5, 0.9] over 2 trials" in said[0]
 
 
 def test_a_failed_trial_is_recorded_and_tuning_goes_on(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -428,3 +433,98 @@ def test_compare_on_a_network_task(task: str, tmp_path: Path) -> None:
     assert {len(t.trials) for t in result.tuned.values()} == {2}
     assert result.metric == {"gan-ring": "test_coverage", "mnist-cnn": "test_accuracy"}[task] and result.higher_is_better
     assert all(s.n + s.diverged == 2 for s in result.summaries)
+
+
+# ---------------------------------------------------------------------------------------------
+# Each optimizer's lr range, and a best value at the edge of what was searched (issue 14)
+# ---------------------------------------------------------------------------------------------
+
+
+class DeclaresItsRange(torch.optim.SGD):
+    """A user's optimizer whose lr is searched over its own range."""
+
+    tune_lr_range = (0.01, 0.1)
+
+
+class DeclaresABadRange(torch.optim.SGD):
+    tune_lr_range = (1.0, 0.1)
+
+
+def fixed_lrs(monkeypatch: pytest.MonkeyPatch, lrs: list[float]) -> None:
+    """Every optimizer's sampler tries ``lrs`` in turn, in place of TPE: the winner is known."""
+    import optuna
+
+    class Fixed(optuna.samplers.BaseSampler):  # Optuna's GridSampler stops the study, which needs optimize()
+        def infer_relative_search_space(self, study: Any, trial: Any) -> dict[str, Any]:
+            return {}
+
+        def sample_relative(self, study: Any, trial: Any, search_space: Any) -> dict[str, Any]:
+            return {}
+
+        def sample_independent(self, study: Any, trial: Any, name: str, distribution: Any) -> float:
+            return lrs[trial.number]
+
+    monkeypatch.setattr(optuna.samplers, "TPESampler", lambda **_: Fixed())
+
+
+def test_range_edge_is_the_outer_5_percent_of_the_range_in_its_own_scale() -> None:
+    log = ("log", 1e-5, 1.0)  # five decades: the outer 5% is a quarter decade at each end (1.78e-5, 0.562)
+    values = (1e-5, 1.7e-5, 1.9e-5, 1e-3, 0.55, 0.57, 1.0)
+    assert [range_edge(v, log) for v in values] == ["bottom", "bottom", None, None, None, "top", "top"]
+    assert [range_edge(v, ("lin", 0.9, 0.999)) for v in (0.904, 0.906, 0.99, 0.996)] == ["bottom", None, None, "top"]
+    assert [range_edge(v, ("int", 1, 10)) for v in (1, 2, 9, 10)] == ["bottom", None, None, "top"]
+    assert range_edge(0.99, [0.9, 0.99]) is None  # choices have no order, so no edge
+
+
+def test_a_best_lr_at_the_top_of_its_range_is_said_and_one_inside_is_not(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    fixed_lrs(monkeypatch, [0.002, 0.03])  # on airfoil (smoke) Adam ends lower at 0.03
+    with Store(tmp_path / "lab.sqlite") as store:
+        top = tune("airfoil-linreg", ["Adam"], "smoke", trials=2, store=store, lr_range=(1e-3, 0.032))["Adam"]
+    with Store(tmp_path / "other.sqlite") as store:
+        inside = tune("airfoil-linreg", ["Adam"], "smoke", trials=2, store=store, lr_range=(1e-4, 1.0))["Adam"]
+    printed = [line for line in capsys.readouterr().err.splitlines() if line.startswith("Adam")]  # no progress bar
+    assert top.chosen == inside.chosen == {"lr": 0.03} and top.value == inside.value
+    line = "Adam: best lr=0.03 is at the top of its range [0.001, 0.032]: the optimum may lie above; widen --lr-range"
+    assert top.edges == [line] and printed[:2] == [top.describe(), line]  # printed right below its tuning line
+    assert inside.edges == [] and printed[2:] == [inside.describe()]
+    assert inside.describe().startswith("Adam(lr=0.03*): tuned lr in [0.0001, 1] over 2 trials; final validation ")
+
+
+def test_prodigy_searches_its_own_lr_range_unless_one_is_given(tmp_path: Path) -> None:
+    assert default_lr_range("Prodigy") == default_lr_range("Lookahead(Prodigy, k=3)") == (0.1, 10.0)
+    assert default_lr_range("Adam") == default_lr_range("torch.SGD") == LR_RANGE == (1e-5, 1.0)
+    assert default_lr_range(DeclaresItsRange) == (0.01, 0.1)  # any class may declare one
+    with pytest.raises(ValueError, match=r"tune: invalid DeclaresABadRange.tune_lr_range\[1\]=0.1"):
+        default_lr_range(DeclaresABadRange)
+    with Store(tmp_path / "lab.sqlite") as store:
+        common = {"budget": "smoke", "trials": 2, "seed": 1, "store": store, "progress": False}
+        own = tune("airfoil-linreg", ["Prodigy", "Adam"], **common)
+        given = tune("airfoil-linreg", ["Prodigy"], lr_range=LR_RANGE, **common)
+        adam = tune("airfoil-linreg", ["Adam"], lr_range=LR_RANGE, **common)
+        records = {r["key"]: r for r in store.runs()}
+    prodigy = own["Prodigy"]
+    assert prodigy.space == {"lr": ("log", 0.1, 10.0)}
+    assert own["Adam"].space == given["Prodigy"].space == {"lr": ("log", *LR_RANGE)}
+    assert [len(t.trials) for t in (*own.values(), given["Prodigy"])] == [2, 2, 2]  # the budgets stay equal
+    assert all(0.1 <= t.suggested["lr"] <= 10.0 for t in prodigy.trials)
+    assert all(t.suggested["lr"] <= 1.0 for t in given["Prodigy"].trials)
+
+    def positions(tuned: protocol.Tuned) -> list[float]:
+        _, low, high = tuned.space["lr"]
+        return [math.log(t.suggested["lr"] / low) / math.log(high / low) for t in tuned.trials]
+
+    assert positions(prodigy) == pytest.approx(positions(own["Adam"]), abs=1e-12)  # the same quantiles of each range
+    assert prodigy.describe().startswith(f"{prodigy.label}: tuned lr in [0.1, 10] over 2 trials")
+    # a class that declares no range searches the old one: the same trials, the same runs (nothing new trained)
+    assert [t.key for t in adam["Adam"].trials] == [t.key for t in own["Adam"].trials]
+    assert len(records) == 6
+    # each trial's run holds the space its values were drawn from, beside the run: its key holds no range
+    for tuned in (prodigy, own["Adam"], given["Prodigy"]):
+        for t in tuned.trials:
+            record = records[t.key]
+            assert read_tuning_meta(record["meta"]) == (tuned.space, t.suggested)
+            config = record["config"]
+            spec = runner.prepare("airfoil-linreg", config["optimizer"], config["hyperparameters"], 1, "smoke")
+            assert spec.key == t.key
