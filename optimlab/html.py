@@ -207,11 +207,11 @@ def _summary(page: _Page, task: Any, members: list[report_mod.Configuration], tr
     body = []
     for r in rows:
         res = resources[r["label"]]
-        p = "" if math.isnan(r["welch_p"]) else f" (p={r['welch_p']:.2g})"
         peak = [x["peak_rss_bytes"] for x in res if x["peak_rss_bytes"] is not None]
         body.append(
-            [r["label"], r["hyperparameters"] or "(defaults)", r["trials"], r["interval"], f"{r['diverged']} of {r['seeds']}",
-             r["status"] + p, f"{r['wall_time_s']:.3g} s", report_mod._bytes(r["state_bytes"]),
+            [r["label"], r["hyperparameters"] or "(defaults)", r["trials"], r["search_space"] or "—", r["interval"],
+             f"{r['diverged']} of {r['seeds']}", report_mod._standing(r), f"{r['wall_time_s']:.3g} s",
+             report_mod._bytes(r["state_bytes"]),
              report_mod._bytes(int(max(peak))) if peak else "not recorded",
              f"{sum(x['steps_per_s'] for x in res) / len(res):.4g}"]
         )  # fmt: skip
@@ -226,6 +226,7 @@ def _summary(page: _Page, task: Any, members: list[report_mod.Configuration], tr
                 "optimizer",
                 "tuned hyperparameters",
                 "trials",
+                "searched",
                 "final metric",
                 "diverged",
                 "standing",

@@ -19,10 +19,13 @@ For every task and budget in the store (finished runs only) it writes into ``out
   drawn configuration at its first evaluation seed, side by side (:func:`samples_figure`).
 * ``summary-<task>-<budget>.csv`` and a section of ``summary.md``: one row per evaluated
   configuration: what ran (:func:`optimlab.spec.label`: the lr, every other hyperparameter that
-  differs from its default, tuned values marked ``*``), tuning trials, the final metric's
-  mean and 95% interval over the seeds that did not diverge, how many of its seeds diverged, wall
-  time per run, optimizer-state bytes, its standing against the best-ranked row and the verdict
-  (:mod:`optimlab.stats`).
+  differs from its default, tuned values marked ``*``), tuning trials and the ranges they searched,
+  the final metric's mean and 95% interval over the seeds that did not diverge, how many of its
+  seeds diverged, wall time per run, optimizer-state bytes, its standing against the best-ranked
+  row and the verdict (:mod:`optimlab.stats`).  A tuned value at the edge of its range
+  (:func:`optimlab.protocol.range_edge`: the optimum may lie beyond it) is flagged beside the
+  standing, as ``optimlab tune`` printed it.  The ranges come from the winning trial's run, which
+  :func:`optimlab.protocol.tune` stores with its search space; runs stored before it did show none.
 
 Every figure is written beside a tidy CSV of the numbers drawn and a JSON of what was drawn.
 
@@ -50,7 +53,7 @@ from . import spec as spec_mod
 from . import tasks as tasks_mod
 from .figures import _figure, _fmt, _palette
 from .optim._validate import check_int
-from .protocol import final_value, metric_key
+from .protocol import EDGE_FRACTION, edge_notes, final_value, metric_key, read_tuning_meta, space_text
 from .runner import json_plain
 from .stats import summarize, verdict
 from .store import Store, canonical_json
@@ -81,7 +84,9 @@ class Configuration:
     """Every run of one (task, budget, optimizer, hyperparameters) in the store, by seed.
 
     ``optimizer``: the arm as the user fixed it (``AdamW(weight_decay=0.01)``); ``shown``: the
-    tuned values; ``name``: what ran, :func:`optimlab.spec.label` (tuned values marked ``*``).
+    tuned values; ``name``: what ran, :func:`optimlab.spec.label` (tuned values marked ``*``);
+    ``tuning``: ``(search space, values)`` of the tuning trial that ran these hyperparameters, as
+    that trial stored them (:func:`optimlab.protocol.read_tuning_meta`), or ``None``.
     """
 
     task: str
@@ -91,6 +96,7 @@ class Configuration:
     shown: dict[str, Any]
     name: str
     runs: dict[int, dict[str, Any]] = field(default_factory=dict)
+    tuning: tuple[dict[str, Any], dict[str, Any]] | None = None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -185,12 +191,17 @@ def read_store(store: Store, tuning_seed: int = 0) -> tuple[list[Configuration],
     varying = {key: {k for k in hps[0] if any(h.get(k) != hps[0][k] for h in hps)} | {"lr"} for key, hps in trial_hps.items()}
     configurations: dict[tuple[str, ...], Configuration] = {}
     trials: dict[tuple[str, str, str], int] = {}
+    searched: dict[tuple[str, ...], tuple[dict[str, Any], dict[str, Any]]] = {}
     for config, name, hp, differ, spec, record in rows:
         tuned = varying.get((config["task"], config["budget"], name), {"lr"})
         fixed = {k: v for k, v in differ.items() if k not in tuned}
         group = (config["task"], config["budget"], _label(name, fixed))
         if config["seed"] == tuning_seed:
             trials[group] = trials.get(group, 0) + 1
+            tuning = read_tuning_meta(record.get("meta"))
+            if tuning is not None:  # a diverged winner (every trial diverged) is at no edge worth flagging
+                space, values = tuning
+                searched[(*group, canonical_json(hp))] = (space, {} if record["final"].get("diverged") else values)
             continue
         shown = {k: v for k, v in differ.items() if k not in fixed}
         was_tuned = (config["task"], config["budget"], name) in varying
@@ -199,6 +210,8 @@ def read_store(store: Store, tuning_seed: int = 0) -> tuple[list[Configuration],
         c = configurations.setdefault((*group, canonical_json(hp)), Configuration(*group, hp, shown, label))
         c.runs[config["seed"]] = {"key": record["key"], "config": config, "final": record["final"],
                                   "curve": store.epochs(record["key"]), "state_bytes": record["state_bytes"]}  # fmt: skip
+    for key, c in configurations.items():
+        c.tuning = searched.get(key)  # the trial that won, evaluated at the other seeds
     return list(configurations.values()), trials
 
 
@@ -469,6 +482,8 @@ def _summary_rows(
                 "label": c.name,
                 "hyperparameters": ", ".join(f"{k}={_text(v)}" for k, v in c.shown.items()),
                 "trials": trials.get((c.task, c.budget, c.optimizer), 0),
+                "search_space": space_text(c.tuning[0]) if c.tuning else "",
+                "range_edge": "; ".join(edge_notes(c.tuning[1], c.tuning[0]).values()) if c.tuning else "",
                 "metric": final_key,
                 "mean": s.mean,
                 "ci95_low": s.low,
@@ -494,18 +509,26 @@ def _markdown(task: str, budget: str, rows: Sequence[Mapping[str, Any]], final_k
         "Standing: against the best-ranked row by Welch's t-test (within noise: p >= 0.05); a row with a diverged "
         "seed is never best over one without.\n\n"
         "Each optimizer is named by what ran: every hyperparameter that differs from its default, and the "
-        "learning rate; tuned values are marked *.\n\n"
-        "| optimizer | trials | final metric | diverged | wall time / run | optimizer state | standing |\n"
-        "|---|---:|---:|---:|---:|---:|---|\n"
+        f"learning rate; tuned values are marked *. A tuned value within {EDGE_FRACTION:.0%} of its range from a "
+        "bound (in log scale for the lr) is flagged: the optimum may lie beyond what was searched.\n\n"
+        "| optimizer | trials | searched | final metric | diverged | wall time / run | optimizer state | standing |\n"
+        "|---|---:|---|---:|---:|---:|---:|---|\n"
     )
     lines = []
     for r in rows:
-        p = "" if math.isnan(r["welch_p"]) else f" (p={r['welch_p']:.2g})"
         lines.append(
-            f"| {r['label']} | {r['trials']} | {r['interval']} "
-            f"| {r['diverged']} of {r['seeds']} | {r['wall_time_s']:.3g} s | {_bytes(r['state_bytes'])} | {r['status']}{p} |"
+            f"| {r['label']} | {r['trials']} | {r['search_space'] or '—'} | {r['interval']} | {r['diverged']} of "
+            f"{r['seeds']} | {r['wall_time_s']:.3g} s | {_bytes(r['state_bytes'])} | {_standing(r)} |"
         )
     return head + "\n".join(lines) + f"\n\n{text[0].upper()}{text[1:]}.\n"
+
+
+def _standing(row: Mapping[str, Any]) -> str:
+    """A summary row's standing as the tables show it: the status, Welch's p, and a flag where a tuned value
+    sits at the edge of its range (as the diverged and not-enough-seeds standings, it qualifies the result)."""
+    p = "" if math.isnan(row["welch_p"]) else f" (p={row['welch_p']:.2g})"
+    edge = f"; ⚠ {row['range_edge']}" if row["range_edge"] else ""
+    return f"{row['status']}{p}{edge}"
 
 
 def _bytes(n: int) -> str:

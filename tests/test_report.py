@@ -58,9 +58,9 @@ def test_report_writes_figures_tables_and_markdown(tmp_path: Path) -> None:
     assert len(radam) == 4 and all(r["trials"] == "0" for r in radam)
 
     md = (out / "summary.md").read_text()
-    assert "## airfoil-linreg, smoke budget" in md and "| optimizer | trials | final metric | diverged |" in md
+    assert "## airfoil-linreg, smoke budget" in md and "| optimizer | trials | searched | final metric | diverged |" in md
     assert md.count("| best |") == 1 and ("No winner" in md or " is best; " in md)
-    assert "| RAdam(lr=1e5) | 0 | — | 2 of 2 | " in md  # a diverged lr is a row, named by what ran
+    assert "| RAdam(lr=1e5) | 0 | — | — | 2 of 2 | " in md  # a diverged lr is a row, named by what ran (not tuned)
 
     lr_rows = _csv(out / "lr-airfoil-linreg-smoke.csv")
     assert [float(r["lr"]) for r in lr_rows] == [0.003, 0.03, 0.1, 1e5]
@@ -100,6 +100,37 @@ def test_cli_run_tune_report_produce_files(tmp_path: Path, capsys: pytest.Captur
     assert cli.main(["tune", *common, "--opt", "Adam", "--trials", "0"]) == 2
     assert "trials" in capsys.readouterr().err
     assert cli.main(["report", "--store", str(tmp_path / "missing.sqlite"), "--out", str(out)]) == 2
+
+
+def test_tune_and_report_flag_a_tuned_lr_at_the_edge_of_its_range(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 14: Adam tuned over [0.001, 0.032] wins at 0.03, the top of that range; Momentum, over the default
+    range, wins inside it.  tune prints the flag under Adam's line; the report shows it beside Adam's standing
+    (summary.md, the CSV, index.html) with each optimizer's range; Momentum gets no flag."""
+    from tests.test_protocol import fixed_lrs
+
+    fixed_lrs(monkeypatch, [0.002, 0.03])  # both tried by each optimizer; on airfoil Adam ends lower at 0.03
+    store = str(tmp_path / "lab.sqlite")
+    common = ["--task", "airfoil-linreg", "--budget", "smoke", "--store", store, "--data-dir", str(DATA), "--seeds", "2",
+              "--trials", "2"]  # fmt: skip
+    flag = "lr=0.03 is at the top of its range [0.001, 0.032]: the optimum may lie above"
+    assert cli.main(["tune", *common, "--opt", "Adam", "--lr-range", "1e-3,0.032"]) == 0
+    assert f"Adam: best {flag}; widen --lr-range" in capsys.readouterr().err.splitlines()
+    assert cli.main(["tune", *common, "--opt", "Momentum"]) == 0
+    assert "the optimum may lie" not in capsys.readouterr().err
+    out = tmp_path / "report"
+    assert cli.main(["report", "--store", store, "--out", str(out)]) == 0
+    rows = {r["optimizer"]: r for r in _csv(out / "summary-airfoil-linreg-smoke.csv")}
+    assert (rows["Adam"]["search_space"], rows["Adam"]["range_edge"]) == ("lr in [0.001, 0.032]", flag)
+    assert (rows["Momentum"]["search_space"], rows["Momentum"]["range_edge"]) == ("lr in [1e-05, 1]", "")
+    md = (out / "summary.md").read_text().splitlines()
+    (adam,) = [line for line in md if line.startswith("| Adam(")]
+    assert adam.startswith("| Adam(lr=0.03*) | 2 | lr in [0.001, 0.032] | ") and adam.endswith(f"; ⚠ {flag} |")
+    (momentum,) = [line for line in md if line.startswith("| Momentum(")]
+    assert "| 2 | lr in [1e-05, 1] | " in momentum and "⚠" not in momentum
+    page = (out / "index.html").read_text(encoding="utf-8")
+    assert page.count(f"; ⚠ {flag}</td>") == 1 and page.count("⚠ lr=") == 1
 
 
 def test_report_of_a_store_with_betas_and_lookahead_runs(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
