@@ -386,7 +386,7 @@ class Tuned:
     @property
     def edges(self) -> list[str]:
         """One line per chosen value at the edge of its range (:func:`range_edge`), naming the optimizer,
-        the value, the range and the option to widen: what ``tune`` prints.  None when every trial
+        the value, the range and the option to widen: what ``tune`` prints.  Empty when every trial
         diverged (the first is "best" then, wherever it lies)."""
         if not math.isfinite(self.value):
             return []
@@ -412,7 +412,6 @@ class Tuned:
 
 def space_text(space: Mapping[str, Any]) -> str:
     """A search space as the lines and the report write it: ``lr in [1e-05, 1], eps in {1e-08, 1e-06}``."""
-
     return ", ".join(f"{name} in {_range_text(d)}" for name, d in space.items())
 
 

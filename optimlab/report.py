@@ -25,7 +25,8 @@ For every task and budget in the store (finished runs only) it writes into ``out
   row and the verdict (:mod:`optimlab.stats`).  A tuned value at the edge of its range
   (:func:`optimlab.protocol.range_edge`: the optimum may lie beyond it) is flagged beside the
   standing, as ``optimlab tune`` printed it.  The ranges come from the winning trial's run, which
-  :func:`optimlab.protocol.tune` stores with its search space; runs stored before it did show none.
+  :func:`optimlab.protocol.tune` stores with its search space; runs stored before it did show none,
+  and a trial that two tunings share (the same values give the same run) keeps the first one's.
 
 Every figure is written beside a tidy CSV of the numbers drawn and a JSON of what was drawn.
 
