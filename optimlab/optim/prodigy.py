@@ -69,10 +69,14 @@ import torch
 from torch import Tensor
 
 from . import _native
-from ._base import CHUNK, RuleOptimizer, State, _values
+from ._base import RuleOptimizer, State, _values
 from ._math import is_zero
 from ._tensorlist import TensorList
 from ._validate import check_betas, check_int, check_range
+
+#: elements per piece whose sums the estimate takes (the native first pass writes a piece's terms to a reused
+#: buffer, small enough to be read back from the cache)
+PIECE = 1 << 19
 
 #: the entries of a param group the step reads as numbers (the estimate's own entries are tensors)
 _OPTIONS = (
@@ -95,13 +99,14 @@ def prodigy_moments(grad: Any, state: State, *, beta1: Any, beta2: Any, d: Any) 
     return new_state
 
 
-def prodigy_terms(grad: Any, param: Any, p0: Any, s: Any, *, beta3: Any, weight: Any) -> tuple[Any, Any]:
-    """The estimate's terms of one (sliced) tensor: the new ``s`` and :math:`g\\,(x_0 - x)`, elementwise.
+def prodigy_terms(grad: Any, param: Any, p0: Any, s: Any, *, beta3: Any, weight: Any) -> tuple[Any, Any, Any]:
+    """The estimate's terms of one (sliced) tensor, elementwise: the new ``s``, :math:`g\\,(x_0 - x)` and
+    :math:`\\lvert s\\rvert`, the last two summed over every tensor by the step.
 
-    ``weight`` is :math:`(d_k/d_0)\\,\\delta_k`, or :math:`(d_k/d_0)\\,d_k` with ``safeguard_warmup``;
-    the step sums the second value over every tensor, and :math:`\\lvert s\\rvert` likewise.
+    ``weight`` is :math:`(d_k/d_0)\\,\\delta_k`, or :math:`(d_k/d_0)\\,d_k` with ``safeguard_warmup``.
     """
-    return beta3 * s + weight * grad, grad * (p0 - param)
+    new_s = beta3 * s + weight * grad
+    return new_s, grad * (p0 - param), new_s.abs()
 
 
 def prodigy_update(
@@ -144,12 +149,13 @@ def prodigy_first_pass(
 ) -> tuple[Any, State]:
     """The first pass with ``slice_p = 1``, a rule of the library's form (the native path compiles it).
 
-    ``param`` is returned as it is; the state gains ``term``, :math:`g\\,(x_0 - x)` per element,
-    which the step sums (the caller's buffer: it is not kept).
+    ``param`` is returned as it is; the state gains the two terms the step sums, ``term`` and ``abs_s``
+    (the caller's buffers: they are not kept).
     """
     grad = _coupled(param, grad, weight_decay, decouple)
     new_state = dict(state) | prodigy_moments(grad, state, beta1=beta1, beta2=beta2, d=d)
-    new_state["s"], new_state["term"] = prodigy_terms(grad, param, state["p0"], state["s"], beta3=beta3, weight=weight)
+    terms = prodigy_terms(grad, param, state["p0"], state["s"], beta3=beta3, weight=weight)
+    new_state["s"], new_state["term"], new_state["abs_s"] = terms
     return param, new_state
 
 
@@ -280,7 +286,7 @@ class Prodigy(RuleOptimizer):
         if first["use_bias_correction"]:
             dlr = dlr * ((1 - beta2 ** (k + 1)) ** 0.5 / (1 - beta1 ** (k + 1)))
 
-        terms, s = [], []  # every tensor's, in order: a split into groups sums alike
+        dots, sizes = [], []  # every tensor's pieces, in order: a split into groups sums alike
         for group, opts, params, prepared in work:
             if is_zero(opts["lr"]):  # the authors': such a group adds nothing and keeps its moments
                 continue
@@ -293,14 +299,15 @@ class Prodigy(RuleOptimizer):
                 "d": d,
                 "weight": weight,
             }
-            dot = self._first_pass(group, opts["slice_p"], params, prepared, {**hyper, "decouple": first["decouple"]})
+            hyper = _numbers({**hyper, "decouple": first["decouple"]}, device)
+            dot, size = self._first_pass(group, opts["slice_p"], params, prepared, hyper)
             if dot:
-                terms.append((d / opts["d0"]) * dlr * torch.stack(dot))
-            s += [tensors["s"] for _, tensors, _ in prepared]
-        denominator = _total(torch._foreach_norm(s, 1, dtype=torch.float64), device)
+                dots.append((d / opts["d0"]) * dlr * torch.stack(dot).to(torch.float64))
+                sizes.append(torch.stack(size).to(torch.float64))
+        denominator = torch.cat(sizes).sum() if sizes else torch.zeros((), dtype=torch.float64, device=device)
         # every gradient so far 0 where the sums look: the moments moved, nothing else does (the authors')
         zero = denominator == 0
-        numerator_new = numerator * beta3 + (torch.cat(terms).sum() if terms else 0.0)
+        numerator_new = numerator * beta3 + (torch.cat(dots).sum() if dots else 0.0)
         d_hat = first["d_coef"] * numerator_new / denominator
         # Python's max(a, b) and min(a, b) (a unless b is larger, smaller), as the authors' code takes them
         d_new = torch.where((d == options[-1]["d0"]) & (d_hat > d), d_hat, d)
@@ -308,7 +315,8 @@ class Prodigy(RuleOptimizer):
         grown = d_new * first["growth_rate"]
         d_new = torch.where(grown < d_max_new, grown, d_max_new)
         d_next = torch.where(zero, d, d_new)
-        hyper = {"decouple": first["decouple"], "dlr": torch.where(zero, torch.zeros_like(dlr), dlr), "d_next": d_next}
+        hyper = _numbers({"dlr": torch.where(zero, torch.zeros_like(dlr), dlr), "d_next": d_next}, device)
+        hyper["decouple"] = first["decouple"]
         for group, opts, params, prepared in work:
             self._second_pass(
                 group, params, prepared, {**hyper, "eps": opts["eps"], "weight_decay": opts["weight_decay"]}
@@ -334,30 +342,25 @@ class Prodigy(RuleOptimizer):
 
     def _first_pass(
         self, group: dict[str, Any], slice_p: int, params: list[Tensor], prepared: list[Any], hyper: dict[str, Any]
-    ) -> list[Tensor]:
-        """Moments and ``s`` of ``group``'s tensors written; returns the sums of :math:`g\\,(x_0 - x)` over pieces.
-
-        Natively where it can (``slice_p = 1``), in pieces of at most :data:`CHUNK` elements whose
-        terms go to one reused buffer; every path sums the terms in the same pieces, in the same order.
+    ) -> tuple[list[Tensor], list[Tensor]]:
+        """Moments and ``s`` of ``group``'s tensors written; returns the sums of :math:`g\\,(x_0 - x)` and of
+        :math:`\\lvert s\\rvert` over each piece of at most :data:`PIECE` elements of each tensor, in order, in
+        the tensor's dtype.  Natively where it can (``slice_p = 1``), else by torch: every path takes the same
+        sums of the same pieces, so they agree, and a split of the tensors into groups sums alike.
         """
-        sums: list[list[Tensor]] = [[] for _ in params]
+        sums: list[list[tuple[Tensor, Tensor]]] = [[] for _ in params]
         rest = list(range(len(params)))
         if slice_p == 1 and _native.wanted(self, group):
             rest = self._first_pass_native(params, prepared, hyper, sums)
-        if group["foreach"] or (group["foreach"] is None and all(params[i].is_cuda for i in rest)):
-            batches = [rest] if rest else []
-        else:
-            batches = [[i] for i in rest]
-        for batch in batches:
+        for batch in _batches(group, params, rest):
             wrap = TensorList if len(batch) > 1 else _single
             p = wrap(params[i] for i in batch)
             grad = _coupled(p, wrap(prepared[i][0] for i in batch), hyper["weight_decay"], hyper["decouple"])
             state = {k: wrap(prepared[i][1][k] for i in batch) for k in prepared[batch[0]][1]}
-            for key, value in prodigy_moments(
-                grad, state, beta1=hyper["beta1"], beta2=hyper["beta2"], d=hyper["d"]
-            ).items():
+            moments = prodigy_moments(grad, state, beta1=hyper["beta1"], beta2=hyper["beta2"], d=hyper["d"])
+            for key, value in moments.items():
                 state[key].copy_(value)
-            new_s, terms = prodigy_terms(
+            new_s, terms, abs_s = prodigy_terms(
                 _sliced(grad, slice_p),
                 _sliced(p, slice_p),
                 state["p0"],
@@ -366,55 +369,70 @@ class Prodigy(RuleOptimizer):
                 weight=hyper["weight"],
             )
             state["s"].copy_(new_s)
-            for i, term in zip(batch, terms if len(batch) > 1 else [terms]):
-                sums[i] = [piece.sum(dtype=torch.float64) for piece in term.split(CHUNK)]
-        return [piece for pieces in sums for piece in pieces]
+            if len(batch) == 1:
+                terms, abs_s = [terms], [abs_s]
+            for i, term, size in zip(batch, terms, abs_s):
+                sums[i] = [(a.sum(), b.sum()) for a, b in zip(term.split(PIECE), size.split(PIECE))]
+        pieces = [piece for pieces in sums for piece in pieces]
+        return [dot for dot, _ in pieces], [size for _, size in pieces]
 
     def _first_pass_native(
-        self, params: list[Tensor], prepared: list[Any], hyper: dict[str, Any], sums: list[list[Tensor]]
+        self, params: list[Tensor], prepared: list[Any], hyper: dict[str, Any], sums: list[list[tuple[Tensor, Tensor]]]
     ) -> list[int]:
-        """The native first pass of the tensors it takes (their terms' sums into ``sums``); returns the others."""
-        numbers = {k: float(v) if isinstance(v, Tensor) else v for k, v in hyper.items()}  # CPU tensors: no sync
-        rest, batch, size, buffers = [], [], 0, {}
+        """The native first pass of the tensors it takes, in calls of at most :data:`PIECE` elements whose
+        terms go to one reused buffer (read back from the cache); their sums into ``sums``.  Returns the others."""
+        rest: list[int] = []
+        batch: list[tuple[int, Tensor, Tensor, State]] = []
+        size = 0
+        buffers: dict[torch.dtype, Tensor] = {}
 
         def flush() -> None:
             nonlocal batch, size
             if not batch:
                 return
             ps, gs, states = ([item[j] for item in batch] for j in (1, 2, 3))
-            if not _native.run(prodigy_first_pass, ps, gs, states, 0.0, numbers):
-                for p, g, state in zip(ps, gs, states):  # the same rule, by torch
+            if not _native.run(prodigy_first_pass, ps, gs, states, 0.0, hyper):
+                for _, p, g, state in batch:  # the same rule, by torch
                     _, new_state = prodigy_first_pass(p, g, state, 0.0, **hyper)
-                    for key in ("exp_avg", "exp_avg_sq", "s", "term"):
+                    for key in ("exp_avg", "exp_avg_sq", "s", "term", "abs_s"):
                         if key in state:
                             state[key].copy_(new_state[key])
             for i, _, _, state in batch:
-                sums[i].append(state["term"].sum(dtype=torch.float64))
+                sums[i].append((state["term"].sum(), state["abs_s"].sum()))
             batch, size = [], 0
 
         for i, (p, (grad, tensors, _)) in enumerate(zip(params, prepared)):
+            p0 = tensors["p0"]
+            scalar = p0.dim() == 0
             # the state in a fixed order (one kernel layout); a 0-dim p0 (an all-zero start) is every piece's
-            full = {"param": p, "grad": grad} | {k: tensors[k] for k in ("exp_avg", "exp_avg_sq", "s") if k in tensors}
-            scalar = tensors["p0"].dim() == 0
+            full = [p, grad] + [tensors[k] for k in ("exp_avg", "exp_avg_sq", "s") if k in tensors]
             if not scalar:
-                full["p0"] = tensors["p0"]
-            if not all(t.is_cpu and t.is_contiguous() and t.dtype == p.dtype for t in [*full.values(), tensors["p0"]]):
+                full.append(p0)
+            if p.dtype not in (torch.float32, torch.float64) or not all(
+                t.is_cpu and t.is_contiguous() and t.dtype == p.dtype for t in (*full, p0)
+            ):
                 rest.append(i)
                 continue
             if p.dtype not in buffers:
-                buffers[p.dtype] = torch.empty(CHUNK, dtype=p.dtype)
-            for pieces in zip(*(t.view(-1).split(CHUNK) for t in full.values())):
-                piece = dict(zip(full, pieces))
-                n = piece["param"].numel()
+                buffers[p.dtype] = torch.empty(2, PIECE, dtype=p.dtype)
+            n = p.numel()
+            pieces = zip(*(t.view(-1).split(PIECE) for t in full)) if n > PIECE else [[t.view(-1) for t in full]]
+            for p_piece, g_piece, *state_pieces in pieces:
+                n = p_piece.numel()
                 if batch and (
-                    size + n > CHUNK or batch[-1][1].dtype != p.dtype or (batch[-1][3]["p0"].dim() == 0) != scalar
+                    size + n > PIECE or batch[-1][1].dtype != p.dtype or (batch[-1][3]["p0"].dim() == 0) != scalar
                 ):
                     flush()
-                state = {k: piece[k] for k in ("exp_avg", "exp_avg_sq", "s", "p0") if k in piece}
+                state = dict(
+                    zip(
+                        ("exp_avg", "exp_avg_sq", "s", "p0") if "exp_avg" in tensors else ("exp_avg_sq", "s", "p0"),
+                        state_pieces,
+                    )
+                )
                 if scalar:
-                    state["p0"] = tensors["p0"]
-                state["term"] = buffers[p.dtype][size : size + n]
-                batch.append((i, piece["param"], piece["grad"], state))
+                    state["p0"] = p0
+                state["term"], state["abs_s"] = buffers[p.dtype][:, size : size + n]
+                batch.append((i, p_piece, g_piece, state))
                 size += n
         flush()
         return rest
@@ -425,7 +443,6 @@ class Prodigy(RuleOptimizer):
         """The updates of ``group``'s tensors (:func:`prodigy_update`): natively where it can, else by torch."""
         rest = list(range(len(params)))
         if _native.wanted(self, group):
-            numbers = {k: float(v) if isinstance(v, Tensor) else v for k, v in hyper.items()}  # CPU tensors: no sync
             by_dtype: dict[torch.dtype, list[int]] = {}
             for i in rest:
                 by_dtype.setdefault(params[i].dtype, []).append(i)
@@ -436,14 +453,10 @@ class Prodigy(RuleOptimizer):
                     {k: prepared[i][1][k] for k in ("exp_avg", "exp_avg_sq") if k in prepared[i][1]} for i in batch
                 ]
                 ps, gs = [params[i] for i in batch], [prepared[i][0] for i in batch]
-                if not (params[batch[0]].is_cpu and _native.run(prodigy_update, ps, gs, states, 0.0, numbers)):
+                if not (params[batch[0]].is_cpu and _native.run(prodigy_update, ps, gs, states, 0.0, hyper)):
                     rest += batch
             rest.sort()
-        if group["foreach"] or (group["foreach"] is None and all(params[i].is_cuda for i in rest)):
-            batches = [rest] if rest else []
-        else:
-            batches = [[i] for i in rest]
-        for batch in batches:
+        for batch in _batches(group, params, rest):
             wrap = TensorList if len(batch) > 1 else _single
             p = wrap(params[i] for i in batch)
             state = {
@@ -472,6 +485,15 @@ class Prodigy(RuleOptimizer):
                     )
 
 
+def _numbers(hyper: dict[str, Any], device: torch.device) -> dict[str, Any]:
+    """``hyper`` with its tensors as Python numbers where they are on the CPU (reading one waits for nothing
+    there, and torch's CPU kernels take a number faster than a 0-dim tensor of another dtype); elsewhere as
+    they are, so that nothing waits for the device."""
+    if device.type != "cpu":
+        return hyper
+    return {k: v.item() if isinstance(v, Tensor) else v for k, v in hyper.items()}
+
+
 def _options(group: dict[str, Any]) -> dict[str, Any]:
     return _values({key: group[key] for key in _OPTIONS})
 
@@ -482,8 +504,15 @@ def _tensor(value: Any, device: torch.device) -> Tensor:
     return torch.as_tensor(value, dtype=torch.float64, device=device)
 
 
-def _total(values: list[Tensor], device: torch.device) -> Tensor:
-    return torch.stack(values).sum() if values else torch.zeros((), dtype=torch.float64, device=device)
+def _batches(group: dict[str, Any], params: list[Tensor], rest: list[int]) -> list[list[int]]:
+    """The tensors of ``rest`` (indices into ``params``) by torch: all at once (``foreach``, by default
+    on CUDA as torch.optim), else one at a time."""
+    foreach = group["foreach"]
+    if foreach is None:
+        foreach = all(params[i].is_cuda for i in rest)
+    if foreach:
+        return [rest] if rest else []
+    return [[i] for i in rest]
 
 
 def _single(tensors: Iterable[Tensor]) -> Tensor:
