@@ -27,6 +27,8 @@ slice_p = 1); Muon S = 1 on matrices, 20 B, and 2 (AdamW) on the rest, plus the 
 on each matrix, which no byte model counts.
 GB/s is that byte count over the median step time: work done, not traffic measured, so an
 implementation that makes several passes (the norms of LAMB and MARS, Prodigy's two) shows as slower.
+The row ``prodigyopt`` is the authors' Prodigy (``--optimizers Prodigy prodigyopt``: the two rows' ``cpu vs
+fused`` compare them by CPU time).
 
 Columns: ``path`` (``native`` or ``reference``), ``ms`` (median step; Lookahead: median over cycles of k steps, per step), ``B/param`` (the byte
 model), ``GB/s``, ``baseline ms`` and ``vs fused`` (GB/s over torch.optim.Adam(fused=True)'s,
@@ -173,10 +175,15 @@ def make_params(shapes: Shapes, seed: int = 0) -> list[torch.Tensor]:
 
 #: Lookahead around Adam (k=5, alpha=0.5): one synchronisation every 5 steps
 LOOKAHEAD = "Lookahead(Adam)"
-NAMES = [*PRESETS, LOOKAHEAD]
+#: the authors' Prodigy as a row of its own, so that it is timed by CPU time too against a baseline re-timed right
+#: before it (``vs official`` is wall clock, which a loaded machine's waits distort)
+PRODIGYOPT = "prodigyopt"
+NAMES = [*PRESETS, LOOKAHEAD, PRODIGYOPT]
 
 
 def ours(name: str, fast: bool | None = None) -> Callable[[list[torch.Tensor]], torch.optim.Optimizer]:
+    if name == PRODIGYOPT:
+        return _prodigy_official
     if name == LOOKAHEAD:
         return lambda params: Lookahead(Adam(params, fast=fast))
     cls, options = PRESETS[name]
