@@ -32,8 +32,14 @@ every other dimension), :math:`\times_k` multiplies dimension :math:`k` by a mat
 the root of order-:math:`o` blocks; 0 or a missing entry keeps :math:`2o`), :math:`\eta` is
 ``exponent_multiplier``, and the bias corrections are 1 without ``use_bias_correction`` or for
 :math:`\beta = 1`.  The inverse roots are computed by :func:`~optimlab.optim._matrix.matrix_inverse_root`
-(eigendecomposition in float64, eigenvalues shifted to be non-negative, :math:`\epsilon` added
-before the root) and kept in the state between recomputations.
+(``root_inv_method="eigen"``: eigendecomposition in float64, eigenvalues shifted to be non-negative,
+:math:`\epsilon` added before the root) or by the coupled inverse Newton iteration of
+:func:`~optimlab.optim._matrix.matrix_inverse_root_newton` (``"newton"``: in float64, until
+:math:`\max_{ij} |M_k - I|_{ij} \le` ``newton_tolerance`` or ``newton_max_iterations`` iterations, with a
+warning then; only for :math:`\eta = 1`), and kept in the state between recomputations.  Both are the
+reference's ``matrix_inverse_root`` methods (``RootInvMethod``, its defaults ``max_iterations=1000``,
+``tolerance=1e-6``), though its v1.0.0 optimizer always asks for the eigendecomposition; its later
+releases offer the Newton iteration as an option (``CoupledNewtonConfig``, 100 iterations by default).
 
 **Grafting** (``grafting_type``) gives each block the norm of another method's step on the same
 :math:`\hat G`: with the grafting accumulator :math:`A_t = \beta_g A_{t-1} + (1-\beta_g) G^2`
@@ -101,10 +107,10 @@ Where this class departs from the reference:
 * the reference raises on NaN or infinite factor matrices; here, as everywhere in this library, NaN
   propagates into the parameters (the inverse root of such a matrix is NaN).
 * the reference cannot take 0-dim tensors (its dimension merging fails); here they are 1-element
-  vectors.  It diagonalises a factor matrix that is still diagonal by its entries instead of by
-  ``eigh``; the results agree to rounding.
+  vectors.  It roots a factor matrix that is still diagonal by its entries instead of by ``eigh``
+  or the Newton iteration; the results agree to rounding (to ``newton_tolerance`` for the latter).
 * the reference's options for distributed training, its ``LargeDimMethod.ADAGRAD``/``DIAGONAL``,
-  the coupled Newton root and LARS/LAMB and normalised grafting are not implemented.
+  and LARS/LAMB and normalised grafting are not implemented.
 
 ``pytorch_optimizer``'s ``Shampoo`` (4.1.0) is the original Shampoo (Gupta et al. 2018): factors
 summed from :math:`\epsilon I`, no blocking or dimension merging, no grafting, no bias correction,
@@ -123,6 +129,7 @@ from __future__ import annotations
 
 import functools
 import math
+import warnings
 from collections.abc import Callable, Iterable, Sequence
 from itertools import chain, product
 from typing import Any
@@ -132,13 +139,15 @@ from torch import Tensor
 
 from ._base import RuleOptimizer, State
 from ._math import is_zero
-from ._matrix import matrix_inverse_root
+from ._matrix import matrix_inverse_root, matrix_inverse_root_newton
 from ._validate import HyperparameterTypeError, check_choice, check_dtype, check_int, check_pair, check_range
 
 #: ``grafting_type`` values: the reference's GraftingType NONE, SGD, ADAGRAD, RMSPROP and ADAM
 GRAFTING_TYPES = (None, "sgd", "adagrad", "rmsprop", "adam")
 #: the grafting methods that keep an accumulator of squared gradients
 _ACCUMULATING = ("adagrad", "rmsprop", "adam")
+#: ``root_inv_method`` values: the reference's RootInvMethod EIGEN and NEWTON
+ROOT_INV_METHODS = ("eigen", "newton")
 
 
 def shampoo(
@@ -167,6 +176,9 @@ def shampoo(
     use_merge_dims: bool,
     preconditioner_dtype: torch.dtype,
     max_grad_norm: Any,
+    root_inv_method: str,
+    newton_max_iterations: int,
+    newton_tolerance: Any,
     grad_norm: float | None,
 ) -> tuple[Tensor, State]:
     """One Shampoo step of a tensor (the module docstring has the equations).
@@ -219,7 +231,15 @@ def shampoo(
             new[f"block_{i}.factor_matrix_{k}"] = factor
             inverse = state[f"block_{i}.inv_factor_matrix_{k}"]
             if recompute:
-                inverse = matrix_inverse_root(factor / bias_correction2, root, epsilon, exponent_multiplier)
+                inverse = _inverse_root(
+                    factor / bias_correction2,
+                    root,
+                    epsilon,
+                    exponent_multiplier,
+                    root_inv_method,
+                    newton_max_iterations,
+                    newton_tolerance,
+                )
                 new[f"block_{i}.inv_factor_matrix_{k}"] = inverse
             if step >= start:
                 # contracting the first dimension each time cycles them back into order
@@ -287,6 +307,30 @@ def _join(blocks: list[Tensor], merged: tuple[int, ...], size: int) -> Tensor:
     return blocks[0]
 
 
+def _inverse_root(
+    a: Tensor,
+    root: int,
+    epsilon: Any,
+    exponent_multiplier: Any,
+    root_inv_method: str,
+    newton_max_iterations: int,
+    newton_tolerance: Any,
+) -> Tensor:
+    """The inverse root of a factor matrix by ``root_inv_method`` (exponent_multiplier is 1 for ``"newton"``)."""
+    if root_inv_method == "eigen":
+        return matrix_inverse_root(a, root, epsilon, exponent_multiplier)
+    inverse, converged = matrix_inverse_root_newton(a, root, epsilon, newton_max_iterations, newton_tolerance)
+    if not converged:
+        warnings.warn(
+            f"Shampoo: the coupled Newton iteration did not reach newton_tolerance={newton_tolerance!r} in "
+            f"newton_max_iterations={newton_max_iterations!r} for a {a.size(0)} x {a.size(0)} factor matrix; its "
+            "last iterate is the root (as in the reference)",
+            RuntimeWarning,
+            stacklevel=2,
+        )
+    return inverse
+
+
 def _root(exponent_override: int | Sequence[int], order: int) -> int:
     """The root r of the inverse root of an order-``order`` block (the reference's rule)."""
     if isinstance(exponent_override, (list, tuple)):
@@ -330,6 +374,9 @@ class Shampoo(RuleOptimizer):
         use_merge_dims: bool = True,
         preconditioner_dtype: torch.dtype | str = torch.float32,
         max_grad_norm: float | None = None,
+        root_inv_method: str = "eigen",
+        newton_max_iterations: int = 1000,
+        newton_tolerance: float = 1e-6,
         *,
         foreach: bool | None = None,
         maximize: bool = False,
@@ -358,6 +405,9 @@ class Shampoo(RuleOptimizer):
             use_merge_dims=use_merge_dims,
             preconditioner_dtype=preconditioner_dtype,
             max_grad_norm=max_grad_norm,
+            root_inv_method=root_inv_method,
+            newton_max_iterations=newton_max_iterations,
+            newton_tolerance=newton_tolerance,
         )
         #: the norm of all the gradients of the step under way, where a group clips (``step`` sets it)
         self._grad_norm: float | None = None
@@ -409,6 +459,14 @@ class Shampoo(RuleOptimizer):
         check_dtype(name, "preconditioner_dtype", group["preconditioner_dtype"])
         if group["max_grad_norm"] is not None:
             check_range(name, "max_grad_norm", group["max_grad_norm"], 0.0, low_open=True)
+        check_choice(name, "root_inv_method", group["root_inv_method"], ROOT_INV_METHODS)
+        check_int(name, "newton_max_iterations", group["newton_max_iterations"], 1)
+        check_range(name, "newton_tolerance", group["newton_tolerance"], 0.0)
+        if group["root_inv_method"] == "newton" and group["exponent_multiplier"] != 1:
+            raise ValueError(
+                f"{name}: invalid exponent_multiplier={group['exponent_multiplier']!r} with root_inv_method='newton': "
+                "the coupled Newton iteration takes only exponent_multiplier=1 (as the reference)"
+            )
 
     def init_state(self, param: Tensor, group: dict[str, Any]) -> State:
         state: State = {}
@@ -523,6 +581,9 @@ class Shampoo(RuleOptimizer):
             "grafting_beta2",
             "use_merge_dims",
             "max_grad_norm",
+            "root_inv_method",
+            "newton_max_iterations",
+            "newton_tolerance",
         )
         dtype = check_dtype(type(self).__name__, "preconditioner_dtype", group["preconditioner_dtype"])
         return {k: group[k] for k in names} | {

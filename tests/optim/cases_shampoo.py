@@ -5,7 +5,10 @@ for its defaults (DTensor buffers), so :class:`ReferenceShampoo` is its single-d
 written from ``distributed_shampoo/distributed_shampoo.py`` and ``utils/shampoo_utils.py`` /
 ``utils/matrix_functions.py`` at tag v1.0.0: the same order of operations, in-place updates, blocks
 from its ``merge_small_dims``/``multi_dim_split``/``multi_dim_cat``, its eigen root inverse in the
-factor matrices' dtype, and its gradient clipping (``max_grad_norm``).
+factor matrices' dtype, and its gradient clipping (``max_grad_norm``).  Its ``matrix_inverse_root``
+also has the coupled Newton iteration (``RootInvMethod.NEWTON``, ``max_iterations=1000``,
+``tolerance=1e-6``), which its v1.0.0 optimizer never asks for: ``root_inv_method``,
+``newton_max_iterations`` and ``newton_tolerance`` choose it here.
 
 ``preconditioner_dtype`` (float32 by default) holds the factor matrices, their roots and the filtered
 gradient, as at v1.0.0, whose preconditioning then fails for any other parameter dtype (``tensordot`` of
@@ -56,11 +59,16 @@ def multi_dim_cat(pieces: list[Tensor], num_splits: list[int]) -> Tensor:
     return pieces[0]
 
 
-def matrix_inverse_root(a: Tensor, root: int, epsilon: float, exponent_multiplier: float) -> Tensor:
-    """``matrix_inverse_root`` with ``RootInvMethod.EIGEN``, ``is_diagonal=False``."""
+def matrix_inverse_root(
+    a: Tensor, root: int, epsilon: float, exponent_multiplier: float, group: dict[str, Any]
+) -> Tensor:
+    """``matrix_inverse_root`` with ``RootInvMethod.EIGEN`` or ``NEWTON`` (``group["root_inv_method"]``),
+    ``is_diagonal=False``."""
     alpha = -exponent_multiplier / root
     if a.numel() == 1:
         return (a + epsilon) ** alpha
+    if group["root_inv_method"] == "newton":
+        return matrix_inverse_root_newton(a, root, epsilon, group["newton_max_iterations"], group["newton_tolerance"])
     eigenvalues, q = torch.linalg.eigh(a)
     eigenvalues += -torch.minimum(torch.min(eigenvalues), torch.as_tensor(0.0, dtype=a.dtype))
     eigenvalues += epsilon
@@ -73,6 +81,22 @@ def dtype_of(params: Any) -> torch.dtype:
         for t in x["params"] if isinstance(x, dict) else [x]:
             return t.dtype
     return torch.float32
+
+
+def matrix_inverse_root_newton(a: Tensor, root: int, epsilon: float, max_iterations: int, tolerance: float) -> Tensor:
+    """``_matrix_inverse_root_newton``: the coupled inverse Newton iteration."""
+    identity = torch.eye(a.shape[0], dtype=a.dtype)
+    a = a + epsilon * identity
+    z = (root + 1) / (2 * torch.linalg.norm(a))
+    x, m = z ** (1 / root) * identity, z * a
+    iteration, error = 0, torch.dist(m, identity, p=torch.inf)
+    while error > tolerance and iteration < max_iterations:
+        iteration += 1
+        m_p = m.mul(-1 / root).add_(identity, alpha=1 + 1 / root)
+        x = x @ m_p
+        m = torch.linalg.matrix_power(m_p, root) @ m
+        error = torch.dist(m, identity, p=torch.inf)
+    return x
 
 
 class Grafting:
@@ -145,6 +169,7 @@ class BlockPreconditioner:
                     self.root,
                     self.group["epsilon"],
                     self.group["exponent_multiplier"],
+                    self.group,
                 )
             )
 
@@ -196,6 +221,9 @@ class ReferenceShampoo(torch.optim.Optimizer):
         use_merge_dims: bool = True,
         preconditioner_dtype: torch.dtype = torch.float,
         max_grad_norm: float | None = None,
+        root_inv_method: str = "eigen",
+        newton_max_iterations: int = 1000,
+        newton_tolerance: float = 1e-6,
     ) -> None:
         options = dict(locals())
         del options["self"], options["params"], options["__class__"]
@@ -316,6 +344,16 @@ INVALID = [
     ),
     (dict(max_grad_norm=0.0), r"^Shampoo: invalid max_grad_norm=0\.0: expected 0 < max_grad_norm$"),
     (dict(max_grad_norm="1"), r"^Shampoo: invalid max_grad_norm='1': expected a number"),
+    (dict(root_inv_method="svd"), r"^Shampoo: invalid root_inv_method='svd': expected one of 'eigen', 'newton'$"),
+    (
+        dict(root_inv_method="newton", exponent_multiplier=0.5),
+        (
+            r"^Shampoo: invalid exponent_multiplier=0\.5 with root_inv_method='newton': the coupled Newton iteration "
+            r"takes only exponent_multiplier=1 \(as the reference\)$"
+        ),
+    ),
+    (dict(newton_max_iterations=0), r"^Shampoo: invalid newton_max_iterations=0: expected an integer >= 1$"),
+    (dict(newton_tolerance=-1e-6), r"^Shampoo: invalid newton_tolerance=-1e-06: expected 0 <= newton_tolerance$"),
 ]
 
 
@@ -415,6 +453,16 @@ CASES = [
         use_decoupled_weight_decay=False,
         momentum=0.5,
         low_precision_skips=(torch.float32,),
+        **SMALL_BLOCKS,
+    ),
+    # the coupled Newton iteration, which diverges where rounding leaves an eigenvalue of a rank-deficient
+    # factor below -epsilon (the eigendecomposition shifts it): epsilon 1e-6 keeps every one positive
+    _case(
+        "Shampoo-newton",
+        root_inv_method="newton",
+        newton_tolerance=1e-10,
+        epsilon=1e-6,
+        precondition_frequency=2,
         **SMALL_BLOCKS,
     ),
     _case(

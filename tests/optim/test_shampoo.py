@@ -445,3 +445,32 @@ def test_a_checkpoint_keeps_the_preconditioner_dtype_and_takes_it_by_name() -> N
     by_name, named = _stepped(preconditioner_dtype="float64")
     assert all(torch.equal(a, b) for a, b in zip(ps, by_name))
     assert named.state[by_name[0]]["block_0.factor_matrix_0"].dtype == torch.float64
+
+
+@pytest.mark.parametrize(("tolerance", "bar"), [(1e-12, 1e-10), (1e-6, 1e-5)])
+def test_newton_roots_equal_the_eigendecompositions_to_their_tolerance(tolerance: float, bar: float) -> None:
+    # full-rank factors (12 steps of a 4 x 3 matrix) with epsilon 1e-6: both methods converge to the same root
+    def roots(**kw) -> dict[str, torch.Tensor]:
+        gen = torch.Generator().manual_seed(4)
+        p = torch.randn(4, 3, generator=gen, dtype=torch.float64)
+        opt = Shampoo([p], epsilon=1e-6, precondition_frequency=4, use_merge_dims=False, **F64, **kw)
+        for _ in range(12):
+            p.grad = torch.randn(4, 3, generator=gen, dtype=torch.float64)
+            opt.step()
+        return {k: v for k, v in opt.state[p].items() if "inv_factor" in k}
+
+    eigen, newton = roots(), roots(root_inv_method="newton", newton_tolerance=tolerance)
+    for key, root in eigen.items():
+        gap = ((newton[key] - root).abs().max() / root.abs().max()).item()
+        assert 0 < gap <= bar, key
+
+
+def test_newton_warns_when_it_stops_before_its_tolerance() -> None:
+    p = torch.zeros(3, dtype=torch.float64)
+    opt = Shampoo([p], root_inv_method="newton", newton_max_iterations=1, **F64)
+    p.grad = torch.tensor([1.0, 2.0, -1.0], dtype=torch.float64)
+    with pytest.warns(
+        RuntimeWarning, match=r"did not reach newton_tolerance=1e-06 in newton_max_iterations=1 for a 3 x 3"
+    ):
+        opt.step()
+    assert torch.isfinite(p).all() and p.any()
