@@ -1,4 +1,4 @@
-"""C kernels for rules that reduce over a tensor (Adafactor): loop nests over tiles of each tensor.
+"""C kernels for rules that reduce over a tensor (Adafactor, LAMB, MARS): loop nests over tiles of each tensor.
 
 A tensor of two or more dimensions is seen as ``(B, R, C)``: a batch of matrices of ``R`` rows
 and ``C`` columns (the rule must treat leading dimensions as a batch, as Adafactor does); others
@@ -30,9 +30,16 @@ reduction): at each level, the smaller values (row and column statistics) in loo
 own axes, values of the same axes in one loop, kept in a buffer only where a later loop reads
 them; then, if a reduction needs a full-size value of that level, a pass over the tile's
 elements.  Full-size values are recomputed in every pass that needs them and never stored; the
-outputs are written in the last pass of the last phase.  Adafactor on a tensor of matrices cut by
-whole matrices takes two phases: row and column means, the factored second moment and
-``RMS(U)``'s slots in the first, the update in the second.
+outputs are written in the last pass of the last phase, but for a full output that a later phase
+reads and whose old value no later pass reads: the first pass that computes it stores it, and the
+later ones read it back (LAMB's moments: its second pass reads them and the parameter, not the
+gradient and the old moments).  Adafactor on a tensor of matrices cut by whole matrices takes two
+phases: row and column means, the factored second moment and ``RMS(U)``'s slots in the first, the
+update in the second.
+
+**Cases.**  A ``where`` whose condition each tensor knows before its first pass (a test of 0-dim
+state, such as MARS's ``is_2d``) splits the code: each case computes only the branches it takes,
+so that a vector under MARS makes AdamW's one pass, not the pass for the norm of its matrix branch.
 
 All scratch memory of a call is allocated before anything is written, sized by its largest
 tensor; the kernel returns 1 (nothing written) if that fails.  The common conv shapes (3 x 3 and
@@ -48,6 +55,7 @@ reference path (:func:`suits`).
 
 from __future__ import annotations
 
+import copy
 import math
 import re
 from typing import Any, NamedTuple
@@ -69,6 +77,8 @@ _TILE, _TILES = 32768, 64
 _SPECIAL = ((3, 3), (1, 1))
 #: matrices per block (vector lanes) in the code for those sizes
 _LANES = 16
+#: conditions known per tensor that get code of their own, each doubling the code (:meth:`NestEmitter._switches`)
+_SWITCHES = 2
 
 
 def suits(shape: torch.Size) -> bool:
@@ -218,22 +228,36 @@ class NestEmitter(_Emitter):
                 outputs[k] = self._source_of(v)
         # a vector is one row: cut into ranges of its elements; matrices by any of the three ways
         splits = [("j", _BITS["j"])] if self.full == 1 | _BITS["j"] else [(a, 2 | _BITS[a]) for a in "bij"]
-        plans = {axis: _Plan(self, split & self.full, outputs) for axis, split in splits}
+        switches = self._switches()
+        cases = [self._case(switches, number, outputs) for number in range(1 << len(switches))] if switches else [self]
         T = self.T
         pointers = [f"{T} *restrict a{k} = ({T} *)vec[{k} * n + t];" for k in range(len(self.vector))]
         scalars = [f"{T} **s{j} = ({T} **)sca + {j} * n;" for j in range(len(self.scalar))]
         shared = [f"{self.values[n].ctype} {self.values[n].name}_s = 0;" for n in self.order if self.values[n].cls == 1]
         sizing, modes = [], []
-        for number, (axis, plan) in enumerate(plans.items()):
+        for number, (axis, split) in enumerate(splits):
             test = "if" if number == 0 else "} else if"
-            need = " + ".join(f"OM_ROUND(sizeof({ct}) * (size_t)({count}))" for _, ct, count in plan.arena) or "0"
-            sizing.append(f"{test} (mode == '{axis}') {{")
-            sizing.append(f"    need = {need};")
+            plans = [_Plan(case, split & self.full, outputs) for case in cases]
+            needs = [
+                " + ".join(f"OM_ROUND(sizeof({ct}) * (size_t)({count}))" for _, ct, count in plan.arena) or "0"
+                for plan in plans
+            ]
+            sizing += [f"{test} (mode == '{axis}') {{", f"    need = {needs[0]};"]
+            # the scratch of whichever case a tensor takes
+            sizing += [f"    need = need > ({need}) ? need : ({need});" for need in needs[1:]]
             modes.append(f"{test} (mode == '{axis}') {{")
-            modes += ["    " + x for x in plan.code()]
+            if switches:
+                for c, plan in enumerate(plans):
+                    modes.append(f"    {'if' if c == 0 else '} else if'} (om_case == {c}) {{")
+                    modes += ["        " + x for x in plan.code()]
+                modes.append("    }")
+            else:
+                modes += ["    " + x for x in plans[0].code()]
         sizing.append("}")
         modes.append("}")
-        planning = _PLAN_VECTOR if len(plans) == 1 else _PLAN_MATRIX
+        if switches:
+            modes[:0] = self._switch_code(switches)
+        planning = _PLAN_VECTOR if len(splits) == 1 else _PLAN_MATRIX
         source = _NEST.format(
             preamble=PREAMBLE, T=T, scalars=_indent(scalars, 4), once=_indent(self.once, 4), tile=_TILE,
             tiles=_TILES, plan=_indent(planning.splitlines(), 8), plan2=_indent(planning.splitlines(), 12),
@@ -242,6 +266,67 @@ class NestEmitter(_Emitter):
         )  # fmt: skip
         axes = tuple("".join(_axes(self.mask(self.shapes[k]))) for k in self.vector)
         return Kernel(source, tuple(self.vector), tuple(self.scalar), tuple(self.hyper), dims=True, axes=axes)
+
+    # -- per-tensor cases -------------------------------------------------------------------------
+    def _switches(self) -> list[torch.fx.Node]:
+        """The conditions of ``where`` that each tensor knows before its first pass (a test of 0-dim
+        state, not of a sum: whether MARS's tensor is a matrix), at most :data:`_SWITCHES`.
+
+        Each combination of them gets its own code (:meth:`_case`), in which only the branches taken
+        are computed: a tensor that does not take MARS's branch does not make its pass over the data
+        for the norm that only that branch reads, nor compute that branch element by element."""
+        found: list[torch.fx.Node] = []
+        for n in self.order:
+            if n.target is not aten.where.self or not isinstance(n.args[0], torch.fx.Node):
+                continue
+            c = self._source_of(n.args[0])
+            if (
+                self.values[c].cls == 1
+                and c not in found
+                and not any(d in self.reductions for d in self._upstream([c]))
+            ):
+                found.append(c)
+        return found[:_SWITCHES]
+
+    def _upstream(self, roots: list[torch.fx.Node]) -> set[torch.fx.Node]:
+        """``roots`` and every computed value they read, directly or not."""
+        seen: set[torch.fx.Node] = set()
+        todo = [r for r in roots if r in self.defs]
+        while todo:
+            n = todo.pop()
+            if n not in seen:
+                seen.add(n)
+                todo += [d for d in self.deps[n] if d in self.defs]
+        return seen
+
+    def _case(self, switches: list[torch.fx.Node], number: int, outputs: dict[str, torch.fx.Node]) -> NestEmitter:
+        """This emitter as seen by a tensor whose ``switches`` hold as the bits of ``number`` say:
+        each ``where`` on one of them reads only its branch taken, and what no output needs any more
+        is left out (its passes and sums with it)."""
+        case = copy.copy(self)
+        case.defs, case.deps = dict(self.defs), dict(self.deps)
+        holds = {c: bool(number >> k & 1) for k, c in enumerate(switches)}
+        for n in self.order:
+            if n.target is aten.where.self and isinstance(n.args[0], torch.fx.Node):
+                c = self._source_of(n.args[0])
+                if c in holds:
+                    taken = n.args[1] if holds[c] else n.args[2]
+                    case.defs[n] = self.operand(taken, self.values[n].ctype)
+                    taken_node = self._source_of(taken) if isinstance(taken, torch.fx.Node) else None
+                    case.deps[n] = [taken_node] if taken_node is not None and taken_node in self._reads(n) else []
+        live = case._upstream(list(outputs.values()))
+        case.order = [n for n in self.order if n in live]
+        case.reductions = {r: v for r, v in self.reductions.items() if r in live}
+        return case
+
+    def _switch_code(self, switches: list[torch.fx.Node]) -> list[str]:
+        """``om_case``: the number of this tensor's case, from the values the switches are made of."""
+        lines, upstream = [], self._upstream(switches)
+        for n in self.order:
+            if n in upstream:
+                lines.append(f"const {self.values[n].ctype} {self.values[n].name} = {self.defs[n]};")
+        number = " + ".join(f"{1 << k} * ({self.values[c].name} != 0)" for k, c in enumerate(switches))
+        return ["int om_case;", "{", *("    " + x for x in lines), f"    om_case = {number};", "}"]
 
 
 class _Plan:
@@ -321,13 +406,11 @@ class _Plan:
         self.out_pass = (last, out_level) if self.full_outputs else None
         if self.out_pass:
             self.passes.setdefault(self.out_pass, [])
-        # values each pass evaluates at every element
-        self.pass_nodes: dict[tuple[int, int], list[torch.fx.Node]] = {}
-        for key, sums in self.passes.items():
-            roots = [em.reductions[r][0] for r in sums]
-            if key == self.out_pass:
-                roots += list(self.full_outputs.values())
-            self.pass_nodes[key] = self._closure(roots)
+        # values each pass evaluates at every element, and the full outputs it stores
+        self.stores: dict[tuple[int, int], dict[str, torch.fx.Node]] = {}
+        self.stored: dict[torch.fx.Node, int] = {}  # full output stored before the last pass -> its array
+        self.pass_nodes = self._pass_closures({})
+        self._store_early()
         # stage values as late as their readers allow, so that values of the same axes share a loop
         users: dict[Any, list[Any]] = {}
         for n in em.order:
@@ -461,13 +544,60 @@ class _Plan:
             done.add(it)
         return groups
 
-    def _closure(self, roots: list[Any]) -> list[torch.fx.Node]:
-        """The full-size values ``roots`` depend on (recomputed per element), in graph order."""
+    def _pass_closures(self, early: dict[str, tuple[int, int]]) -> dict[tuple[int, int], list[torch.fx.Node]]:
+        """The values each pass computes per element, with the full outputs ``early`` (name -> pass)
+        stored by the pass given and read back after it; :attr:`stores` set to match."""
+        em, nodes = self.em, {}
+        self.stores = {key: {} for key in self.passes}
+        for k, v in self.full_outputs.items():
+            self.stores[early.get(k, self.out_pass)][k] = v  # type: ignore[index]
+        for key, sums in self.passes.items():
+            roots = [em.reductions[r][0] for r in sums] + list(self.stores[key].values())
+            nodes[key] = self._closure(roots, {self.full_outputs[k] for k, at in early.items() if at < key})
+        return nodes
+
+    def _store_early(self) -> None:
+        """Full outputs stored by the first pass that computes them, where a pass of a later phase
+        reads them back instead of computing them again and none after it reads the old value they
+        replace: LAMB's moments, so that its second pass reads them and the parameter, not the
+        gradient too (a sum of the whole tensor must come between its passes)."""
+        em = self.em
+        keys = sorted(self.passes)
+        early = {}
+        for k, v in self.full_outputs.items():
+            at = next((key for key in keys if v in self.pass_nodes[key]), None)
+            if at is not None and self.out_pass is not None and at[0] < self.out_pass[0] and not self.is_input(v):
+                early[k] = at
+        while early:
+            nodes = self._pass_closures(early)
+            reads = {
+                key: {d for n in nodes[key] for d in em.deps[n]}
+                | {em.reductions[r][0] for r in self.passes[key]}
+                | set(self.stores[key].values())
+                for key in keys
+            }
+            old = {n: em.values[n].name for n in em.values if self.is_input(n) and self.full(n)}
+            keep = {}
+            for k, at in early.items():
+                v, symbol = self.full_outputs[k], f"in_{em.vector.index(k)}"
+                readers = [key for key in keys if key > at and v in reads[key]]
+                overwritten = any(old.get(d) == symbol for key in keys if key > at for d in reads[key])
+                if readers and all(key[0] > at[0] for key in readers) and not overwritten:
+                    keep[k] = at
+            if keep == early:
+                break
+            early = keep
+        self.pass_nodes = self._pass_closures(early)
+        self.stored = {self.full_outputs[k]: em.vector.index(k) for k in early}
+
+    def _closure(self, roots: list[Any], leaves: set[torch.fx.Node] | None = None) -> list[torch.fx.Node]:
+        """The full-size values ``roots`` depend on (recomputed per element, but for ``leaves``,
+        read back from the arrays they were stored in), in graph order."""
         needed: set[torch.fx.Node] = set()
         todo = [r for r in roots if isinstance(r, torch.fx.Node)]
         while todo:
             n = todo.pop()
-            if n not in needed and not self.is_input(n) and self.full(n):
+            if n not in needed and not self.is_input(n) and self.full(n) and n not in (leaves or ()):
                 needed.add(n)
                 todo.extend(self.em.deps[n])
         return [n for n in self.em.order if n in needed]
@@ -581,6 +711,8 @@ class _Plan:
             k, m = em.inputs[v.name]
             place = self._full(k, "x") if m == em.full else f"a{k}[{index(m)}]"
             return [f"const {self.T} {v.name} = {place};"]
+        if d in self.stored:  # a full output stored by an earlier phase
+            return [f"const {self.T} {v.name} = {self._full(self.stored[d], 'x')};"]
         if d in self.buffered:
             return [f"const {v.ctype} {v.name} = {v.name}_b[{self._place(v.cls, f'{v.name}_b')}];"]
         return []  # a shared variable
@@ -760,7 +892,7 @@ class _Plan:
         em, found = self.em, set()
         nodes = [n for n in em.order if any(p == ph and n in ns for (p, _), ns in self.pass_nodes.items())]
         sums = [r for (p, _), rs in self.passes.items() if p == ph for r in rs]
-        stored = list(self.full_outputs.values()) if ph == self.phases - 1 else []
+        stored = [v for (p, _), outputs in self.stores.items() if p == ph for v in outputs.values()]
         for x in {d for n in nodes for d in em.deps[n] if self.is_input(d) and self.full(d)}:
             reach = {x}  # x and the values computed from it in the passes of this phase
             for n in nodes:
@@ -804,11 +936,10 @@ class _Plan:
                 per[where].append(acc)
                 after["row"].append(f"t{acc} += r{acc};")
                 after[where].append(self._accumulate(r, f"t{acc}"))
-        if (ph, lvl) == self.out_pass:
-            for k, v in self.full_outputs.items():
-                if v not in inside:
-                    element[:0] = [ln for ln in self._load(v) if ln not in element]
-                element.append(f"{self._full(em.vector.index(k), 'y')} = {em.operand(v, self.T)};")
+        for k, v in self.stores[ph, lvl].items():
+            if v not in inside:
+                element[:0] = [ln for ln in self._load(v) if ln not in element]
+            element.append(f"{self._full(em.vector.index(k), 'y')} = {em.operand(v, self.T)};")
         row = [f"double r{a} = 0;" for a in per["row"]]
         if across:
             row += [*_unrolled("j", across[1], element), *after["row"]]

@@ -1,5 +1,6 @@
-"""Adafactor's loop-nest kernels: every way a tensor is cut into tiles, results that do not depend on
-the number of threads, scratch memory that does not grow with it, and a failed allocation."""
+"""The loop-nest kernels of the rules that reduce (Adafactor, LAMB, MARS): every way a tensor is cut
+into tiles, results that do not depend on the number of threads, scratch memory that does not grow
+with it, and a failed allocation."""
 
 from __future__ import annotations
 
@@ -9,11 +10,13 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
 
-from optimlab.optim import _native
+from optimlab.optim import LAMB, MARS, _native
+from optimlab.optim._base import RuleOptimizer
 from optimlab.optim.adafactor import Adafactor
 
 from . import harness as h
@@ -73,6 +76,69 @@ def test_results_do_not_depend_on_the_number_of_threads(launched: list[int]) -> 
     assert launched and sum(launched) == 4 * 3 * len(SHAPES)
     for other in runs[1:]:
         assert all(torch.equal(a, b) for xs, ys in zip(runs[0], other) for a, b in zip(xs, ys))
+
+
+# the rules with a norm per tensor: LAMB's moments are stored by the pass that sums the norms and
+# read back by the one that writes the parameter; MARS's vectors and conv weights (AdamW) and its
+# matrices (its corrected gradient's norm) take different code in the same launch
+NORMS = {
+    "LAMB": lambda fast: lambda ps: LAMB(ps, lr=0.01, weight_decay=0.1, fast=fast),
+    "LAMB-clamp": lambda fast: lambda ps: LAMB(ps, lr=0.01, bias_correction=False, clamp_value=10.0, fast=fast),
+    "MARS": lambda fast: lambda ps: MARS(ps, lr=0.01, weight_decay=0.1, fast=fast),
+    "MARS-amsgrad-1d": lambda fast: lambda ps: MARS(ps, lr=0.01, amsgrad=True, optimize_1d=True, fast=fast),
+}
+
+
+@pytest.mark.parametrize("name", NORMS)
+def test_rules_with_norms_match_the_float64_reference_at_every_tiling(name: str, launched: list[int]) -> None:  # noqa: F811
+    start = h.make_params(SHAPES, torch.float64)
+    grads = h.gradient_stream(SHAPES, 4, torch.float64)
+    native = _with_threads(2, NORMS[name](True), start, grads)
+    assert sum(launched) == 4 * len(SHAPES), "every tensor in a kernel"
+    reference = h.run(NORMS[name](False), [p.clone() for p in start], grads, groups=False)
+    assert h.relative_gap(native, reference, start) <= 1e-12
+
+
+@pytest.mark.parametrize("name", ["LAMB", "MARS"])
+def test_rules_with_norms_do_not_depend_on_the_number_of_threads(name: str, launched: list[int]) -> None:  # noqa: F811
+    start = h.make_params(SHAPES, torch.float32)
+    grads = h.gradient_stream(SHAPES, 3, torch.float32)
+    runs = [_with_threads(threads, NORMS[name](True), start, grads) for threads in (1, 2, 3, 8)]
+    assert launched and sum(launched) == 4 * 3 * len(SHAPES)
+    for other in runs[1:]:
+        assert all(torch.equal(a, b) for xs, ys in zip(runs[0], other) for a, b in zip(xs, ys))
+
+
+def _normalised(param: torch.Tensor, grad: torch.Tensor, state: dict, step: Any, *, lr: Any) -> tuple:
+    """A rule whose last pass reads its new state (after the norm) and the old one."""
+    m = 0.5 * state["m"] + grad
+    norm = (m * m).sum().sqrt()
+    return param - lr * (m / norm) - lr * state["m"], {"m": m}
+
+
+class _Normalised(RuleOptimizer):
+    rule = staticmethod(_normalised)
+    elementwise = False
+
+    def __init__(self, params: Any, lr: float = 0.1, fast: bool | None = None) -> None:
+        super().__init__(params, {"lr": lr}, fast=fast)
+
+    def validate(self, group: dict[str, Any]) -> None:
+        pass
+
+    def init_state(self, param: torch.Tensor, group: dict[str, Any]) -> dict:
+        return {"m": torch.zeros_like(param)}
+
+
+def test_a_state_whose_old_value_a_later_pass_reads_is_not_stored_before_it(launched: list[int]) -> None:  # noqa: F811
+    # stored by the pass of the norm (as LAMB's moments are), m would be read back for its old value
+    shapes = [(70001,), (300, 257), (40, 30, 3, 3)]
+    start = h.make_params(shapes, torch.float64)
+    grads = h.gradient_stream(shapes, 3, torch.float64)
+    native = h.run(lambda ps: _Normalised(ps, fast=True), [p.clone() for p in start], grads, groups=False)
+    assert sum(launched) == 3 * len(shapes)
+    reference = h.run(lambda ps: _Normalised(ps, fast=False), [p.clone() for p in start], grads, groups=False)
+    assert h.relative_gap(native, reference, start) <= 1e-12
 
 
 # C's malloc and calloc, replaced for a child process: they record the largest request, and refuse
