@@ -126,14 +126,19 @@ def check_choice(owner: str, name: str, value: Any, choices: tuple[Any, ...]) ->
         raise ValueError(f"{owner}: invalid {name}={value!r}: expected one of {', '.join(map(repr, choices))}")
 
 
-def check_dtype(owner: str, name: str, value: Any) -> torch.dtype:
+def check_dtype(owner: str, name: str, value: Any, *, none: str | None = None) -> torch.dtype | None:
     """``value`` as a floating-point torch.dtype, given as one or by its name (``"float64"``, ``"torch.float64"``:
-    the form a run's JSON configuration keeps); :class:`HyperparameterTypeError` for anything else."""
+    the form a run's JSON configuration keeps); :class:`HyperparameterTypeError` for anything else.
+
+    With ``none`` (what ``None`` means, for the message), ``None`` is allowed and returned.
+    """
+    if value is None and none is not None:
+        return None
     dtype = getattr(torch, value.removeprefix("torch."), None) if isinstance(value, str) else value
     if not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
+        allowed = "a floating-point torch.dtype such as torch.float64 (or its name, 'float64')"
         raise HyperparameterTypeError(
-            f"{owner}: invalid {name}={value!r}: expected a floating-point torch.dtype such as torch.float64 "
-            "(or its name, 'float64')"
+            f"{owner}: invalid {name}={value!r}: expected {f'None ({none}) or ' if none else ''}{allowed}"
         )
     return dtype
 

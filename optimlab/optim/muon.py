@@ -92,9 +92,9 @@ from ._base import RuleOptimizer, State
 from ._math import is_zero
 from ._matrix import NS_COEFFICIENTS, newton_schulz
 from ._validate import (
-    HyperparameterTypeError,
     check_betas,
     check_choice,
+    check_dtype,
     check_flag,
     check_int,
     check_range,
@@ -299,15 +299,9 @@ class Muon(RuleOptimizer):
 
 
 def _ns_dtype(name: str, value: Any) -> torch.dtype | None:
-    """``ns_dtype`` as a torch.dtype: given as one, or by its name (``"bfloat16"``, ``"torch.bfloat16"``: the
-    form a run's JSON configuration keeps), or None."""
-    dtype = getattr(torch, value.removeprefix("torch."), None) if isinstance(value, str) else value
-    if value is not None and not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
-        raise HyperparameterTypeError(
-            f"{name}: invalid ns_dtype={value!r}: expected None (the parameter's dtype) or a floating-point "
-            "torch.dtype such as torch.bfloat16 (or its name, 'bfloat16')"
-        )
-    return dtype
+    """``ns_dtype`` as a torch.dtype (given as one or by its name, ``"bfloat16"``: the form a run's JSON
+    configuration keeps), or None."""
+    return check_dtype(name, "ns_dtype", value, none="the parameter's dtype")
 
 
 def _check_coefficients(name: str, value: Any) -> None:
