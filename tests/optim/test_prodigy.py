@@ -1,4 +1,4 @@
-"""Prodigy: the authors' package as the reference, first steps by hand, the global estimate, and its edges."""
+"""Prodigy: the authors' package as the reference, first steps by hand, the global estimate, its paths, its edges."""
 
 import contextlib
 import io
@@ -110,3 +110,121 @@ def test_float16_parameters_are_refused_where_the_authors_code_steps_to_infinity
     ):
         opt.step()
     assert not opt.state and torch.equal(y, torch.ones(3))  # nothing changed
+
+
+SHAPES = [(40,), (3, 5), (6,), ()]
+
+
+def _mixed_run(make, dtype, steps=30):
+    """Three groups (another d0, coupled decay and bias correction in the options), a tensor above the piece
+    size, a tensor that starts at zero (its p0 is a 0-dim zero), a 0-dim one."""
+    start = h.make_params(SHAPES, dtype)
+    start[2].zero_()
+    grads = h.gradient_stream(SHAPES, steps, dtype)
+
+    def build(ps):
+        groups = [{"params": ps[:2]}, {"params": ps[2:3], "d0": 1e-2}, {"params": ps[3:], "weight_decay": 0.2}]
+        return make(groups)
+
+    return h.run(build, [p.clone() for p in start], grads, groups=False)
+
+
+OPTIONS = [
+    dict(d0=1e-3),
+    dict(d0=1e-3, weight_decay=0.1, decouple=False, use_bias_correction=True),
+    dict(d0=1e-3, betas=(0.0, 0.99), safeguard_warmup=True),
+]
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=str)
+@pytest.mark.parametrize("options", OPTIONS, ids=str)
+def test_native_passes_equal_the_reference_path_bit_for_bit(options, dtype, monkeypatch):
+    from optimlab.optim import _native
+    from optimlab.optim import prodigy as module
+
+    from .test_fast_path import correctly_rounded_sqrt
+
+    if not _native.available():
+        pytest.skip("no C compiler: no native path")
+    monkeypatch.setattr(module, "PIECE", 16)  # the 40-element tensor in three pieces, batches across tensors
+    launches = []
+    launch = _native._launch
+    monkeypatch.setattr(_native, "_launch", lambda fn, n, *a: launches.append(n) or launch(fn, n, *a))
+    native = _mixed_run(lambda p: Prodigy(p, **options), dtype)
+    assert len(launches) >= 30 * 3  # both passes native at every step (a check of one path alone proves nothing)
+    launches.clear()
+    with correctly_rounded_sqrt():  # torch's vectorised sqrt is not correctly rounded, C's is
+        reference = _mixed_run(lambda p: Prodigy(p, fast=False, **options), dtype)
+    assert not launches
+    for step, (ours, ref) in enumerate(zip(native, reference)):
+        assert all(torch.equal(a, b) for a, b in zip(ours, ref)), f"differs at step {step}"
+
+
+@pytest.mark.parametrize("options", [*OPTIONS, dict(d0=1e-3, slice_p=3)], ids=str)
+def test_foreach_path_equals_per_parameter_path(options, monkeypatch):
+    from optimlab.optim import prodigy as module
+
+    monkeypatch.setattr(module, "PIECE", 16)
+    single = _mixed_run(lambda p: Prodigy(p, fast=False, foreach=False, **options), torch.float64)
+    multi = _mixed_run(lambda p: Prodigy(p, fast=False, foreach=True, **options), torch.float64)
+    for ours, ref in zip(multi, single):
+        assert all(torch.equal(a, b) for a, b in zip(ours, ref))
+
+
+def test_a_step_reads_nothing_on_the_host_where_the_estimate_stays_a_tensor(monkeypatch):
+    # On a GPU every hyperparameter of the passes stays a 0-dim tensor on the device (a host read would wait for
+    # it); on the CPU they are read as numbers.  Here that GPU form, run on the CPU: the same results bit for bit,
+    # and after the first step (whose new state asks, as the authors', whether each tensor is all zero) no tensor
+    # read on the host but the per-parameter step counts (CPU tensors, as torch.optim's).
+    from optimlab.optim import prodigy as module
+
+    options = dict(d0=1e-3, use_bias_correction=True, weight_decay=0.1)
+    cpu_form = _mixed_run(lambda p: Prodigy(p, fast=False, foreach=True, **options), torch.float32, steps=10)
+    read: list[torch.Tensor] = []
+    opts = []
+
+    def make(groups):
+        opts.append(Prodigy(groups, fast=False, foreach=True, **options))
+        step = opts[-1].step
+
+        def spied_step():
+            step()
+            if read is not None and not monkeypatch_done:  # from the second step on
+                for name in ("item", "__bool__", "__float__", "__int__", "tolist"):
+                    original = getattr(torch.Tensor, name)
+                    monkeypatch.setattr(torch.Tensor, name, lambda t, *a, _f=original: read.append(t) or _f(t, *a))
+                monkeypatch_done.append(True)
+
+        opts[-1].step = spied_step
+        return opts[-1]
+
+    monkeypatch_done: list[bool] = []
+    monkeypatch.setattr(module, "_numbers", lambda hyper, device: hyper)
+    device_form = _mixed_run(make, torch.float32, steps=10)
+    monkeypatch.undo()
+    counts = {id(state["step"]) for state in opts[0].state.values()}
+    assert read and all(id(t) in counts for t in read)
+    # bit for bit, but for the 0-dim parameter: there a 0-dim float64 hyperparameter promotes the arithmetic
+    # (torch's rule for two 0-dim operands), so it rounds once at the end where the numbers round each time:
+    # a few float32 ulps apart
+    assert all(torch.equal(a, b) for xs, ys in zip(device_form, cpu_form) for a, b in zip(xs[:3], ys[:3]))
+    ulps = 4 * torch.finfo(torch.float32).eps
+    assert all(torch.allclose(xs[3], ys[3], rtol=ulps, atol=0) for xs, ys in zip(device_form, cpu_form))
+    group = opts[0].param_groups[0]
+    assert all(group[k].dtype == torch.float64 for k in ("d", "d_max", "d_numerator", "d_denom", "d_hat", "k"))
+
+
+def test_our_checkpoint_loads_into_the_authors_code():
+    # the estimate is kept as tensors in the groups; their step takes them as it takes its numbers
+    p, q = torch.ones(3, dtype=torch.float64), torch.ones(3, dtype=torch.float64)
+    ours, theirs = Prodigy([p], d0=1e-2, weight_decay=0.1), AuthorsProdigy([q], d0=1e-2, weight_decay=0.1)
+    for g in ([1.0, -2.0, 0.5], [0.5, 1.0, -1.0], [0.25, -0.5, 2.0]):
+        p.grad = torch.tensor(g, dtype=torch.float64)
+        ours.step()
+    theirs.load_state_dict(h.roundtrip(ours.state_dict()))
+    q.copy_(p)
+    for x in (p, q):
+        x.grad = torch.tensor([2.0, 1.0, -1.0], dtype=torch.float64)
+    ours.step()
+    theirs.step()
+    assert torch.allclose(p, q, rtol=0, atol=1e-15) and not torch.equal(p, torch.ones(3, dtype=torch.float64))
