@@ -32,16 +32,18 @@ tensor can be updated, so a step is two passes over the tensors, each written on
 :math:`g\,(x_0 - x)`; :func:`prodigy_first_pass` is the two together in the library's rule form),
 then the sums and the estimate, then :func:`prodigy_update` (a rule of the library's form) with
 :math:`d_{k+1}` known.  Each pass takes the library's paths: on the CPU the native path (both rules
-compiled, the first pass in pieces of at most 2M elements whose terms go to one reused buffer;
-``slice_p = 1`` only), else ``foreach`` (the same functions on ``TensorList`` s; by default on
-CUDA, as torch.optim) or one tensor at a time.  Every path sums the terms in the same pieces and
-order, so the paths agree bit for bit (up to torch's rounding of ``sqrt``) and a split of the
-tensors into groups sums alike.  The estimate (``d``, ``d_max``, ``d_numerator``, ``d_denom``,
-``d_hat``, ``k``) is kept as float64 tensors on the parameters' device, so no step waits for the
-device to report a number (the authors' code reads two per tensor); the native path reads its
-numbers on the CPU, where that costs nothing.  The one host read is where every gradient so far
-was 0 (see below) on CUDA: the per-parameter step counts, CPU tensors as in torch.optim, take
-that flag.  The class is not swept under ``vmap`` (:mod:`optimlab.sweep` runs it as itself).
+compiled; the first pass in calls of at most :data:`PIECE` elements whose two terms go to a reused
+buffer, summed from the cache; ``slice_p = 1`` only), else ``foreach`` (the same functions on
+``TensorList`` s; by default on CUDA, as torch.optim) or one tensor at a time.  Every path takes the
+same sums of the same pieces of each tensor in the same order, so the paths agree bit for bit (up to
+torch's rounding of ``sqrt``) and a split of the tensors into groups sums alike.  The estimate
+(``d``, ``d_max``, ``d_numerator``, ``d_denom``, ``d_hat``, ``k``) is kept as float64 tensors on
+the parameters' device and the passes take it as such, so on a GPU no step waits to read a number
+(the authors' code reads two per tensor; that form is tested on the CPU, no GPU was at hand); on the CPU, where a read waits for nothing, the passes
+take Python numbers (torch's CPU kernels take them faster).  One consequence on a GPU: a step where
+every gradient so far was 0 (below) still counts in the per-parameter ``step`` (a CPU tensor, as
+torch.optim's, which the equations never read; ``k``, which they do, stays as theirs).  The class
+is not swept under ``vmap`` (:mod:`optimlab.sweep` runs it as itself).
 
 As in the authors' code, the estimate's numbers live in every param group (``d``, ``d_max``,
 ``d_numerator``, ``d_denom``, ``d_hat``, ``k``) and the global options (``betas``, ``beta3``,
@@ -335,9 +337,9 @@ class Prodigy(RuleOptimizer):
         }
         for group in self.param_groups:
             group.update(estimate)
-        # the step counts (CPU tensors, as torch.optim's) stay where nothing moved
-        counts = [self.state[p]["step"] for _, _, params, _ in work for p in params]
-        torch._foreach_add_(counts, zero.to("cpu", torch.float32), alpha=-1)
+        if device.type == "cpu":  # the step counts (CPU tensors, as torch.optim's) stay where nothing moved
+            counts = [self.state[p]["step"] for _, _, params, _ in work for p in params]
+            torch._foreach_add_(counts, zero.to(torch.float32), alpha=-1)
         return loss
 
     def _first_pass(
