@@ -302,10 +302,11 @@ class Prodigy(RuleOptimizer):
                 "weight": weight,
             }
             hyper = _numbers({**hyper, "decouple": first["decouple"]}, device)
-            dot, size = self._first_pass(group, opts["slice_p"], params, prepared, hyper)
-            if dot:
-                dots.append((d / opts["d0"]) * dlr * torch.stack(dot).to(torch.float64))
-                sizes.append(torch.stack(size).to(torch.float64))
+            pairs = self._first_pass(group, opts["slice_p"], params, prepared, hyper)
+            if pairs:
+                pairs = torch.stack(pairs).to(torch.float64)
+                dots.append((d / opts["d0"]) * dlr * pairs[:, 0])
+                sizes.append(pairs[:, 1])
         denominator = torch.cat(sizes).sum() if sizes else torch.zeros((), dtype=torch.float64, device=device)
         # every gradient so far 0 where the sums look: the moments moved, nothing else does (the authors')
         zero = denominator == 0
@@ -344,13 +345,13 @@ class Prodigy(RuleOptimizer):
 
     def _first_pass(
         self, group: dict[str, Any], slice_p: int, params: list[Tensor], prepared: list[Any], hyper: dict[str, Any]
-    ) -> tuple[list[Tensor], list[Tensor]]:
-        """Moments and ``s`` of ``group``'s tensors written; returns the sums of :math:`g\\,(x_0 - x)` and of
+    ) -> list[Tensor]:
+        """Moments and ``s`` of ``group``'s tensors written; returns the pairs of sums of :math:`g\\,(x_0 - x)` and of
         :math:`\\lvert s\\rvert` over each piece of at most :data:`PIECE` elements of each tensor, in order, in
         the tensor's dtype.  Natively where it can (``slice_p = 1``), else by torch: every path takes the same
         sums of the same pieces, so they agree, and a split of the tensors into groups sums alike.
         """
-        sums: list[list[tuple[Tensor, Tensor]]] = [[] for _ in params]
+        sums: list[list[Tensor]] = [[] for _ in params]
         rest = list(range(len(params)))
         if slice_p == 1 and _native.wanted(self, group):
             rest = self._first_pass_native(params, prepared, hyper, sums)
@@ -374,17 +375,16 @@ class Prodigy(RuleOptimizer):
             if len(batch) == 1:
                 terms, abs_s = [terms], [abs_s]
             for i, term, size in zip(batch, terms, abs_s):
-                sums[i] = [(a.sum(), b.sum()) for a, b in zip(term.split(PIECE), size.split(PIECE))]
-        pieces = [piece for pieces in sums for piece in pieces]
-        return [dot for dot, _ in pieces], [size for _, size in pieces]
+                sums[i] = [torch.stack(piece).sum(dim=1) for piece in zip(term.split(PIECE), size.split(PIECE))]
+        return [piece for pieces in sums for piece in pieces]
 
     def _first_pass_native(
-        self, params: list[Tensor], prepared: list[Any], hyper: dict[str, Any], sums: list[list[tuple[Tensor, Tensor]]]
+        self, params: list[Tensor], prepared: list[Any], hyper: dict[str, Any], sums: list[list[Tensor]]
     ) -> list[int]:
         """The native first pass of the tensors it takes, in calls of at most :data:`PIECE` elements whose
         terms go to one reused buffer (read back from the cache); their sums into ``sums``.  Returns the others."""
         rest: list[int] = []
-        batch: list[tuple[int, Tensor, Tensor, State]] = []
+        batch: list[tuple[int, Tensor, Tensor, State, Tensor]] = []
         size = 0
         buffers: dict[torch.dtype, Tensor] = {}
 
@@ -394,13 +394,13 @@ class Prodigy(RuleOptimizer):
                 return
             ps, gs, states = ([item[j] for item in batch] for j in (1, 2, 3))
             if not _native.run(prodigy_first_pass, ps, gs, states, 0.0, hyper):
-                for _, p, g, state in batch:  # the same rule, by torch
+                for _, p, g, state, _ in batch:  # the same rule, by torch
                     _, new_state = prodigy_first_pass(p, g, state, 0.0, **hyper)
                     for key in ("exp_avg", "exp_avg_sq", "s", "term", "abs_s"):
                         if key in state:
                             state[key].copy_(new_state[key])
-            for i, _, _, state in batch:
-                sums[i].append((state["term"].sum(), state["abs_s"].sum()))
+            for i, *_, pair in batch:
+                sums[i].append(pair.sum(dim=1))
             batch, size = [], 0
 
         for i, (p, (grad, tensors, _)) in enumerate(zip(params, prepared)):
@@ -433,8 +433,9 @@ class Prodigy(RuleOptimizer):
                 )
                 if scalar:
                     state["p0"] = p0
-                state["term"], state["abs_s"] = buffers[p.dtype][:, size : size + n]
-                batch.append((i, p_piece, g_piece, state))
+                pair = buffers[p.dtype][:, size : size + n]
+                state["term"], state["abs_s"] = pair
+                batch.append((i, p_piece, g_piece, state, pair))
                 size += n
         flush()
         return rest
