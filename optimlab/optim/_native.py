@@ -520,8 +520,10 @@ def step_group(opt: RuleOptimizer, group: dict[str, Any], params: list[Tensor], 
     static_key = _static_key(static)
     elementwise = type(opt).elementwise
     batches: dict[tuple[Any, ...], list[tuple[Tensor, Tensor, State]]] = defaultdict(list)
+    sizes: dict[tuple[Any, ...], list[int]] = defaultdict(list)  # a loop nest's (B, R, C) per tensor
     kernels: dict[tuple[Any, ...], Any] = {}
     for p, (grad, tensors, step) in zip(params, opt._prepare(group, params)):
+        dtype = p.dtype
         if static_key is None or not _eligible(p, grad):
             layout = None
         elif elementwise:
@@ -530,16 +532,23 @@ def step_group(opt: RuleOptimizer, group: dict[str, Any], params: list[Tensor], 
             layout = None  # loop nests index rows and columns, and lose on many tiny matrices
         else:  # traced at a fixed rank; the state's shapes at that rank come from init_state
             layout = (_loopnest.MATRIX if p.dim() >= 2 else _loopnest.VECTOR, tuple(tensors))
-        if (layout, p.dtype) not in kernels:
-            kernels[layout, p.dtype] = _find(opt, group, static_key, hyper, layout, p.dtype)
-        found = kernels[layout, p.dtype]
-        if found is None or (found[0].dims and not _fits(found[0], p, tensors)):
+        if (layout, dtype) not in kernels:
+            kernels[layout, dtype] = _find(opt, group, static_key, hyper, layout, dtype)
+        found = kernels[layout, dtype]
+        key = (layout, dtype, step)
+        if found is not None and found[0].dims:
+            dims = _dims(p)
+            if _fits(found[0], p, dims, tensors):
+                sizes[key] += dims
+            else:
+                found = None
+        if found is None:
             opt._update(p, grad, tensors, step, kwargs)
         else:
-            batches[(layout, p.dtype, step)].append((p, _like(grad, p), tensors))
+            batches[key].append((p, _like(grad, p), tensors))
     for (layout, dtype, step), batch in batches.items():
         try:
-            _run(kernels[layout, dtype], batch, step, numbers)
+            _run(kernels[layout, dtype], batch, step, numbers, sizes.get((layout, dtype, step)))
         except MemoryError as exc:  # the kernel wrote nothing: the reference path does the step
             warnings.warn(f"{exc}; the reference path takes this step", RuntimeWarning, stacklevel=4)
             for p, grad, tensors in batch:
@@ -596,12 +605,15 @@ def _run(
     batch: list[tuple[Tensor, Tensor, State]],
     step: float,
     numbers: dict[str, float],
+    sizes: list[int] | None = None,
 ) -> None:
+    """Launch ``kernel`` on ``batch``; ``sizes``: a loop nest's (B, R, C) of each tensor, where known."""
     k, fn = kernel
     vec = [p.data_ptr() for p, _, _ in batch] + [g.data_ptr() for _, g, _ in batch]
     vec += [s[name].data_ptr() for name in k.vector[2:] for _, _, s in batch]
     sca = [s[name].data_ptr() for name in k.scalar for _, _, s in batch] or [0]
-    sizes = [d for p, _, _ in batch for d in _dims(p)] if k.dims else [p.numel() for p, _, _ in batch]
+    if sizes is None:
+        sizes = [d for p, _, _ in batch for d in _dims(p)] if k.dims else [p.numel() for p, _, _ in batch]
     h = [step, *(numbers[name] for name in k.hyper)]
     # array.array: the cheapest C arrays to build from Python (a tiny step is all overhead)
     _launch(fn, len(batch), array.array("q", sizes), array.array("Q", vec), array.array("Q", sca), array.array("d", h))
@@ -664,22 +676,27 @@ def _flat_layout(p: Tensor, state: State) -> Layout | None:
 
 def _dims(p: Tensor) -> tuple[int, int, int]:
     """``p`` as (batch, rows, columns), the way a loop-nest kernel sees it."""
-    if p.dim() < 2:
+    shape = p.shape
+    if len(shape) < 2:
         return 1, 1, p.numel()
-    return p.numel() // (p.shape[-2] * p.shape[-1]) if p.numel() else 0, p.shape[-2], p.shape[-1]
+    rows, columns = shape[-2], shape[-1]
+    return p.numel() // (rows * columns) if rows * columns else 0, rows, columns
 
 
-def _fits(kernel: _codegen.Kernel, p: Tensor, state: State) -> bool:
-    """Whether ``state`` has the sizes ``kernel`` indexes (it would read out of bounds otherwise)."""
-    b, r, c = _dims(p)
-    sizes = {"b": b, "i": r, "j": c}
+def _fits(kernel: _codegen.Kernel, p: Tensor, dims: tuple[int, int, int], state: State) -> bool:
+    """Whether ``state`` has the sizes ``kernel`` indexes for ``p`` of loop-nest sizes ``dims``
+    (it would read out of bounds otherwise).  Run for every tensor at every step, so plain tests:
+    no generator, no ``math.prod``."""
+    b, r, c = dims
+    dtype = p.dtype
     for name, axes in zip(kernel.vector[2:], kernel.axes[2:]):
         v = state[name]
-        if (
-            v.dtype != p.dtype
-            or not v.is_cpu
-            or not v.is_contiguous()
-            or v.numel() != math.prod(sizes[a] for a in axes)
-        ):
+        if v.dtype != dtype or not v.is_cpu or not v.is_contiguous():
             return False
-    return all(state[name].numel() == 1 and state[name].dtype == p.dtype for name in kernel.scalar)
+        if v.numel() != (b if "b" in axes else 1) * (r if "i" in axes else 1) * (c if "j" in axes else 1):
+            return False
+    for name in kernel.scalar:
+        v = state[name]
+        if v.numel() != 1 or v.dtype != dtype:
+            return False
+    return True
