@@ -26,7 +26,7 @@ LAMB S = 2, 28 B; AdEMAMix S = 3, 36 B (its slow EMA); MARS S = 3, 36 B on matri
 slice_p = 1); Muon S = 1 on matrices, 20 B, and 2 (AdamW) on the rest, plus the Newton–Schulz work
 on each matrix, which no byte model counts.
 GB/s is that byte count over the median step time: work done, not traffic measured, so an
-implementation that makes several passes (the norms of LAMB and MARS, Prodigy's two) shows as slower.
+implementation that makes several passes (the norms of LAMB and of MARS on matrices, Prodigy's two) shows as slower.
 The row ``prodigyopt`` is the authors' Prodigy (``--optimizers Prodigy prodigyopt``: the two rows' ``cpu vs
 fused`` compare them by CPU time).
 
