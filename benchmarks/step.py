@@ -248,8 +248,8 @@ def state_bytes(opt: torch.optim.Optimizer) -> int:
 
 
 def path(opt: torch.optim.Optimizer) -> str:
-    """``native`` if one more step runs a compiled kernel: a class whose own step goes around the native
-    path (Prodigy) takes the reference path whatever ``fast`` says."""
+    """``native`` if one more step runs a compiled kernel (a package's optimizer, such as the ``prodigyopt`` row,
+    never does)."""
     from optimlab.optim import _native
 
     launch, launched = _native._launch, []

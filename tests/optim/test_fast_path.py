@@ -34,7 +34,7 @@ NATIVE_CASES = [c for c in CASES if (opt := _rule_optimizer(c)) is not None and 
 # rules that reduce over a tensor: summed in another order than torch's, so equal to rounding.
 # Muon's matrices have no native form (Newton-Schulz multiplies matrices): they take the reference
 # path by design, and test_standard's default-path parity covers its AdamW tensors' native path.
-# Prodigy's own step (one d over all tensors) calls its rule directly: no native path either.
+# Prodigy's own step (one d over all tensors) runs its two passes natively: test_prodigy.py checks them.
 # Shampoo's inverse roots (eigendecompositions) have no native form: the reference path by design.
 REDUCING_CASES = [
     c
