@@ -170,6 +170,7 @@ class Prodigy(RuleOptimizer):
     the module docstring for the equations, and for why and how the step makes two passes.
     """
 
+    # the base class's rule form; the step itself is this class's (two passes, module docstring)
     rule = staticmethod(prodigy_update)
     elementwise = False
     # lr multiplies the estimate d and the authors recommend 1.0 for every network: the lab's default
@@ -262,7 +263,7 @@ class Prodigy(RuleOptimizer):
     def step(self, closure: Callable[[], Any] | None = None) -> Any:
         """One step of every parameter: the first pass (moments, the estimate's sums), the estimate, the updates.
 
-        The estimate stays a tensor on the parameters' device throughout: nothing is read on the host.
+        The estimate stays a tensor on the parameters' device throughout: on a GPU nothing is read on the host.
         """
         loss = None
         if closure is not None:
