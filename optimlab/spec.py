@@ -359,9 +359,13 @@ def _jsonable(value: Any) -> Any:
 
 
 def _plain(value: Any) -> Any:
-    """Lists as tuples, recursively (so that a spec read from JSON equals the one parsed from text)."""
+    """Lists as tuples, recursively, and a torch.dtype as its name (so that a spec read from JSON, where
+    a run's configuration keeps Muon's ``ns_dtype=torch.bfloat16`` as ``"bfloat16"``, equals the one
+    parsed from text, and a label does not show that default as a difference)."""
     if isinstance(value, (list, tuple)):
         return tuple(_plain(v) for v in value)
+    if isinstance(value, torch.dtype):
+        return str(value).removeprefix("torch.")
     return value
 
 

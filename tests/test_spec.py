@@ -164,6 +164,18 @@ def test_a_stored_configuration_reads_back_under_the_users_names():
     name, hp = runner.optimizer_spec("Lookahead(Adam(beta1=0.5))")
     stored = OptimizerSpec.from_config({"optimizer": name, "hyperparameters": hp})  # a run's config
     assert label(stored) == "Lookahead(Adam(lr=0.001, betas=(0.5, 0.999)))"
+    # a torch.dtype default is stored by its name (Muon's ns_dtype): that is no difference to show
+    name, hp = runner.optimizer_spec("Muon(exterior_adamw=True)")
+    assert hp["ns_dtype"] == "bfloat16"
+    assert (
+        label(OptimizerSpec.from_config({"optimizer": name, "hyperparameters": hp}))
+        == "Muon(lr=0.02, exterior_adamw=True)"
+    )
+    name, hp = runner.optimizer_spec("Muon(ns_dtype='float32')")
+    assert (
+        label(OptimizerSpec.from_config({"optimizer": name, "hyperparameters": hp}))
+        == "Muon(lr=0.02, ns_dtype='float32')"
+    )
 
 
 def test_what_a_spec_fixes():
