@@ -709,7 +709,8 @@ class _Curve:
 
     def point(self, step: int, *, evaluate: bool) -> None:
         """A curve point after ``step`` steps (with the curve split's evaluation if ``evaluate``)."""
-        self.train_time += time.perf_counter() - self.resumed
+        if step:  # before the first step nothing has trained: the time since the setup is none of training's
+            self.train_time += time.perf_counter() - self.resumed
         row: dict[str, Any] = {"epochs": step / self.instance.steps_per_epoch, "step": step}
         row.update({f"train_{name}": self.sums[name] / self.counts[name] for name in self.sums})
         self.sums, self.counts = {}, {}
