@@ -231,8 +231,8 @@ def optimizer_spec(
             full[p.name] = p.default
         # a default that is a function (ADOPT's clip_lambda) has no JSON form: the constructor supplies
         # it, and the library versions in the run's key stand for it
-    # a torch.dtype (Muon's ns_dtype) is kept by its name, which the constructors that take one accept
-    full = {k: str(v).removeprefix("torch.") if isinstance(v, torch.dtype) else v for k, v in full.items()}
+    # a torch.dtype (Muon's ns_dtype) is kept by its name, as specs compare it; its constructor takes the name
+    full = {k: spec_mod._plain(v) for k, v in full.items()}
     canonical_json({f"hyperparameters of {spec.name}": full})  # ValueError for a value with no key
     return spec.name, json_plain(full)
 
