@@ -557,10 +557,12 @@ class _Plan:
         return nodes
 
     def _store_early(self) -> None:
-        """Full outputs stored by the first pass that computes them, where a pass of a later phase
-        reads them back instead of computing them again and none after it reads the old value they
-        replace: LAMB's moments, so that its second pass reads them and the parameter, not the
-        gradient too (a sum of the whole tensor must come between its passes)."""
+        """Full outputs stored by the first pass that computes them, where no pass after it reads the
+        old value they replace and every pass that reads them is of a later phase (which reads them back
+        instead of computing them again): LAMB's moments, so that its second pass reads them and the
+        parameter, not the gradient too (a sum of the whole tensor must come between its passes); an
+        output no later pass reads, such as Prodigy's ``s`` beside its sums, so that no pass is made for
+        it alone."""
         em = self.em
         keys = sorted(self.passes)
         early = {}
@@ -582,13 +584,18 @@ class _Plan:
                 v, symbol = self.full_outputs[k], f"in_{em.vector.index(k)}"
                 readers = [key for key in keys if key > at and v in reads[key]]
                 overwritten = any(old.get(d) == symbol for key in keys if key > at for d in reads[key])
-                if readers and all(key[0] > at[0] for key in readers) and not overwritten:
+                if all(key[0] > at[0] for key in readers) and not overwritten:
                     keep[k] = at
             if keep == early:
                 break
             early = keep
         self.pass_nodes = self._pass_closures(early)
         self.stored = {self.full_outputs[k]: em.vector.index(k) for k in early}
+        out = self.out_pass
+        if out is not None and not self.passes[out] and not self.stores[out]:
+            # every full output was stored early (Prodigy's s beside its sums): no pass left to make
+            for table in (self.passes, self.stores, self.pass_nodes):
+                del table[out]
 
     def _closure(self, roots: list[Any], leaves: set[torch.fx.Node] | None = None) -> list[torch.fx.Node]:
         """The full-size values ``roots`` depend on (recomputed per element, but for ``leaves``,
@@ -643,6 +650,7 @@ class _Plan:
             if serial:
                 lines += ["#pragma omp single", "{", *("    " + x for x in self._copies(ph) + serial), "}"]
             tile = self._copies(ph + 1) + self._tile_ranges()
+            idle = len(tile)
             for r in self.tile_sums:
                 x, out, _, acc = em.reductions[r]
                 if self.phase.get(x, 0) != ph:
@@ -667,6 +675,8 @@ class _Plan:
                         m = em.mask(em.shapes[k])
                         if m != em.full and m != 1 and self.local_mask(m):
                             tile += loops(m, self._store(k, v, m), tile=True)
+            if len(tile) == idle:  # nothing per tile in this phase: its numbers only (above)
+                continue
             lines += ["#pragma omp for schedule(static)", "for (int64_t k = 0; k < tiles; ++k) {"]
             lines += ["    " + x for x in tile] + ["}"]
         final = []

@@ -570,12 +570,21 @@ def _find(
 
 
 def run(
-    rule: Any, params: list[Tensor], grads: list[Tensor], states: list[State], step: float, kwargs: dict[str, Any]
+    rule: Any,
+    params: list[Tensor],
+    grads: list[Tensor],
+    states: list[State],
+    step: float,
+    kwargs: dict[str, Any],
+    *,
+    vectors: bool = False,
 ) -> bool:
-    """Apply an elementwise ``rule`` to every parameter in one native call, if it can be done.
+    """Apply ``rule`` to every parameter in one native call, if it can be done.
 
-    For other code than the optimizers' own step (Lookahead's synchronisation): it returns False,
-    having changed nothing, where the reference path must be taken.
+    For other code than the optimizers' own step (Lookahead's synchronisation, Prodigy's passes): it
+    returns False, having changed nothing, where the reference path must be taken.  The rule is
+    elementwise, or with ``vectors`` it may sum over a whole tensor (a loop nest that sees every tensor
+    as the vector of its elements: contiguous tensors only, state of their size or 0-dim).
     """
     if not params or not available():
         return False
@@ -584,17 +593,17 @@ def run(
     if static_key is None:
         return False
     dtype = params[0].dtype
-    layouts = {
-        _flat_layout(p, s) if _eligible(p, g) and p.dtype == dtype else None for p, g, s in zip(params, grads, states)
-    }
+    shape = _layout_as_vector if vectors else _flat_layout
+    layouts = {shape(p, s) if _eligible(p, g) and p.dtype == dtype else None for p, g, s in zip(params, grads, states)}
     layout = layouts.pop()
     if layouts or layout is None:
         return False
     kernel = _kernel(rule, static_key, tuple(numbers), layout, dtype)
     if kernel is None:
         return False
+    sizes = [d for p in params for d in (1, 1, p.numel())] if vectors else None
     try:
-        _run(kernel, [(p, _like(g, p), s) for p, g, s in zip(params, grads, states)], step, numbers)
+        _run(kernel, [(p, _like(g, p), s) for p, g, s in zip(params, grads, states)], step, numbers, sizes)
     except MemoryError:
         return False
     return True
@@ -672,6 +681,24 @@ def _flat_layout(p: Tensor, state: State) -> Layout | None:
         else:
             return None
     return _FLAT, tuple(layout)
+
+
+def _layout_as_vector(p: Tensor, state: State) -> Layout | None:
+    """The layout of a loop nest that sees ``p`` as one vector (:func:`run`), or None."""
+    if not p.is_contiguous():
+        return None
+    dtype, n, vector = p.dtype, p.numel(), _loopnest.VECTOR
+    layout = []
+    for k, v in state.items():
+        if v.dtype != dtype or not v.is_cpu or not v.is_contiguous():
+            return None
+        if not v.dim():
+            layout.append((k, ()))
+        elif v.numel() == n:
+            layout.append((k, vector))
+        else:
+            return None
+    return vector, tuple(layout)
 
 
 def _dims(p: Tensor) -> tuple[int, int, int]:

@@ -67,6 +67,10 @@ class TensorList:
     def abs(self) -> TensorList:
         return TensorList(torch._foreach_abs(self.tensors))
 
+    def sum(self) -> TensorList:
+        """Each tensor's sum, a 0-dim tensor (one reduction per tensor: torch has no foreach sum)."""
+        return TensorList(t.sum() for t in self.tensors)
+
     def sign(self) -> TensorList:
         return TensorList(torch._foreach_sign(self.tensors))
 

@@ -28,15 +28,16 @@ every param group: :math:`d` is one number for the whole optimizer.
 
 **How the class steps.** :math:`d_{k+1}` needs every tensor's terms of the sums before any
 tensor can be updated, so a step is two passes over the tensors, each written once:
-:func:`prodigy_moments` and :func:`prodigy_terms` (the moments, ``s`` and, per element,
-:math:`g\,(x_0 - x)`; :func:`prodigy_first_pass` is the two together in the library's rule form),
-then the sums and the estimate, then :func:`prodigy_update` (a rule of the library's form) with
-:math:`d_{k+1}` known.  Each pass takes the library's paths: on the CPU the native path (both rules
-compiled; the first pass in calls of at most :data:`PIECE` elements whose two terms go to a reused
-buffer, summed from the cache; ``slice_p = 1`` only), else ``foreach`` (the same functions on
-``TensorList`` s; by default on CUDA, as torch.optim) or one tensor at a time.  Every path takes the
-same sums of the same pieces of each tensor in the same order, so the paths agree bit for bit (up to
-torch's rounding of ``sqrt``) and a split of the tensors into groups sums alike.  The estimate
+:func:`prodigy_sums` (``s`` and each tensor's two sums, from :func:`prodigy_terms`), then the
+estimate, then :func:`prodigy_update` (the moments, :func:`prodigy_moments`, with :math:`d_k`, and
+the update with :math:`d_{k+1}`).  That split moves the least memory two passes can: the first
+reads the parameter, the gradient, ``s`` and ``p0`` and writes ``s``; the second is Adam's one pass.
+Each pass takes the library's paths: on the CPU the native path (the first pass a loop nest, its
+sums in double precision rounded once to the tensor's dtype; ``slice_p = 1`` only), else
+``foreach`` (the same functions on ``TensorList`` s; by default on CUDA, as torch.optim) or one
+tensor at a time (the sums by torch, in the tensor's dtype, as the authors').  The paths agree up
+to the rounding of those sums (and torch's rounding of ``sqrt``); the torch paths bit for bit; and
+the sums are each tensor's, added in order, so a split of the tensors into groups sums alike.  The estimate
 (``d``, ``d_max``, ``d_numerator``, ``d_denom``, ``d_hat``, ``k``) is kept as float64 tensors on
 the parameters' device and the passes take it as such, so on a GPU no step waits to read a number
 (the authors' code reads two per tensor; that form is tested on the CPU, no GPU was at hand); on the CPU, where a read waits for nothing, the passes
@@ -76,10 +77,6 @@ from ._math import is_zero
 from ._tensorlist import TensorList
 from ._validate import check_betas, check_int, check_range
 
-#: elements per piece whose sums the estimate takes (the native first pass writes a piece's terms to a reused
-#: buffer, small enough to be read back from the cache)
-PIECE = 1 << 19
-
 #: the entries of a param group the step reads as numbers (the estimate's own entries are tensors)
 _OPTIONS = (
     "lr", "betas", "beta3", "eps", "weight_decay", "decouple", "use_bias_correction", "safeguard_warmup", "d0",
@@ -111,20 +108,49 @@ def prodigy_terms(grad: Any, param: Any, p0: Any, s: Any, *, beta3: Any, weight:
     return new_s, grad * (p0 - param), new_s.abs()
 
 
+def prodigy_sums(
+    param: Any,
+    grad: Any,
+    state: State,
+    step: Any,
+    *,
+    beta3: Any,
+    weight: Any,
+    weight_decay: Any,
+    decouple: bool,
+) -> tuple[Any, State]:
+    r"""The first pass, a rule of the library's form, of one (sliced) tensor: the new ``s`` and the tensor's two
+    terms of the estimate's sums, ``dot`` (:math:`\sum g\,(x_0 - x)`) and ``size`` (:math:`\sum \lvert s\rvert`).
+
+    ``param`` is returned as it is; ``dot`` and ``size`` are the caller's buffers, not kept.  On the CPU the
+    native path runs it as a loop nest (the sums in double precision, rounded once to the tensor's dtype).
+    """
+    grad = _coupled(param, grad, weight_decay, decouple)
+    new_s, term, abs_s = prodigy_terms(grad, param, state["p0"], state["s"], beta3=beta3, weight=weight)
+    return param, {**state, "s": new_s, "dot": term.sum(), "size": abs_s.sum()}
+
+
 def prodigy_update(
     param: Any,
     grad: Any,
     state: State,
     step: Any,
     *,
+    beta1: Any,
+    beta2: Any,
+    d: Any,
     eps: Any,
     weight_decay: Any,
     decouple: bool,
     dlr: Any,
     d_next: Any,
+    moments: bool = True,
 ) -> tuple[Any, State]:
-    """The second pass, a rule of the library's form: the new param from the new moments and :math:`d_{k+1}`."""
+    """The second pass, a rule of the library's form: the moments (with :math:`d_k`; not with ``moments=False``,
+    a group whose lr is 0), then the new param from them and :math:`d_{k+1}`."""
     grad = _coupled(param, grad, weight_decay, decouple)
+    if moments:
+        state = prodigy_moments(grad, state, beta1=beta1, beta2=beta2, d=d)
     denom = state["exp_avg_sq"].sqrt() + d_next * eps
     if not is_zero(weight_decay) and decouple:
         param = param - (weight_decay * dlr) * param
@@ -133,32 +159,6 @@ def prodigy_update(
     else:
         param = param - (dlr * d_next) * (grad / denom)
     return param, state
-
-
-def prodigy_first_pass(
-    param: Any,
-    grad: Any,
-    state: State,
-    step: Any,
-    *,
-    beta1: Any,
-    beta2: Any,
-    beta3: Any,
-    weight_decay: Any,
-    decouple: bool,
-    d: Any,
-    weight: Any,
-) -> tuple[Any, State]:
-    """The first pass with ``slice_p = 1``, a rule of the library's form (the native path compiles it).
-
-    ``param`` is returned as it is; the state gains the two terms the step sums, ``term`` and ``abs_s``
-    (the caller's buffers: they are not kept).
-    """
-    grad = _coupled(param, grad, weight_decay, decouple)
-    new_state = dict(state) | prodigy_moments(grad, state, beta1=beta1, beta2=beta2, d=d)
-    terms = prodigy_terms(grad, param, state["p0"], state["s"], beta3=beta3, weight=weight)
-    new_state["s"], new_state["term"], new_state["abs_s"] = terms
-    return param, new_state
 
 
 class Prodigy(RuleOptimizer):
@@ -289,25 +289,16 @@ class Prodigy(RuleOptimizer):
         if first["use_bias_correction"]:
             dlr = dlr * ((1 - beta2 ** (k + 1)) ** 0.5 / (1 - beta1 ** (k + 1)))
 
-        dots, sizes = [], []  # every tensor's pieces, in order: a split into groups sums alike
+        dots, sizes = [], []  # every tensor's terms, in order: a split into groups sums alike
         for group, opts, params, prepared in work:
             if is_zero(opts["lr"]):  # the authors': such a group adds nothing and keeps its moments
                 continue
             weight = (d / opts["d0"]) * (d if opts["safeguard_warmup"] else dlr)
-            hyper = {
-                "beta1": beta1,
-                "beta2": beta2,
-                "beta3": beta3,
-                "weight_decay": opts["weight_decay"],
-                "d": d,
-                "weight": weight,
-            }
+            hyper = {"beta3": beta3, "weight": weight, "weight_decay": opts["weight_decay"]}
             hyper = _numbers({**hyper, "decouple": first["decouple"]}, device)
-            pairs = self._first_pass(group, opts["slice_p"], params, prepared, hyper)
-            if pairs:
-                pairs = torch.stack(pairs).to(torch.float64)
-                dots.append((d / opts["d0"]) * dlr * pairs[:, 0])
-                sizes.append(pairs[:, 1])
+            pairs = self._first_pass(group, opts["slice_p"], params, prepared, hyper).to(torch.float64)
+            dots.append((d / opts["d0"]) * dlr * pairs[:, 0])
+            sizes.append(pairs[:, 1])
         denominator = torch.cat(sizes).sum() if sizes else torch.zeros((), dtype=torch.float64, device=device)
         # every gradient so far 0 where the sums look: the moments moved, nothing else does (the authors')
         zero = denominator == 0
@@ -319,12 +310,11 @@ class Prodigy(RuleOptimizer):
         grown = d_new * first["growth_rate"]
         d_new = torch.where(grown < d_max_new, grown, d_max_new)
         d_next = torch.where(zero, d, d_new)
-        hyper = _numbers({"dlr": torch.where(zero, torch.zeros_like(dlr), dlr), "d_next": d_next}, device)
-        hyper["decouple"] = first["decouple"]
+        hyper = {"beta1": beta1, "beta2": beta2, "d": d, "dlr": torch.where(zero, torch.zeros_like(dlr), dlr)}
+        hyper = _numbers({**hyper, "d_next": d_next}, device)
         for group, opts, params, prepared in work:
-            self._second_pass(
-                group, params, prepared, {**hyper, "eps": opts["eps"], "weight_decay": opts["weight_decay"]}
-            )
+            options = {"eps": opts["eps"], "weight_decay": opts["weight_decay"], "decouple": first["decouple"]}
+            self._second_pass(group, params, prepared, {**hyper, **options, "moments": not is_zero(opts["lr"])})
 
         def kept(key: str, new: Tensor) -> Tensor:
             return torch.where(zero, _tensor(head.get(key, new), device), new)
@@ -346,106 +336,55 @@ class Prodigy(RuleOptimizer):
 
     def _first_pass(
         self, group: dict[str, Any], slice_p: int, params: list[Tensor], prepared: list[Any], hyper: dict[str, Any]
-    ) -> list[Tensor]:
-        """Moments and ``s`` of ``group``'s tensors written; returns the pairs of sums of :math:`g\\,(x_0 - x)` and of
-        :math:`\\lvert s\\rvert` over each piece of at most :data:`PIECE` elements of each tensor, in order, in
-        the tensor's dtype.  Natively where it can (``slice_p = 1``), else by torch: every path takes the same
-        sums of the same pieces, so they agree, and a split of the tensors into groups sums alike.
-        """
-        sums: list[list[Tensor]] = [[] for _ in params]
+    ) -> Tensor:
+        """``s`` of ``group``'s tensors written (:func:`prodigy_sums`); returns each tensor's two sums, ``dot`` and
+        ``size``, as the rows of a tensor of their dtype (as the authors', each tensor's sums are in its dtype).
+        Natively where it can (``slice_p = 1``, float32 or float64 CPU tensors), else by torch."""
+        sums = torch.empty(len(params), 2, dtype=torch.float64, device=params[0].device)
         rest = list(range(len(params)))
         if slice_p == 1 and _native.wanted(self, group):
             rest = self._first_pass_native(params, prepared, hyper, sums)
         for batch in _batches(group, params, rest):
             wrap = TensorList if len(batch) > 1 else _single
-            p = wrap(params[i] for i in batch)
-            grad = _coupled(p, wrap(prepared[i][0] for i in batch), hyper["weight_decay"], hyper["decouple"])
-            state = {k: wrap(prepared[i][1][k] for i in batch) for k in prepared[batch[0]][1]}
-            moments = prodigy_moments(grad, state, beta1=hyper["beta1"], beta2=hyper["beta2"], d=hyper["d"])
-            for key, value in moments.items():
-                state[key].copy_(value)
-            new_s, terms, abs_s = prodigy_terms(
-                _sliced(grad, slice_p),
-                _sliced(p, slice_p),
-                state["p0"],
-                state["s"],
-                beta3=hyper["beta3"],
-                weight=hyper["weight"],
-            )
-            state["s"].copy_(new_s)
-            if len(batch) == 1:
-                terms, abs_s = [terms], [abs_s]
-            for i, term, size in zip(batch, terms, abs_s):
-                sums[i] = [torch.stack(piece).sum(dim=1) for piece in zip(term.split(PIECE), size.split(PIECE))]
-        return [piece for pieces in sums for piece in pieces]
+            p = wrap(_sliced(params[i], slice_p) for i in batch)
+            g = wrap(_sliced(prepared[i][0], slice_p) for i in batch)
+            state = {k: wrap(prepared[i][1][k] for i in batch) for k in ("s", "p0")}
+            _, new_state = prodigy_sums(p, g, state, 0.0, **hyper)
+            state["s"].copy_(new_state["s"])
+            pairs = [new_state[k] if len(batch) > 1 else [new_state[k]] for k in ("dot", "size")]
+            sums[batch] = torch.stack([torch.stack(list(terms)) for terms in pairs], 1).to(torch.float64)
+        return sums
 
     def _first_pass_native(
-        self, params: list[Tensor], prepared: list[Any], hyper: dict[str, Any], sums: list[list[Tensor]]
+        self, params: list[Tensor], prepared: list[Any], hyper: dict[str, Any], sums: Tensor
     ) -> list[int]:
-        """The native first pass of the tensors it takes, in calls of at most :data:`PIECE` elements whose
-        terms go to one reused buffer (read back from the cache); their sums into ``sums``.  Returns the others."""
-        rest: list[int] = []
-        batch: list[tuple[int, Tensor, Tensor, State, Tensor]] = []
-        size = 0
-        buffers: dict[torch.dtype, Tensor] = {}
-
-        def flush() -> None:
-            nonlocal batch, size
-            if not batch:
-                return
-            ps, gs, states = ([item[j] for item in batch] for j in (1, 2, 3))
-            if not _native.run(prodigy_first_pass, ps, gs, states, 0.0, hyper):
-                for _, p, g, state, _ in batch:  # the same rule, by torch
-                    _, new_state = prodigy_first_pass(p, g, state, 0.0, **hyper)
-                    for key in ("exp_avg", "exp_avg_sq", "s", "term", "abs_s"):
-                        if key in state:
-                            state[key].copy_(new_state[key])
-            for i, *_, pair in batch:
-                sums[i].append(pair.sum(dim=1))
-            batch, size = [], 0
-
-        for i, (p, (grad, tensors, _)) in enumerate(zip(params, prepared)):
-            p0 = tensors["p0"]
-            scalar = p0.dim() == 0
-            # the state in a fixed order (one kernel layout); a 0-dim p0 (an all-zero start) is every piece's
-            full = [p, grad] + [tensors[k] for k in ("exp_avg", "exp_avg_sq", "s") if k in tensors]
-            if not scalar:
-                full.append(p0)
-            if p.dtype not in (torch.float32, torch.float64) or not all(
-                t.is_cpu and t.is_contiguous() and t.dtype == p.dtype for t in (*full, p0)
-            ):
-                rest.append(i)
-                continue
-            if p.dtype not in buffers:
-                buffers[p.dtype] = torch.empty(2, PIECE, dtype=p.dtype)
-            n = p.numel()
-            pieces = zip(*(t.view(-1).split(PIECE) for t in full)) if n > PIECE else [[t.view(-1) for t in full]]
-            for p_piece, g_piece, *state_pieces in pieces:
-                n = p_piece.numel()
-                if batch and (
-                    size + n > PIECE or batch[-1][1].dtype != p.dtype or (batch[-1][3]["p0"].dim() == 0) != scalar
-                ):
-                    flush()
-                state = dict(
-                    zip(
-                        ("exp_avg", "exp_avg_sq", "s", "p0") if "exp_avg" in tensors else ("exp_avg_sq", "s", "p0"),
-                        state_pieces,
-                    )
-                )
-                if scalar:
-                    state["p0"] = p0
-                pair = buffers[p.dtype][:, size : size + n]
-                state["term"], state["abs_s"] = pair
-                batch.append((i, p_piece, g_piece, state, pair))
-                size += n
-        flush()
-        return rest
+        """The native first pass of the tensors it takes, one call per dtype and form of ``p0`` (a 0-dim zero for
+        a tensor that started at zero); their sums into ``sums``.  Returns the others."""
+        batches: dict[tuple[torch.dtype, bool], list[int]] = {}
+        for i, p in enumerate(params):
+            batches.setdefault((p.dtype, prepared[i][1]["p0"].dim() == 0), []).append(i)
+        rest = []
+        for (dtype, _), batch in batches.items():
+            pairs = torch.empty(len(batch), 2, dtype=dtype)
+            cells = iter(pairs.view(-1).unbind())  # one call for every 0-dim view: a step of many tensors is overhead
+            states = [
+                {"s": prepared[i][1]["s"], "p0": prepared[i][1]["p0"], "dot": next(cells), "size": next(cells)}
+                for i in batch
+            ]
+            ps, gs = [params[i] for i in batch], [prepared[i][0] for i in batch]
+            if params[batch[0]].is_cpu and _native.run(prodigy_sums, ps, gs, states, 0.0, hyper, vectors=True):
+                sums[batch] = pairs.to(torch.float64)
+            else:
+                rest += batch
+        return sorted(rest)
 
     def _second_pass(
         self, group: dict[str, Any], params: list[Tensor], prepared: list[Any], hyper: dict[str, Any]
     ) -> None:
-        """The updates of ``group``'s tensors (:func:`prodigy_update`): natively where it can, else by torch."""
+        """The moments and updates of ``group``'s tensors (:func:`prodigy_update`): natively where it can, else by
+        torch."""
         rest = list(range(len(params)))
+        keys = [k for k in ("exp_avg", "exp_avg_sq") if k in prepared[0][1]] if prepared else []
         if _native.wanted(self, group):
             by_dtype: dict[torch.dtype, list[int]] = {}
             for i in rest:
@@ -453,9 +392,7 @@ class Prodigy(RuleOptimizer):
             rest = []
             for batch in by_dtype.values():
                 # only the moments: p0 and s are not of the param's shape
-                states = [
-                    {k: prepared[i][1][k] for k in ("exp_avg", "exp_avg_sq") if k in prepared[i][1]} for i in batch
-                ]
+                states = [{k: prepared[i][1][k] for k in keys} for i in batch]
                 ps, gs = [params[i] for i in batch], [prepared[i][0] for i in batch]
                 if not (params[batch[0]].is_cpu and _native.run(prodigy_update, ps, gs, states, 0.0, hyper)):
                     rest += batch
@@ -463,12 +400,10 @@ class Prodigy(RuleOptimizer):
         for batch in _batches(group, params, rest):
             wrap = TensorList if len(batch) > 1 else _single
             p = wrap(params[i] for i in batch)
-            state = {
-                k: wrap(prepared[i][1][k] for i in batch)
-                for k in ("exp_avg", "exp_avg_sq")
-                if k in prepared[batch[0]][1]
-            }
-            new_p, _ = prodigy_update(p, wrap(prepared[i][0] for i in batch), state, 0.0, **hyper)
+            state = {k: wrap(prepared[i][1][k] for i in batch) for k in keys}
+            new_p, new_state = prodigy_update(p, wrap(prepared[i][0] for i in batch), state, 0.0, **hyper)
+            for k in keys:
+                state[k].copy_(new_state[k])
             p.copy_(new_p)
 
     def _check_step(self, options: list[dict[str, Any]], lr: float) -> None:
