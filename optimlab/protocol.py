@@ -9,7 +9,9 @@ r"""The fair comparison protocol: equal tuning budgets, several seeds, confidenc
    range, other hyperparameters only where the user asks (``extra_space``).  The lr range is
    ``lr_range`` for every optimizer where it is given; otherwise :data:`LR_RANGE`,
    :math:`[10^{-5}, 1]`, except for a class that declares its own in ``tune_lr_range`` (Prodigy,
-   whose lr multiplies its own step-size estimate: :math:`[0.1, 10]` around the recommended 1).
+   whose lr multiplies its own step-size estimate: :math:`[0.1, 10]` around the recommended 1;
+   ScheduleFreeSGD, whose authors start at 1 and advise rates 10-50x the classical ones:
+   :math:`[10^{-4}, 10]`).
    Because every optimizer's sampler starts from the same seed, their random start-up trials try
    the same learning rates (common random numbers; the same quantiles of a class's own range).
    A tuned value within :data:`EDGE_FRACTION` of its range from a bound, in the range's own scale

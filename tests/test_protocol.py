@@ -494,6 +494,7 @@ def test_a_best_lr_at_the_top_of_its_range_is_said_and_one_inside_is_not(
 
 def test_prodigy_searches_its_own_lr_range_unless_one_is_given(tmp_path: Path) -> None:
     assert default_lr_range("Prodigy") == default_lr_range("Lookahead(Prodigy, k=3)") == (0.1, 10.0)
+    assert default_lr_range("ScheduleFreeSGD") == (1e-4, 10.0)  # its default 1.0 inside, not on the edge
     assert default_lr_range("Adam") == default_lr_range("torch.SGD") == LR_RANGE == (1e-5, 1.0)
     assert default_lr_range(DeclaresItsRange) == (0.01, 0.1)  # any class may declare one
     with pytest.raises(ValueError, match=r"tune: invalid DeclaresABadRange.tune_lr_range\[1\]=0.1"):

@@ -236,6 +236,9 @@ class ScheduleFreeSGD(_ScheduleFree):
     """
 
     rule = staticmethod(schedule_free_sgd)
+    # the authors' default lr is 1.0, and their README starts SGD "10x-50x larger than classical rates": the lab's
+    # default range [1e-5, 1] of classical rates, one decade higher, so that the default lies inside, not on its edge
+    tune_lr_range = (1e-4, 10.0)
 
     def __init__(
         self,
