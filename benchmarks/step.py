@@ -27,12 +27,32 @@ slice_p = 1); Muon S = 1 on matrices, 20 B, and 2 (AdamW) on the rest, plus the 
 on each matrix, which no byte model counts.
 GB/s is that byte count over the median step time: work done, not traffic measured, so an
 implementation that makes several passes (the norms of LAMB and of MARS on matrices, Prodigy's two) shows as slower.
+
+Rules that make two passes: a sum over a whole tensor (LAMB's norms of the parameter and of its update,
+MARS's norm of the corrected gradient of a matrix) or over every tensor (Prodigy's estimate) must be
+complete before the first element is written, so a tensor larger than the cache is read twice.  Their own
+byte model (columns ``passes B/param``, ``vs fused (passes)``) counts the least traffic that allows, from
+what each pass must read and write per float32 parameter (every other class: the model above):
+
+* LAMB, 40 B: the first pass reads the parameter, the gradient and both moments and writes the moments
+  (16 + 8; it sums the squares of the parameter and of the update), the second reads the parameter and the
+  new moments and writes the parameter (12 + 4).  Computing the moments again in the second pass instead
+  would read the gradient and old moments twice (16 + 28 = 44 B).
+* MARS, 44 B on a matrix: the first pass reads the gradient and the last one (8, for the norm of the
+  corrected gradient), the second is the one-pass step (36); on a vector (AdamW's single pass) the model
+  above, 36 B.
+* Prodigy, 48 B: the first pass reads the parameter, the gradient, ``s`` and ``p0`` and writes ``s`` (16 +
+  4, the estimate's sums), the second reads the parameter, the gradient and the moments and writes the
+  parameter and moments (16 + 12).  Updating the moments in the first pass instead costs more (24 + 12,
+  then 12 + 4: 52 B).
 The row ``prodigyopt`` is the authors' Prodigy (``--optimizers Prodigy prodigyopt``: the two rows' ``cpu vs
 fused`` compare them by CPU time).
 
 Columns: ``path`` (``native`` or ``reference``), ``ms`` (median step; Lookahead: median over cycles of k steps, per step), ``B/param`` (the byte
 model), ``GB/s``, ``baseline ms`` and ``vs fused`` (GB/s over torch.optim.Adam(fused=True)'s,
 timed on the same parameters right before the row; on ``tiny``, µs per step over torch.optim.Adam(foreach=False)'s instead),
+``passes B/param``, ``vs fused (passes)`` and ``cpu vs fused (passes)`` (the same by the class's own model, above;
+not on ``tiny``),
 ``cpu vs fused``/``cpu vs µs`` (the same from this process's CPU time: with one thread, what a loaded
 machine's waits leave out of the wall clock), ``vs po`` (the
 pytorch_optimizer implementation's step time over ours, where it implements the same algorithm;
@@ -236,6 +256,22 @@ def byte_model(opt: torch.optim.Optimizer, n: int) -> float:
     return 3 * 4 + 2 * state_bytes(opt) / n
 
 
+#: bytes per float32 parameter of each tensor, for the rules that must make two passes (module docstring)
+PASSES: dict[str, Callable[[torch.Tensor], int]] = {
+    "LAMB": lambda p: 40,
+    "MARS": lambda p: 44 if p.dim() == 2 else 36,  # MARS's own test: a tensor of 2 dimensions takes its branch
+    "Prodigy": lambda p: 48,
+    PRODIGYOPT: lambda p: 48,  # the authors' Prodigy: the same rule
+}
+
+
+def passes_model(name: str, opt: torch.optim.Optimizer, params: list[torch.Tensor]) -> float:
+    """The class's own byte model: :data:`PASSES` for the rules that make two passes, else :func:`byte_model`."""
+    n = sum(p.numel() for p in params)
+    model = PASSES.get(name)
+    return byte_model(opt, n) if model is None else sum(model(p) * p.numel() for p in params) / n
+
+
 def state_bytes(opt: torch.optim.Optimizer) -> int:
     """Optimizer state in bytes, Lookahead's slow weights and its inner optimizer's included."""
     inner = getattr(opt, "optimizer", None)
@@ -302,6 +338,9 @@ def bench_layout(layout: str, names: list[str], args: argparse.Namespace) -> Non
         "baseline ms",
         "vs µs" if tiny else "vs fused",
         "cpu vs µs" if tiny else "cpu vs fused",
+        "passes B/param",
+        "vs fused (passes)",
+        "cpu vs fused (passes)",
         "vs po",
         "vs official",
         "first cold",
@@ -319,6 +358,7 @@ def bench_layout(layout: str, names: list[str], args: argparse.Namespace) -> Non
         t, t_cpu = median_step(opt, warmup, reps)
         state = state_bytes(opt) / n
         model = byte_model(opt, n)
+        own = passes_model(name, opt, params)
         gbs = model * n / t / 1e9
         # on tiny the time per step, elsewhere the bandwidth (Adam's byte model is 28 B/param)
         versus, versus_cpu = (
@@ -344,6 +384,9 @@ def bench_layout(layout: str, names: list[str], args: argparse.Namespace) -> Non
             f"{base * 1e3:.3f}",
             f"{versus:.2f}",
             f"{versus_cpu:.2f}",
+            "-" if tiny else f"{own:.0f}",
+            "-" if tiny else f"{own * base / (28 * t):.2f}",
+            "-" if tiny else f"{own * base_cpu / (28 * t_cpu):.2f}",
             po,
             official,
             cold,

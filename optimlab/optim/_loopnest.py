@@ -1,4 +1,4 @@
-"""C kernels for rules that reduce over a tensor (Adafactor, LAMB, MARS): loop nests over tiles of each tensor.
+"""C kernels for rules that reduce over a tensor (Adafactor, LAMB, MARS, Prodigy's sums): loop nests over its tiles.
 
 A tensor of two or more dimensions is seen as ``(B, R, C)``: a batch of matrices of ``R`` rows
 and ``C`` columns (the rule must treat leading dimensions as a batch, as Adafactor does); others

@@ -593,8 +593,15 @@ def run(
     if static_key is None:
         return False
     dtype = params[0].dtype
-    shape = _layout_as_vector if vectors else _flat_layout
-    layouts = {shape(p, s) if _eligible(p, g) and p.dtype == dtype else None for p, g, s in zip(params, grads, states)}
+    if vectors:  # contiguous: the gradient as it is
+        layouts = {_layout_as_vector(p, g, s) if p.dtype == dtype else None for p, g, s in zip(params, grads, states)}
+        batch = list(zip(params, grads, states))
+    else:
+        layouts = {
+            _flat_layout(p, s) if _eligible(p, g) and p.dtype == dtype else None
+            for p, g, s in zip(params, grads, states)
+        }
+        batch = [(p, _like(g, p), s) for p, g, s in zip(params, grads, states)]
     layout = layouts.pop()
     if layouts or layout is None:
         return False
@@ -603,7 +610,7 @@ def run(
         return False
     sizes = [d for p in params for d in (1, 1, p.numel())] if vectors else None
     try:
-        _run(kernel, [(p, _like(g, p), s) for p, g, s in zip(params, grads, states)], step, numbers, sizes)
+        _run(kernel, batch, step, numbers, sizes)
     except MemoryError:
         return False
     return True
@@ -683,11 +690,13 @@ def _flat_layout(p: Tensor, state: State) -> Layout | None:
     return _FLAT, tuple(layout)
 
 
-def _layout_as_vector(p: Tensor, state: State) -> Layout | None:
-    """The layout of a loop nest that sees ``p`` as one vector (:func:`run`), or None."""
-    if not p.is_contiguous():
-        return None
+def _layout_as_vector(p: Tensor, grad: Tensor, state: State) -> Layout | None:
+    """The layout of a loop nest that sees ``p`` as one vector (:func:`run`), or None where it cannot."""
     dtype, n, vector = p.dtype, p.numel(), _loopnest.VECTOR
+    if not (dtype in _DTYPES and p.is_cpu and p.is_contiguous()):
+        return None
+    if grad.dtype != dtype or not grad.is_contiguous() or grad.shape != p.shape:
+        return None
     layout = []
     for k, v in state.items():
         if v.dtype != dtype or not v.is_cpu or not v.is_contiguous():

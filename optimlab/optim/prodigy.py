@@ -311,7 +311,8 @@ class Prodigy(RuleOptimizer):
         d_new = torch.where(grown < d_max_new, grown, d_max_new)
         d_next = torch.where(zero, d, d_new)
         hyper = {"beta1": beta1, "beta2": beta2, "d": d, "dlr": torch.where(zero, torch.zeros_like(dlr), dlr)}
-        hyper = _numbers({**hyper, "d_next": d_next}, device)
+        hyper = _numbers({**hyper, "d_next": d_next, "zero": zero}, device)
+        zero_read = hyper.pop("zero")  # a Python bool on the CPU; elsewhere the tensor, never read
         for group, opts, params, prepared in work:
             options = {"eps": opts["eps"], "weight_decay": opts["weight_decay"], "decouple": first["decouple"]}
             self._second_pass(group, params, prepared, {**hyper, **options, "moments": not is_zero(opts["lr"])})
@@ -329,7 +330,7 @@ class Prodigy(RuleOptimizer):
         }
         for group in self.param_groups:
             group.update(estimate)
-        if device.type == "cpu":  # the step counts (CPU tensors, as torch.optim's) stay where nothing moved
+        if device.type == "cpu" and zero_read is not False:  # the step counts (CPU tensors) stay where nothing moved
             counts = [self.state[p]["step"] for _, _, params, _ in work for p in params]
             torch._foreach_add_(counts, zero.to(torch.float32), alpha=-1)
         return loss

@@ -1,4 +1,4 @@
-"""The loop-nest kernels of the rules that reduce (Adafactor, LAMB, MARS): every way a tensor is cut
+"""The loop-nest kernels of the rules that reduce (Adafactor, LAMB, MARS, Prodigy's sums): every way a tensor is cut
 into tiles, results that do not depend on the number of threads, scratch memory that does not grow
 with it, and a failed allocation."""
 
@@ -139,6 +139,29 @@ def test_a_state_whose_old_value_a_later_pass_reads_is_not_stored_before_it(laun
     assert sum(launched) == 3 * len(shapes)
     reference = h.run(lambda ps: _Normalised(ps, fast=False), [p.clone() for p in start], grads, groups=False)
     assert h.relative_gap(native, reference, start) <= 1e-12
+
+
+def test_an_output_no_later_pass_reads_is_stored_by_the_pass_that_sums(launched: list[int]) -> None:  # noqa: F811
+    # Prodigy's first pass: the new s and two sums of the tensor.  Nothing after the sums reads s, so the pass that
+    # sums stores it: one pass over the elements (20 B per float32 parameter), not a second one for s alone.
+    from optimlab.optim import _codegen
+    from optimlab.optim.prodigy import prodigy_sums
+
+    hyper = {"beta3": 0.9, "weight": 0.3, "weight_decay": 0.1}
+    layout = {"s": (7,), "p0": (7,), "dot": (), "size": ()}
+    kernel = _codegen.generate(prodigy_sums, {"decouple": False}, list(hyper), (7,), layout, torch.float64)
+    assert kernel.source.count("for (int64_t j = j0; j < j1; ++j)") == 1
+    gen = torch.Generator().manual_seed(0)
+    sizes = (70001, 64)
+    ps, gs, p0s, ss = ([torch.randn(n, generator=gen, dtype=torch.float64) for n in sizes] for _ in range(4))
+    sums = torch.zeros(len(sizes), 2, dtype=torch.float64)
+    states = [{"s": s.clone(), "p0": p0, "dot": pair[0], "size": pair[1]} for s, p0, pair in zip(ss, p0s, sums)]
+    assert _native.run(prodigy_sums, ps, gs, states, 0.0, {**hyper, "decouple": False}, vectors=True)
+    assert launched == [2]
+    for p, g, p0, s, state, pair in zip(ps, gs, p0s, ss, states, sums):
+        _, expected = prodigy_sums(p, g, {"s": s, "p0": p0}, 0.0, **hyper, decouple=False)
+        assert torch.equal(state["s"], expected["s"])
+        assert torch.allclose(pair, torch.stack([expected["dot"], expected["size"]]), rtol=1e-13, atol=0)
 
 
 # C's malloc and calloc, replaced for a child process: they record the largest request, and refuse
