@@ -90,11 +90,14 @@ def matrix_inverse_root(a: Tensor, root: Any, epsilon: Any = 0.0, exponent_multi
     if a.size(-1) == 1:
         return ((x + epsilon) ** alpha).to(a.dtype)
     finite = torch.isfinite(x).all(dim=-1).all(dim=-1)[..., None, None]
-    x = torch.where(finite, x, torch.eye(a.size(-1), dtype=x.dtype, device=x.device))
+    # the usual case, every matrix finite, skips the two selections (a pass over each matrix each)
+    all_finite = bool(finite.all())
+    if not all_finite:
+        x = torch.where(finite, x, torch.eye(a.size(-1), dtype=x.dtype, device=x.device))
     eigenvalues, q = torch.linalg.eigh(x)
     eigenvalues = eigenvalues - eigenvalues.amin(dim=-1, keepdim=True).clamp(max=0) + epsilon
     inverse_root = (q * eigenvalues.pow(alpha).unsqueeze(-2)) @ q.mT
-    return torch.where(finite, inverse_root, torch.nan).to(a.dtype)
+    return (inverse_root if all_finite else torch.where(finite, inverse_root, torch.nan)).to(a.dtype)
 
 
 def matrix_inverse_root_newton(

@@ -224,15 +224,15 @@ def shampoo(
         block, direction = block.to(wide), direction.to(wide)
         for k in range(block.dim()):
             # the outer product G_(k) G_(k)^T and the average in one call (a pass over the factor saved)
-            unfolded = block.movedim(k, 0).reshape(block.size(k), -1)
+            left, right = _unfolded(block, k)
             factor = state[f"block_{i}.factor_matrix_{k}"].to(wide)
-            factor = torch.addmm(factor, unfolded, unfolded.T, beta=beta2, alpha=1 if beta2 == 1 else 1 - beta2)
+            factor = torch.addmm(factor, left, right, beta=beta2, alpha=1 if beta2 == 1 else 1 - beta2)
             factor = factor.to(preconditioner_dtype)
             new[f"block_{i}.factor_matrix_{k}"] = factor
             inverse = state[f"block_{i}.inv_factor_matrix_{k}"]
             if recompute:
                 inverse = _inverse_root(
-                    factor / bias_correction2,
+                    factor if bias_correction2 == 1 else factor / bias_correction2,
                     root,
                     epsilon,
                     exponent_multiplier,
@@ -242,8 +242,9 @@ def shampoo(
                 )
                 new[f"block_{i}.inv_factor_matrix_{k}"] = inverse
             if step >= start:
-                # contracting the first dimension each time cycles them back into order
-                direction = torch.tensordot(direction, inverse.to(wide), dims=([0], [0]))
+                # contracting the first dimension each time cycles them back into order; tensordot's
+                # contraction, but a matrix's transpose goes to the product as a view, not a copy
+                direction = torch.matmul(direction.movedim(0, -1), inverse.to(wide))
         direction = direction.to(param.dtype)
         if step < start:
             direction = graft_block
@@ -303,8 +304,19 @@ def _join(blocks: list[Tensor], merged: tuple[int, ...], size: int) -> Tensor:
     """The inverse of :func:`split_blocks`."""
     for dim in reversed(range(len(merged))):
         n = math.ceil(merged[dim] / size)
-        blocks = [torch.cat(blocks[i : i + n], dim=dim) for i in range(0, len(blocks), n)]
+        if n > 1:  # cat copies even a single piece
+            blocks = [torch.cat(blocks[i : i + n], dim=dim) for i in range(0, len(blocks), n)]
     return blocks[0]
+
+
+def _unfolded(block: Tensor, k: int) -> tuple[Tensor, Tensor]:
+    r"""The two factors of the outer product :math:`G_{(k)} G_{(k)}^\top`, as views where a matrix product
+    takes them without a copy (the first and the last dimension)."""
+    if k and k == block.dim() - 1:
+        rows = block.reshape(-1, block.size(k))
+        return rows.T, rows
+    unfolded = block.movedim(k, 0).reshape(block.size(k), -1)
+    return unfolded, unfolded.T
 
 
 def _inverse_root(
