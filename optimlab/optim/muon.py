@@ -131,9 +131,11 @@ def muon(
     ortho = newton_schulz(matrix, ns_coefficients, ns_steps, eps, dtype=ns_dtype, clamp_norm=clamp_norm)
     if not is_zero(weight_decay):
         param = param * (1 - lr * weight_decay)
-    # the scale joins the lr, as in torch.optim.Muon (the official code scales the bfloat16 update)
+    # the scale joins the lr, as in torch.optim.Muon (the official code scales the bfloat16 update);
+    # one add with alpha, as both, reads the update in its dtype: no converted copy, no scaled one
     scaled_lr = lr * _lr_scale(adjust_lr_fn, grad.shape, matrix.shape)
-    return param - scaled_lr * ortho.reshape(param.shape).to(param.dtype), {"momentum_buffer": buf}
+    stepped = torch.add(param, ortho.reshape(param.shape), alpha=-scaled_lr)
+    return stepped.to(param.dtype), {"momentum_buffer": buf}  # a wider ns_dtype promotes the sum
 
 
 def _lr_scale(adjust_lr_fn: str | None, shape: torch.Size, matrix: torch.Size) -> float:
