@@ -12,6 +12,7 @@ from pytorch_optimizer import Shampoo as PytorchOptimizerShampoo
 
 from optimlab.optim import Adam, Shampoo
 from optimlab.optim import shampoo as shampoo_module
+from optimlab.optim._matrix import matrix_inverse_root
 
 from . import harness as h
 from .cases_shampoo import SHAPES, ReferenceShampoo
@@ -474,3 +475,21 @@ def test_newton_warns_when_it_stops_before_its_tolerance() -> None:
     ):
         opt.step()
     assert torch.isfinite(p).all() and p.any()
+
+
+def test_inverse_root_of_a_batch_is_nan_only_where_a_matrix_is_not_finite() -> None:
+    # every matrix finite (the path without selections) and one NaN matrix in a batch give the same roots
+    gen = torch.Generator().manual_seed(5)
+    g = torch.randn(3, 4, 6, generator=gen, dtype=torch.float64)
+    factors = g @ g.mT  # full rank: no shift of the eigenvalues
+    eigenvalues, q = torch.linalg.eigh(factors)
+    truth = q @ torch.diag_embed((eigenvalues + 1e-6) ** -0.25) @ q.mT
+
+    def gap(a: torch.Tensor, b: torch.Tensor) -> float:
+        return ((a - b).abs().max() / b.abs().max()).item()
+
+    assert gap(matrix_inverse_root(factors, 4, 1e-6), truth) <= 1e-12
+    factors[1, 2, 0] = float("nan")
+    roots = matrix_inverse_root(factors, 4, 1e-6)
+    assert roots[1].isnan().all()
+    assert gap(roots[0], truth[0]) <= 1e-12 and gap(roots[2], truth[2]) <= 1e-12
