@@ -261,7 +261,8 @@ class Prodigy(RuleOptimizer):
 
     @torch.no_grad()
     def step(self, closure: Callable[[], Any] | None = None) -> Any:
-        """One step of every parameter: the first pass (moments, the estimate's sums), the estimate, the updates.
+        """One step of every parameter: the first pass (``s``, the estimate's sums), the estimate, the second (the
+        moments, the updates).
 
         The estimate stays a tensor on the parameters' device throughout: on a GPU nothing is read on the host.
         """
@@ -314,8 +315,8 @@ class Prodigy(RuleOptimizer):
         hyper = _numbers({**hyper, "d_next": d_next, "zero": zero}, device)
         zero_read = hyper.pop("zero")  # a Python bool on the CPU; elsewhere the tensor, never read
         for group, opts, params, prepared in work:
-            options = {"eps": opts["eps"], "weight_decay": opts["weight_decay"], "decouple": first["decouple"]}
-            self._second_pass(group, params, prepared, {**hyper, **options, "moments": not is_zero(opts["lr"])})
+            own = {"eps": opts["eps"], "weight_decay": opts["weight_decay"], "moments": not is_zero(opts["lr"])}
+            self._second_pass(group, params, prepared, {**hyper, **own, "decouple": first["decouple"]})
 
         def kept(key: str, new: Tensor) -> Tensor:
             return torch.where(zero, _tensor(head.get(key, new), device), new)
