@@ -35,7 +35,7 @@ blocking, no grafting, roots by SVD), every tensor in Shampoo, float32, inverse 
 ``--shampoo-frequency`` steps (10 by default; the port's ``preconditioning_compute_steps``).  As for SOAP,
 each is timed over blocks of that many steps (one root computation each), alternately, after a first
 step.  Printed: the mean step of each (median block), the ratios, and the matrix work of our step alone:
-the inverse roots of every factor matrix (``matrix_inverse_root``, ``eigh`` in float64) divided by the
+the inverse roots of every factor matrix (``matrix_inverse_root``, ``eigh`` in the factors' float32) divided by the
 frequency, and every step's outer products and preconditioning products.
 """
 
@@ -211,7 +211,7 @@ def shampoo_rows(start: list[torch.Tensor], grads: list[torch.Tensor], frequency
     ours = opts["optimlab Shampoo"]
     states = [ours.state[p] for p in ours.param_groups[0]["params"]]
     factors = [v for s in states for k, v in s.items() if ".factor_matrix_" in k]
-    roots = timed(lambda: [matrix_inverse_root(f, 4) for f in factors], 0, reps)
+    roots = timed(lambda: [matrix_inverse_root(f, 4, dtype=None) for f in factors], 0, reps)
     products = timed(lambda: [_shampoo_products(g, s) for g, s in zip(grads, states)], 1, reps)
 
     ms = {name: 1e3 * statistics.median(t) / frequency for name, t in times.items()}

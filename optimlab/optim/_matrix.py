@@ -66,11 +66,20 @@ def _addmm(t: Tensor, m1: Tensor, m2: Tensor, beta: Any, alpha: Any = 1) -> Tens
     return torch.baddbmm(*flat, beta=beta, alpha=alpha).reshape(*batch, t.size(-2), m2.size(-1))
 
 
-def matrix_inverse_root(a: Tensor, root: Any, epsilon: Any = 0.0, exponent_multiplier: Any = 1.0) -> Tensor:
+def matrix_inverse_root(
+    a: Tensor,
+    root: Any,
+    epsilon: Any = 0.0,
+    exponent_multiplier: Any = 1.0,
+    *,
+    dtype: torch.dtype | None = torch.float64,
+) -> Tensor:
     r""":math:`(A + \epsilon I)^{-\eta/r}` of symmetric positive semi-definite matrices, by eigendecomposition.
 
     Over the last two dimensions of ``a`` (the others are a batch), as Distributed Shampoo's default
-    (eigen) root-inverse method computes it, in float64 whatever ``a``'s dtype:
+    (eigen) root-inverse method computes it, in ``dtype``: float64 by default; ``None``: ``a``'s, as the
+    reference, float64 for a 16-bit ``a`` (``eigh`` has no 16-bit kernel).  An ``eigh`` that fails to
+    converge in float32 is retried in float64, as the reference's ``retry_double_precision``:
 
     .. math::
 
@@ -86,7 +95,9 @@ def matrix_inverse_root(a: Tensor, root: Any, epsilon: Any = 0.0, exponent_multi
     The result has ``a``'s dtype.
     """
     alpha = -exponent_multiplier / root
-    x = a.double()
+    if dtype is None:
+        dtype = a.dtype if a.dtype in (torch.float32, torch.float64) else torch.float64
+    x = a.to(dtype)
     if a.size(-1) == 1:
         return ((x + epsilon) ** alpha).to(a.dtype)
     finite = torch.isfinite(x).all(dim=-1).all(dim=-1)[..., None, None]
@@ -94,7 +105,12 @@ def matrix_inverse_root(a: Tensor, root: Any, epsilon: Any = 0.0, exponent_multi
     all_finite = bool(finite.all())
     if not all_finite:
         x = torch.where(finite, x, torch.eye(a.size(-1), dtype=x.dtype, device=x.device))
-    eigenvalues, q = torch.linalg.eigh(x)
+    try:
+        eigenvalues, q = torch.linalg.eigh(x)
+    except torch.linalg.LinAlgError:
+        if x.dtype == torch.float64:
+            raise
+        eigenvalues, q = torch.linalg.eigh(x.double())
     eigenvalues = eigenvalues - eigenvalues.amin(dim=-1, keepdim=True).clamp(max=0) + epsilon
     inverse_root = (q * eigenvalues.pow(alpha).unsqueeze(-2)) @ q.mT
     return (inverse_root if all_finite else torch.where(finite, inverse_root, torch.nan)).to(a.dtype)

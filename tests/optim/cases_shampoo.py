@@ -361,9 +361,10 @@ INVALID = [
 #: skipped for some cases.  A factor matrix is a sum of t outer products: for t below its size it is
 #: singular, and the rounding of its entries in the parameter's dtype (float32: ~1e-7 of them) moves its
 #: zero eigenvalues by more than epsilon; the inverse root then multiplies the gradient's part in those
-#: directions by a factor that rounding decides.  The float64 parity tests and the float32 check against
-#: the reference's float64 run (which meets the bar: our roots are taken in float64) are unaffected;
-#: test_shampoo.py checks low-precision runs where the factors have full rank.
+#: directions by a factor that rounding decides (whether the eigendecomposition is then taken in float32, as
+#: the reference's, or in float64).  The float64 parity tests and the float32 check against the reference's
+#: float64 run (which meets the bar) are unaffected; test_shampoo.py checks low-precision runs where the
+#: factors have full rank.
 SINGULAR_FACTORS = "rank-deficient factor matrices in this dtype: see cases_shampoo.SINGULAR_FACTORS"
 #: the low-precision check asserts that every state has the parameter's dtype
 FLOAT64_STATE = "factor matrices in float64 by design (preconditioner_dtype): test_shampoo.py checks low precision"

@@ -398,7 +398,8 @@ def test_max_grad_norm_clips_every_gradient_by_the_norm_of_all_of_them() -> None
     [
         # measured (2026-12-01): 0 (the same float64 arithmetic as the float64 run)
         (torch.float32, torch.float64, 1e-12),
-        # measured 4.9e-8 and 4.2e-8: float32's rounding, where bfloat16 or float16 factors are 3.6e-3 / 6.8e-4 off
+        # measured 1.7e-7 (2026-12-01, eigh in float32 as the reference; 4.9e-8 and 4.2e-8 with float64 eigh):
+        # float32's rounding, where bfloat16 or float16 factors are 3.6e-3 / 6.8e-4 off
         (torch.bfloat16, torch.float32, 1e-6),
         (torch.float16, torch.float32, 1e-6),
         (torch.float32, torch.float32, 1e-6),
@@ -493,3 +494,21 @@ def test_inverse_root_of_a_batch_is_nan_only_where_a_matrix_is_not_finite() -> N
     roots = matrix_inverse_root(factors, 4, 1e-6)
     assert roots[1].isnan().all()
     assert gap(roots[0], truth[0]) <= 1e-12 and gap(roots[2], truth[2]) <= 1e-12
+
+
+def test_inverse_root_retries_in_float64_where_eigh_fails_in_float32(monkeypatch: pytest.MonkeyPatch) -> None:
+    # as the reference's retry_double_precision; float32 factors are otherwise decomposed in float32
+    eigh, dtypes = torch.linalg.eigh, []
+
+    def failing_in_float32(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        dtypes.append(x.dtype)
+        if x.dtype == torch.float32:
+            raise torch.linalg.LinAlgError("did not converge")
+        return eigh(x)
+
+    g = torch.randn(4, 6, generator=torch.Generator().manual_seed(6))
+    factor = g @ g.T
+    monkeypatch.setattr(torch.linalg, "eigh", failing_in_float32)
+    root = matrix_inverse_root(factor, 4, 1e-6, dtype=None)
+    assert dtypes == [torch.float32, torch.float64] and root.dtype == torch.float32
+    assert torch.equal(root, matrix_inverse_root(factor, 4, 1e-6))  # float64 throughout, rounded once
