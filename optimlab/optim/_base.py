@@ -277,6 +277,14 @@ class RuleOptimizer(torch.optim.Optimizer):
     def _prepare(self, group: dict[str, Any], params: list[Tensor]) -> list[tuple[Tensor, State, float]]:
         """``(grad, state tensors without the step, step)`` per parameter, each step count advanced
         by one (one kernel for all)."""
+        return [
+            (grad, {k: v for k, v in state.items() if k != "step"}, state["step"].item())
+            for grad, state in self._advance(group, params)
+        ]
+
+    def _advance(self, group: dict[str, Any], params: list[Tensor]) -> list[tuple[Tensor, State]]:
+        """``(grad, state)`` per parameter (its own state dict, ``step`` included: for a step that reads the
+        state by name), each step count advanced by one."""
         prepared = []
         for p in params:
             grad = p.grad
@@ -292,12 +300,8 @@ class RuleOptimizer(torch.optim.Optimizer):
                 # checkpoints of some reference packages (adabound) keep the step as a Python int
                 state["step"] = torch.tensor(float(state["step"]))
             prepared.append((-grad if group["maximize"] else grad, state))
-        counts = [state["step"] for _, state in prepared]
-        torch._foreach_add_(counts, 1)
-        return [
-            (grad, {k: v for k, v in state.items() if k != "step"}, count.item())
-            for (grad, state), count in zip(prepared, counts)
-        ]
+        torch._foreach_add_([state["step"] for _, state in prepared], 1)
+        return prepared
 
     def _update(self, p: Tensor, grad: Tensor, tensors: State, step: float, kwargs: dict[str, Any]) -> None:
         """The reference update of one parameter whose step count is already advanced."""

@@ -278,7 +278,7 @@ class Prodigy(RuleOptimizer):
         for group, opts in zip(self.param_groups, options):
             params = [p for p in group["params"] if p.grad is not None]
             if params:
-                work.append((group, opts, params, self._prepare(group, params)))
+                work.append((group, opts, params, self._advance(group, params)))
         if not work:
             return loss
         head = self.param_groups[0]
