@@ -578,6 +578,7 @@ def run(
     kwargs: dict[str, Any],
     *,
     vectors: bool = False,
+    columns: dict[str, Tensor] | None = None,
 ) -> bool:
     """Apply ``rule`` to every parameter in one native call, if it can be done.
 
@@ -585,6 +586,8 @@ def run(
     returns False, having changed nothing, where the reference path must be taken.  The rule is
     elementwise, or with ``vectors`` it may sum over a whole tensor (a loop nest that sees every tensor
     as the vector of its elements: contiguous tensors only, state of their size or 0-dim).
+    ``columns`` gives 0-dim state entries of every tensor at once: a name -> a vector of one element per
+    tensor, in order (the tensors' sums, say), where a 0-dim view per tensor would cost more than the call.
     """
     if not params or not available():
         return False
@@ -593,6 +596,10 @@ def run(
     if static_key is None:
         return False
     dtype = params[0].dtype
+    columns = columns or {}
+    for column in columns.values():
+        if column.dtype != dtype or not column.is_cpu or column.shape != (len(params),) or not column.is_contiguous():
+            return False
     if vectors:  # contiguous: the gradient as it is
         layouts = {_layout_as_vector(p, g, s) if p.dtype == dtype else None for p, g, s in zip(params, grads, states)}
         batch = list(zip(params, grads, states))
@@ -605,12 +612,13 @@ def run(
     layout = layouts.pop()
     if layouts or layout is None:
         return False
+    layout = (layout[0], layout[1] + tuple((name, ()) for name in columns))
     kernel = _kernel(rule, static_key, tuple(numbers), layout, dtype)
     if kernel is None:
         return False
     sizes = [d for p in params for d in (1, 1, p.numel())] if vectors else None
     try:
-        _run(kernel, batch, step, numbers, sizes)
+        _run(kernel, batch, step, numbers, sizes, columns)
     except MemoryError:
         return False
     return True
@@ -622,17 +630,32 @@ def _run(
     step: float,
     numbers: dict[str, float],
     sizes: list[int] | None = None,
+    columns: dict[str, Tensor] | None = None,
 ) -> None:
-    """Launch ``kernel`` on ``batch``; ``sizes``: a loop nest's (B, R, C) of each tensor, where known."""
+    """Launch ``kernel`` on ``batch``; ``sizes``: a loop nest's (B, R, C) of each tensor, where known;
+    ``columns``: 0-dim state of every tensor in one vector per name (:func:`run`)."""
     k, fn = kernel
     vec = [p.data_ptr() for p, _, _ in batch] + [g.data_ptr() for _, g, _ in batch]
     vec += [s[name].data_ptr() for name in k.vector[2:] for _, _, s in batch]
-    sca = [s[name].data_ptr() for name in k.scalar for _, _, s in batch] or [0]
+    sca = []
+    for name in k.scalar:
+        if columns and name in columns:  # element t of the vector is tensor t's
+            start, width = columns[name].data_ptr(), columns[name].element_size()
+            sca += range(start, start + width * len(batch), width)
+        else:
+            sca += [s[name].data_ptr() for _, _, s in batch]
     if sizes is None:
         sizes = [d for p, _, _ in batch for d in _dims(p)] if k.dims else [p.numel() for p, _, _ in batch]
     h = [step, *(numbers[name] for name in k.hyper)]
     # array.array: the cheapest C arrays to build from Python (a tiny step is all overhead)
-    _launch(fn, len(batch), array.array("q", sizes), array.array("Q", vec), array.array("Q", sca), array.array("d", h))
+    _launch(
+        fn,
+        len(batch),
+        array.array("q", sizes),
+        array.array("Q", vec),
+        array.array("Q", sca or [0]),
+        array.array("d", h),
+    )
 
 
 _shapes: dict[Hashable, Layout | None] = {}

@@ -367,15 +367,14 @@ class Prodigy(RuleOptimizer):
             batches.setdefault((p.dtype, prepared[i][1]["p0"].dim() == 0), []).append(i)
         rest = []
         for (dtype, _), batch in batches.items():
-            pairs = torch.empty(len(batch), 2, dtype=dtype)
-            cells = iter(pairs.view(-1).unbind())  # one call for every 0-dim view: a step of many tensors is overhead
-            states = [
-                {"s": prepared[i][1]["s"], "p0": prepared[i][1]["p0"], "dot": next(cells), "size": next(cells)}
-                for i in batch
-            ]
+            pairs = torch.empty(2, len(batch), dtype=dtype)
+            states = [{"s": prepared[i][1]["s"], "p0": prepared[i][1]["p0"]} for i in batch]
             ps, gs = [params[i] for i in batch], [prepared[i][0] for i in batch]
-            if params[batch[0]].is_cpu and _native.run(prodigy_sums, ps, gs, states, 0.0, hyper, vectors=True):
-                sums[batch] = pairs.to(torch.float64)
+            columns = {"dot": pairs[0], "size": pairs[1]}  # not a 0-dim view per tensor: a step of many is overhead
+            if params[batch[0]].is_cpu and _native.run(
+                prodigy_sums, ps, gs, states, 0.0, hyper, vectors=True, columns=columns
+            ):
+                sums[batch] = pairs.T.to(torch.float64)
             else:
                 rest += batch
         return sorted(rest)
