@@ -21,18 +21,20 @@ where ``S`` is the optimizer's state in floats per parameter, measured after one
 28 B; SGD: S = 0, 12 B; AMSGrad: S = 3, 36 B; Adafactor's factored second moment: S ~ 0;
 Lookahead(Adam) adds 16 B every k = 5 steps for its synchronisation, 31.2 B).  The new classes by
 the same rule: Lion and ScheduleFreeSGD S = 1, 20 B (momentum; z); ADOPT, ScheduleFreeAdamW and
-LAMB S = 2, 28 B; AdEMAMix S = 3, 36 B (its slow EMA); MARS S = 3, 36 B on matrices (last_grad),
-28 B on vectors; Adan S = 4, 44 B (its previous gradient); Prodigy S = 4, 44 B (its start p0 and s at
+LAMB S = 2, 28 B; AdEMAMix S = 3, 36 B (its slow EMA); MARS S = 3, 36 B (last_grad, kept for every
+tensor); SophiaG S = 2, 28 B (its Hessian estimate); Adan S = 4, 44 B (its previous gradient); Prodigy S = 4, 44 B (its start p0 and s at
 slice_p = 1); Muon S = 1 on matrices, 20 B, and 2 (AdamW) on the rest, plus the Newton–Schulz work
 on each matrix, which no byte model counts.
 GB/s is that byte count over the median step time: work done, not traffic measured, so an
 implementation that makes several passes (the norms of LAMB and of MARS on matrices, Prodigy's two) shows as slower.
 
-Rules that make two passes: a sum over a whole tensor (LAMB's norms of the parameter and of its update,
+Each class's own byte model (columns ``own B/param``, ``vs fused (own)``) is the model above but for the
+classes whose step must move other bytes than it counts (:data:`OWN`).  SophiaG, 24 B: its step reads its
+Hessian estimate and does not write it (``update_hessian``, called every k steps, does; not timed here).
+The rules that make two passes: a sum over a whole tensor (LAMB's norms of the parameter and of its update,
 MARS's norm of the corrected gradient of a matrix) or over every tensor (Prodigy's estimate) must be
-complete before the first element is written, so a tensor larger than the cache is read twice.  Their own
-byte model (columns ``passes B/param``, ``vs fused (passes)``) counts the least traffic that allows, from
-what each pass must read and write per float32 parameter (every other class: the model above):
+complete before the first element is written, so a tensor larger than the cache is read twice; their
+model counts the least traffic that allows, from what each pass must read and write per float32 parameter:
 
 * LAMB, 40 B: the first pass reads the parameter, the gradient and both moments and writes the moments
   (16 + 8; it sums the squares of the parameter and of the update), the second reads the parameter and the
@@ -51,7 +53,7 @@ fused`` compare them by CPU time).
 Columns: ``path`` (``native`` or ``reference``), ``ms`` (median step; Lookahead: median over cycles of k steps, per step), ``B/param`` (the byte
 model), ``GB/s``, ``baseline ms`` and ``vs fused`` (GB/s over torch.optim.Adam(fused=True)'s,
 timed on the same parameters right before the row; on ``tiny``, µs per step over torch.optim.Adam(foreach=False)'s instead),
-``passes B/param``, ``vs fused (passes)`` and ``cpu vs fused (passes)`` (the same by the class's own model, above;
+``own B/param``, ``vs fused (own)`` and ``cpu vs fused (own)`` (the same by the class's own model, above;
 not on ``tiny``),
 ``cpu vs fused``/``cpu vs µs`` (the same from this process's CPU time: with one thread, what a loaded
 machine's waits leave out of the wall clock), ``vs po`` (the
@@ -78,7 +80,7 @@ from collections.abc import Callable
 
 import torch
 
-from optimlab.optim import PRESETS, Adam, Lookahead
+from optimlab.optim import PRESETS, Adam, Lookahead, SophiaG
 
 Shapes = list[tuple[int, ...]]
 
@@ -198,7 +200,10 @@ LOOKAHEAD = "Lookahead(Adam)"
 #: the authors' Prodigy as a row of its own, so that it is timed by CPU time too against a baseline re-timed right
 #: before it (``vs official`` is wall clock, which a loaded machine's waits distort)
 PRODIGYOPT = "prodigyopt"
-NAMES = [*PRESETS, LOOKAHEAD, PRODIGYOPT]
+#: not a preset (its Hessian estimate needs a second backward pass in the training loop): a row of its own, the
+#: step alone, on a zero estimate (the same arithmetic as any other)
+SOPHIA = "SophiaG"
+NAMES = [*PRESETS, LOOKAHEAD, PRODIGYOPT, SOPHIA]
 
 
 def ours(name: str, fast: bool | None = None) -> Callable[[list[torch.Tensor]], torch.optim.Optimizer]:
@@ -206,6 +211,8 @@ def ours(name: str, fast: bool | None = None) -> Callable[[list[torch.Tensor]], 
         return _prodigy_official
     if name == LOOKAHEAD:
         return lambda params: Lookahead(Adam(params, fast=fast))
+    if name == SOPHIA:
+        return lambda params: SophiaG(params, fast=fast)
     cls, options = PRESETS[name]
     return lambda params: training(cls(params, **options, fast=fast))
 
@@ -256,8 +263,10 @@ def byte_model(opt: torch.optim.Optimizer, n: int) -> float:
     return 3 * 4 + 2 * state_bytes(opt) / n
 
 
-#: bytes per float32 parameter of each tensor, for the rules that must make two passes (module docstring)
-PASSES: dict[str, Callable[[torch.Tensor], int]] = {
+#: bytes per float32 parameter of each tensor, for the classes whose step moves other bytes than the one-pass
+#: model counts (module docstring)
+OWN: dict[str, Callable[[torch.Tensor], int]] = {
+    "SophiaG": lambda p: 24,
     "LAMB": lambda p: 40,
     "MARS": lambda p: 44 if p.dim() == 2 else 36,  # MARS's own test: a tensor of 2 dimensions takes its branch
     "Prodigy": lambda p: 48,
@@ -265,10 +274,10 @@ PASSES: dict[str, Callable[[torch.Tensor], int]] = {
 }
 
 
-def passes_model(name: str, opt: torch.optim.Optimizer, params: list[torch.Tensor]) -> float:
-    """The class's own byte model: :data:`PASSES` for the rules that make two passes, else :func:`byte_model`."""
+def own_model(name: str, opt: torch.optim.Optimizer, params: list[torch.Tensor]) -> float:
+    """The class's own byte model: :data:`OWN` where it has one, else :func:`byte_model`."""
     n = sum(p.numel() for p in params)
-    model = PASSES.get(name)
+    model = OWN.get(name)
     return byte_model(opt, n) if model is None else sum(model(p) * p.numel() for p in params) / n
 
 
@@ -338,9 +347,9 @@ def bench_layout(layout: str, names: list[str], args: argparse.Namespace) -> Non
         "baseline ms",
         "vs µs" if tiny else "vs fused",
         "cpu vs µs" if tiny else "cpu vs fused",
-        "passes B/param",
-        "vs fused (passes)",
-        "cpu vs fused (passes)",
+        "own B/param",
+        "vs fused (own)",
+        "cpu vs fused (own)",
         "vs po",
         "vs official",
         "first cold",
@@ -358,7 +367,7 @@ def bench_layout(layout: str, names: list[str], args: argparse.Namespace) -> Non
         t, t_cpu = median_step(opt, warmup, reps)
         state = state_bytes(opt) / n
         model = byte_model(opt, n)
-        own = passes_model(name, opt, params)
+        own = own_model(name, opt, params)
         gbs = model * n / t / 1e9
         # on tiny the time per step, elsewhere the bandwidth (Adam's byte model is 28 B/param)
         versus, versus_cpu = (
