@@ -38,10 +38,11 @@ sums in double precision rounded once to the tensor's dtype; ``slice_p = 1`` onl
 tensor at a time (the sums by torch, in the tensor's dtype, as the authors').  The paths agree up
 to the rounding of those sums (and torch's rounding of ``sqrt``); the torch paths bit for bit; and
 the sums are each tensor's, added in order, so a split of the tensors into groups sums alike.  The estimate
-(``d``, ``d_max``, ``d_numerator``, ``d_denom``, ``d_hat``, ``k``) is kept as float64 tensors on
-the parameters' device and the passes take it as such, so on a GPU no step waits to read a number
-(the authors' code reads two per tensor; that form is tested on the CPU, no GPU was at hand); on the CPU, where a read waits for nothing, the passes
-take Python numbers (torch's CPU kernels take them faster).  One consequence on a GPU: a step where
+(``d``, ``d_max``, ``d_numerator``, ``d_denom``, ``d_hat``, ``k``) is computed and kept as Python floats
+on the CPU, as the authors' (a read waits for nothing there, and a float costs a fraction of a 0-dim
+tensor's operation), and as float64 tensors on the parameters' device elsewhere, which the passes take
+as such, so that on a GPU no step waits to read a number (the authors' code reads two per tensor; that
+form is tested on the CPU, no GPU was at hand).  One consequence on a GPU: a step where
 every gradient so far was 0 (below) still counts in the per-parameter ``step`` (a CPU tensor, as
 torch.optim's, which the equations never read; ``k``, which they do, stays as theirs).  The class
 is not swept under ``vmap`` (:mod:`optimlab.sweep` runs it as itself).
@@ -73,7 +74,7 @@ from torch import Tensor
 
 from . import _native
 from ._base import RuleOptimizer, State, _values
-from ._math import is_zero
+from ._math import is_zero, where
 from ._tensorlist import TensorList
 from ._validate import check_betas, check_int, check_range
 
@@ -166,7 +167,8 @@ class Prodigy(RuleOptimizer):
 
     Same constructor, defaults and state as the authors' ``prodigyopt.Prodigy`` (per parameter
     ``step``, ``s``, ``p0``, ``exp_avg`` (not with ``betas[0] = 0``), ``exp_avg_sq``; the estimate in
-    every param group, as float64 tensors once it has stepped), so its checkpoints load as they are.  See
+    every param group: floats, or float64 tensors once it has stepped on a GPU), so its checkpoints load as they
+    are.  See
     the module docstring for the equations, and for why and how the step makes two passes.
     """
 
@@ -283,7 +285,9 @@ class Prodigy(RuleOptimizer):
             return loss
         head = self.param_groups[0]
         device = work[0][2][0].device
-        d, d_max, numerator, k = (_tensor(head[key], device) for key in ("d", "d_max", "d_numerator", "k"))
+        host = _on_host(device)
+        # the estimate's numbers: Python floats on the CPU (as the authors'), float64 tensors on the device elsewhere
+        d, d_max, numerator, k = (_number(head[key], device, host) for key in ("d", "d_max", "d_numerator", "k"))
         beta1, beta2 = first["betas"]
         beta3 = beta2**0.5 if first["beta3"] is None else first["beta3"]
         dlr = d * lr
@@ -296,30 +300,29 @@ class Prodigy(RuleOptimizer):
                 continue
             weight = (d / opts["d0"]) * (d if opts["safeguard_warmup"] else dlr)
             hyper = {"beta3": beta3, "weight": weight, "weight_decay": opts["weight_decay"]}
-            hyper = _numbers({**hyper, "decouple": first["decouple"]}, device)
-            pairs = self._first_pass(group, opts["slice_p"], params, prepared, hyper).to(torch.float64)
+            pairs = self._first_pass(group, opts["slice_p"], params, prepared, {**hyper, "decouple": first["decouple"]})
+            pairs = pairs.to(torch.float64)
             dots.append((d / opts["d0"]) * dlr * pairs[:, 0])
             sizes.append(pairs[:, 1])
-        denominator = torch.cat(sizes).sum() if sizes else torch.zeros((), dtype=torch.float64, device=device)
+        denominator, dot = (_total(parts, device, host) for parts in (sizes, dots))
         # every gradient so far 0 where the sums look: the moments moved, nothing else does (the authors')
         zero = denominator == 0
-        numerator_new = numerator * beta3 + (torch.cat(dots).sum() if dots else 0.0)
-        d_hat = first["d_coef"] * numerator_new / denominator
+        numerator_new = numerator * beta3 + dot
+        # (divided by 1 where the denominator is 0: that estimate is not kept)
+        d_hat = first["d_coef"] * numerator_new / where(zero, 1.0, denominator)
         # Python's max(a, b) and min(a, b) (a unless b is larger, smaller), as the authors' code takes them
-        d_new = torch.where((d == options[-1]["d0"]) & (d_hat > d), d_hat, d)
-        d_max_new = torch.where(d_hat > d_max, d_hat, d_max)
+        d_new = where((d == options[-1]["d0"]) & (d_hat > d), d_hat, d)
+        d_max_new = where(d_hat > d_max, d_hat, d_max)
         grown = d_new * first["growth_rate"]
-        d_new = torch.where(grown < d_max_new, grown, d_max_new)
-        d_next = torch.where(zero, d, d_new)
-        hyper = {"beta1": beta1, "beta2": beta2, "d": d, "dlr": torch.where(zero, torch.zeros_like(dlr), dlr)}
-        hyper = _numbers({**hyper, "d_next": d_next, "zero": zero}, device)
-        zero_read = hyper.pop("zero")  # a Python bool on the CPU; elsewhere the tensor, never read
+        d_new = where(grown < d_max_new, grown, d_max_new)
+        d_next = where(zero, d, d_new)
+        hyper = {"beta1": beta1, "beta2": beta2, "d": d, "dlr": where(zero, 0.0, dlr), "d_next": d_next}
         for group, opts, params, prepared in work:
             own = {"eps": opts["eps"], "weight_decay": opts["weight_decay"], "moments": not is_zero(opts["lr"])}
             self._second_pass(group, params, prepared, {**hyper, **own, "decouple": first["decouple"]})
 
-        def kept(key: str, new: Tensor) -> Tensor:
-            return torch.where(zero, _tensor(head.get(key, new), device), new)
+        def kept(key: str, new: Any) -> Any:
+            return where(zero, _number(head.get(key, new), device, host), new)
 
         estimate = {
             "d_numerator": kept("d_numerator", numerator_new),
@@ -327,13 +330,12 @@ class Prodigy(RuleOptimizer):
             "d": d_next,
             "d_max": kept("d_max", d_max_new),
             "d_hat": kept("d_hat", d_hat),
-            "k": k + ~zero,
+            "k": k + where(zero, 0, 1),
         }
         for group in self.param_groups:
             group.update(estimate)
-        if device.type == "cpu" and zero_read is not False:  # the step counts (CPU tensors) stay where nothing moved
-            counts = [self.state[p]["step"] for _, _, params, _ in work for p in params]
-            torch._foreach_add_(counts, zero.to(torch.float32), alpha=-1)
+        if host and zero:  # the step counts stay where nothing moved (a device's estimate is not read: they move)
+            torch._foreach_add_([self.state[p]["step"] for _, _, params, _ in work for p in params], -1)
         return loss
 
     def _first_pass(
@@ -425,23 +427,27 @@ class Prodigy(RuleOptimizer):
                     )
 
 
-def _numbers(hyper: dict[str, Any], device: torch.device) -> dict[str, Any]:
-    """``hyper`` with its tensors as Python numbers where they are on the CPU (reading one waits for nothing
-    there, and torch's CPU kernels take a number faster than a 0-dim tensor of another dtype); elsewhere as
-    they are, so that nothing waits for the device."""
-    if device.type != "cpu":
-        return hyper
-    return {k: v.item() if isinstance(v, Tensor) else v for k, v in hyper.items()}
+def _on_host(device: torch.device) -> bool:
+    """Whether the estimate's numbers are Python floats (on the CPU, where reading one waits for nothing and a
+    float costs a fraction of a 0-dim tensor's operation) rather than float64 tensors on ``device`` (a GPU's: a
+    read there would wait for every kernel queued)."""
+    return device.type == "cpu"
+
+
+def _number(value: Any, device: torch.device, host: bool) -> Any:
+    """One of the estimate's numbers (a Python number from a fresh group or the authors' checkpoint, a tensor
+    from a device's step) in the form the step computes with (:func:`_on_host`)."""
+    return float(value) if host else torch.as_tensor(value, dtype=torch.float64, device=device)
+
+
+def _total(parts: list[Tensor], device: torch.device, host: bool) -> Any:
+    """The sum of the tensors' terms, in order, as one of the estimate's numbers (0 with no terms)."""
+    total = torch.cat(parts).sum() if parts else torch.zeros((), dtype=torch.float64, device=device)
+    return total.item() if host else total
 
 
 def _options(group: dict[str, Any]) -> dict[str, Any]:
     return _values({key: group[key] for key in _OPTIONS})
-
-
-def _tensor(value: Any, device: torch.device) -> Tensor:
-    """One of the estimate's numbers as a float64 tensor on ``device`` (a Python number from a fresh group or the
-    authors' checkpoint; already one after a step, when this copies nothing)."""
-    return torch.as_tensor(value, dtype=torch.float64, device=device)
 
 
 def _batches(group: dict[str, Any], params: list[Tensor], rest: list[int]) -> list[list[int]]:

@@ -203,8 +203,8 @@ def test_foreach_path_equals_per_parameter_path(options):
 
 
 def test_a_step_reads_nothing_on_the_host_where_the_estimate_stays_a_tensor(monkeypatch):
-    # On a GPU every hyperparameter of the passes stays a 0-dim tensor on the device (a host read would wait for
-    # it); on the CPU they are read as numbers.  Here that GPU form, run on the CPU: the same results bit for bit,
+    # On a GPU the estimate and every hyperparameter of the passes stay 0-dim tensors on the device (a host read
+    # would wait for them); on the CPU they are Python floats.  Here that GPU form, run on the CPU: the same results,
     # and after the first step (whose new state asks, as the authors', whether each tensor is all zero) no tensor
     # read on the host at all.
     from optimlab.optim import prodigy as module
@@ -233,7 +233,7 @@ def test_a_step_reads_nothing_on_the_host_where_the_estimate_stays_a_tensor(monk
         return opts[-1]
 
     monkeypatch_done: list[bool] = []
-    monkeypatch.setattr(module, "_numbers", lambda hyper, device: hyper)
+    monkeypatch.setattr(module, "_on_host", lambda device: False)  # the device's form: the estimate as tensors
     device_form = _mixed_run(make, torch.float32, steps=10)
     monkeypatch.undo()
     assert monkeypatch_done and not read
