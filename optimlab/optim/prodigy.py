@@ -301,7 +301,6 @@ class Prodigy(RuleOptimizer):
             weight = (d / opts["d0"]) * (d if opts["safeguard_warmup"] else dlr)
             hyper = {"beta3": beta3, "weight": weight, "weight_decay": opts["weight_decay"]}
             pairs = self._first_pass(group, opts["slice_p"], params, prepared, {**hyper, "decouple": first["decouple"]})
-            pairs = pairs.to(torch.float64)
             dots.append((d / opts["d0"]) * dlr * pairs[:, 0])
             sizes.append(pairs[:, 1])
         denominator, dot = (_total(parts, device, host) for parts in (sizes, dots))
@@ -342,7 +341,7 @@ class Prodigy(RuleOptimizer):
         self, group: dict[str, Any], slice_p: int, params: list[Tensor], prepared: list[Any], hyper: dict[str, Any]
     ) -> Tensor:
         """``s`` of ``group``'s tensors written (:func:`prodigy_sums`); returns each tensor's two sums, ``dot`` and
-        ``size``, as the rows of a tensor of their dtype (as the authors', each tensor's sums are in its dtype).
+        ``size``, as the rows of a float64 tensor (each taken in its tensor's dtype, as the authors').
         Natively where it can (``slice_p = 1``, float32 or float64 CPU tensors), else by torch."""
         sums = torch.empty(len(params), 2, dtype=torch.float64, device=params[0].device)
         rest = list(range(len(params)))
