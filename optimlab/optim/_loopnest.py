@@ -30,10 +30,10 @@ reduction): at each level, the smaller values (row and column statistics) in loo
 own axes, values of the same axes in one loop, kept in a buffer only where a later loop reads
 them; then, if a reduction needs a full-size value of that level, a pass over the tile's
 elements.  Full-size values are recomputed in every pass that needs them and never stored; the
-outputs are written in the last pass of the last phase, but for a full output that a later phase
-reads and whose old value no later pass reads: the first pass that computes it stores it, and the
-later ones read it back (LAMB's moments: its second pass reads them and the parameter, not the
-gradient and the old moments).  Adafactor on a tensor of matrices cut by whole matrices takes two
+outputs are written in the last pass of the last phase, but for a full output whose old value no
+later pass reads and that a later phase reads, or nothing later reads: the first pass that computes
+it stores it, and later ones read it back (LAMB's moments: its second pass reads them and the
+parameter, not the gradient and the old moments; Prodigy's ``s``, stored by the pass that sums).  Adafactor on a tensor of matrices cut by whole matrices takes two
 phases: row and column means, the factored second moment and ``RMS(U)``'s slots in the first, the
 update in the second.
 

@@ -715,11 +715,9 @@ def _flat_layout(p: Tensor, state: State) -> Layout | None:
 
 def _layout_as_vector(p: Tensor, grad: Tensor, state: State) -> Layout | None:
     """The layout of a loop nest that sees ``p`` as one vector (:func:`run`), or None where it cannot."""
+    if not (_eligible(p, grad) and p.is_contiguous() and grad.is_contiguous()):
+        return None
     dtype, n, vector = p.dtype, p.numel(), _loopnest.VECTOR
-    if not (dtype in _DTYPES and p.is_cpu and p.is_contiguous()):
-        return None
-    if grad.dtype != dtype or not grad.is_contiguous() or grad.shape != p.shape:
-        return None
     layout = []
     for k, v in state.items():
         if v.dtype != dtype or not v.is_cpu or not v.is_contiguous():
